@@ -1,0 +1,91 @@
+//! A job row as users see it.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+/// One job, as stored in the worker schema (the columns of the `jobs` view
+/// plus the payload).
+///
+/// ```
+/// fn describe(job: &graphile_worker::Job) -> String {
+///     format!("{} #{} attempt {}/{}", job.task_identifier, job.id, job.attempts, job.max_attempts)
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    /// Job id (64-bit; ids pass 2^31 on busy systems).
+    pub id: i64,
+    /// Named queue, if any.
+    pub queue_name: Option<String>,
+    /// The task that runs this job.
+    pub task_identifier: String,
+    /// The JSON payload.
+    pub payload: serde_json::Value,
+    /// Smaller runs first.
+    pub priority: i16,
+    /// Earliest time the job may run (pushed forward by each failure).
+    pub run_at: DateTime<Utc>,
+    /// Attempts made so far, counted when a worker claims the job.
+    pub attempts: i16,
+    /// Attempts allowed before the job is permanently failed.
+    pub max_attempts: i16,
+    /// Message of the last failure.
+    pub last_error: Option<String>,
+    /// When the job was created.
+    pub created_at: DateTime<Utc>,
+    /// When the job was last changed through the SQL functions.
+    pub updated_at: DateTime<Utc>,
+    /// The job key, if any.
+    pub key: Option<String>,
+    /// When a worker locked the job, if locked.
+    pub locked_at: Option<DateTime<Utc>>,
+    /// The pool id of the worker holding the job, if locked.
+    pub locked_by: Option<String>,
+    /// Bumped each time the job is updated through its key.
+    pub revision: i32,
+    /// Flags as a JSON object `{"flag": true}`.
+    pub flags: Option<serde_json::Value>,
+}
+
+impl Job {
+    /// Whether the job has used all of its attempts and will not run again.
+    ///
+    /// ```
+    /// # fn check(job: &graphile_worker::Job) {
+    /// if job.is_permanently_failed() { /* alert someone */ }
+    /// # }
+    /// ```
+    pub fn is_permanently_failed(&self) -> bool {
+        self.attempts >= self.max_attempts
+    }
+}
+
+/// The select list that [`Job::from_row`] reads, for a query that joins a
+/// private job row `j` with tasks `t` and queues `q`.
+pub(crate) const JOB_COLUMNS: &str = "j.id, q.queue_name, t.identifier as task_identifier, \
+     j.payload, j.priority, j.run_at, j.attempts, j.max_attempts, j.last_error, j.created_at, \
+     j.updated_at, j.key, j.locked_at, j.locked_by, j.revision, j.flags";
+
+impl<'r> sqlx::FromRow<'r, PgRow> for Job {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Job {
+            id: row.try_get("id")?,
+            queue_name: row.try_get("queue_name")?,
+            task_identifier: row.try_get("task_identifier")?,
+            payload: row.try_get("payload")?,
+            priority: row.try_get("priority")?,
+            run_at: row.try_get("run_at")?,
+            attempts: row.try_get("attempts")?,
+            max_attempts: row.try_get("max_attempts")?,
+            last_error: row.try_get("last_error")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            key: row.try_get("key")?,
+            locked_at: row.try_get("locked_at")?,
+            locked_by: row.try_get("locked_by")?,
+            revision: row.try_get("revision")?,
+            flags: row.try_get("flags")?,
+        })
+    }
+}

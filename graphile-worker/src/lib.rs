@@ -1,0 +1,35 @@
+#![doc = include_str!("../../README.md")]
+#![warn(missing_docs)]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Parts of the engine are still being wired up.
+#![allow(dead_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod context;
+mod error;
+mod job;
+mod migrate;
+mod registry;
+mod schema;
+mod spec;
+mod sql;
+mod task;
+mod worker_utils;
+
+pub use context::JobContext;
+pub use error::{Error, MigrateError};
+pub use graphile_worker_macros::task;
+pub use job::Job;
+pub use registry::{TaskRegistration, registered_tasks};
+pub use schema::quote_identifier;
+pub use spec::{JobKeyMode, JobSpec};
+pub use task::{IntoTaskResult, Task, TaskError};
+pub use worker_utils::{Cleanup, NewJob, Reschedule, WorkerUtils};
+
+/// Items the `#[task]` expansion refers to. Not public API: no stability.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+    pub use serde;
+    pub use serde_json;
+}

@@ -1,0 +1,389 @@
+//! Installing and upgrading the worker schema.
+//!
+//! The rules match graphile-worker (Node):
+//! - a ledger table `<schema>.migrations(id, ts, breaking)`;
+//! - each migration runs in its own transaction whose **first** statement
+//!   inserts the ledger row: that primary key is the only concurrency guard,
+//!   so any number of migrators may run at once and each succeeds;
+//! - the migration announces itself on the `worker:migrate` channel inside the
+//!   same transaction;
+//! - a database whose newest breaking migration is newer than this build is
+//!   refused; a newer non-breaking one only logs a warning.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Connection, PgPool};
+
+use crate::error::{Error, MigrateError};
+use crate::schema::Schema;
+
+/// One embedded migration.
+struct Migration {
+    number: i32,
+    sql: &'static str,
+}
+
+macro_rules! migrations {
+    ($($n:literal => $file:literal),* $(,)?) => {
+        [$(Migration { number: $n, sql: include_str!(concat!("../../migrations/", $file)) }),*]
+    };
+}
+
+const MIGRATIONS: [Migration; 20] = migrations![
+    1 => "000001.sql", 2 => "000002.sql", 3 => "000003.sql", 4 => "000004.sql",
+    5 => "000005.sql", 6 => "000006.sql", 7 => "000007.sql", 8 => "000008.sql",
+    9 => "000009.sql", 10 => "000010.sql", 11 => "000011.sql", 12 => "000012.sql",
+    13 => "000013.sql", 14 => "000014.sql", 15 => "000015.sql", 16 => "000016.sql",
+    17 => "000017.sql", 18 => "000018.sql", 19 => "000019.sql", 20 => "000020.sql",
+];
+
+/// The migrations this project records as breaking. Node also marks 19; a
+/// ledger that says so is accepted.
+const BREAKING: [i32; 6] = [1, 3, 11, 13, 14, 16];
+
+/// The highest migration this build knows.
+pub(crate) const HIGHEST_MIGRATION: i32 = 20;
+
+/// Migration 20 is written to be re-runnable; it is applied again when the
+/// ledger says 20 but the worker registry is missing (Node 0.18's own 20).
+const REGISTRY_MIGRATION: usize = 19;
+
+const PLACEHOLDER: &str = ":GRAPHILE_WORKER_SCHEMA";
+
+/// SQLSTATEs meaning "another migrator created this first".
+const CLASH_CODES: [&str; 4] = ["23505", "42P06", "42P07", "42710"];
+
+/// Replaces every `:GRAPHILE_WORKER_SCHEMA` in `sql` with the quoted schema.
+///
+/// The placeholder is replaced wherever it stands, also right after a `::`
+/// cast (`):::GRAPHILE_WORKER_SCHEMA.job_spec` becomes
+/// `)::"graphile_worker".job_spec`).
+pub(crate) fn substitute(sql: &str, schema: &Schema) -> String {
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut rest = sql;
+    while let Some(pos) = rest.find(PLACEHOLDER) {
+        let after = &rest[pos + PLACEHOLDER.len()..];
+        let continues_word = after
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_');
+        out.push_str(&rest[..pos]);
+        if continues_word {
+            out.push_str(PLACEHOLDER);
+        } else {
+            out.push_str(schema.quoted());
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+fn is_breaking(number: i32) -> bool {
+    BREAKING.contains(&number)
+}
+
+fn sql_state(error: &sqlx::Error) -> Option<String> {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned())
+}
+
+fn is_clash(error: &sqlx::Error) -> bool {
+    sql_state(error).is_some_and(|c| CLASH_CODES.contains(&c.as_str()))
+}
+
+struct Status {
+    latest: Option<i32>,
+    latest_breaking: Option<i32>,
+}
+
+/// Brings the schema up to date. Safe to call from many processes at once.
+pub(crate) async fn migrate(pool: &PgPool, schema: &Schema) -> Result<(), Error> {
+    let mut conn = pool.acquire().await?;
+    migrate_on(&mut conn, schema).await
+}
+
+pub(crate) async fn migrate_on(conn: &mut PgConnection, schema: &Schema) -> Result<(), Error> {
+    schema.validate()?;
+    check_server_version(conn).await?;
+    let status = read_status(conn, schema).await?;
+
+    if let Some(latest_breaking) = status.latest_breaking
+        && latest_breaking > HIGHEST_MIGRATION
+    {
+        return Err(MigrateError::DatabaseTooNew {
+            latest: status.latest.unwrap_or(latest_breaking),
+            latest_breaking,
+            highest: HIGHEST_MIGRATION,
+        }
+        .into());
+    }
+
+    for migration in &MIGRATIONS {
+        if status
+            .latest
+            .is_some_and(|latest| migration.number <= latest)
+        {
+            continue;
+        }
+        run_one(conn, schema, migration).await?;
+    }
+    if let Some(latest) = status.latest
+        && latest > HIGHEST_MIGRATION
+    {
+        tracing::warn!(
+            latest,
+            highest = HIGHEST_MIGRATION,
+            "database is at graphile-worker schema revision {latest}, but this build only knows up to {HIGHEST_MIGRATION}; they may or may not be compatible, continuing"
+        );
+    }
+
+    ensure_registry(conn, schema).await
+}
+
+async fn check_server_version(conn: &mut PgConnection) -> Result<(), Error> {
+    let version: String = sqlx::query_scalar("select current_setting('server_version_num')")
+        .fetch_one(&mut *conn)
+        .await?;
+    let version: i32 = version.trim().parse().unwrap_or(0);
+    if version < 120_000 {
+        return Err(MigrateError::PostgresTooOld(version).into());
+    }
+    Ok(())
+}
+
+async fn query_status(conn: &mut PgConnection, schema: &Schema) -> Result<Status, sqlx::Error> {
+    let sql = format!(
+        "select (select id from {s}.migrations order by id desc limit 1), \
+                (select id from {s}.migrations where breaking is true order by id desc limit 1)",
+        s = schema.quoted()
+    );
+    let (latest, latest_breaking): (Option<i32>, Option<i32>) = sqlx::query_as(AssertSqlSafe(sql))
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Status {
+        latest,
+        latest_breaking,
+    })
+}
+
+async fn read_status(conn: &mut PgConnection, schema: &Schema) -> Result<Status, Error> {
+    match query_status(conn, schema).await {
+        Ok(status) => Ok(status),
+        Err(e) if matches!(sql_state(&e).as_deref(), Some("42P01" | "42703" | "3F000")) => {
+            match bootstrap(conn, schema).await {
+                // Every migration is attempted; those already applied are
+                // skipped on their ledger insert.
+                Ok(()) => Ok(Status {
+                    latest: None,
+                    latest_breaking: query_status(conn, schema)
+                        .await
+                        .map_err(MigrateError::Ledger)?
+                        .latest_breaking,
+                }),
+                Err(e) if is_clash(&e) => {
+                    tokio::time::sleep(Duration::from_millis(400 + jitter_ms(200))).await;
+                    query_status(conn, schema)
+                        .await
+                        .map_err(|e| MigrateError::Ledger(e).into())
+                }
+                Err(e) => Err(MigrateError::Ledger(e).into()),
+            }
+        }
+        Err(e) => Err(MigrateError::Ledger(e).into()),
+    }
+}
+
+/// Creates the schema and the ledger, or adopts an older ledger that lacks
+/// the `breaking` column. Each step is idempotent.
+async fn bootstrap(conn: &mut PgConnection, schema: &Schema) -> Result<(), sqlx::Error> {
+    let s = schema.quoted();
+    let breaking = BREAKING.map(|n| n.to_string()).join(",");
+    let sql = format!(
+        "create schema if not exists {s};
+         create table if not exists {s}.migrations (
+             id int primary key,
+             ts timestamptz default now() not null
+         );
+         alter table {s}.migrations add column if not exists breaking boolean not null default false;
+         update {s}.migrations set breaking = true where id = any('{{{breaking}}}'::int[]);"
+    );
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn run_one(
+    conn: &mut PgConnection,
+    schema: &Schema,
+    migration: &Migration,
+) -> Result<(), Error> {
+    let mut tx = conn.begin().await?;
+    let insert = format!(
+        "insert into {}.migrations (id, breaking) values ($1, $2)",
+        schema.quoted()
+    );
+    let breaking = is_breaking(migration.number);
+    if let Err(e) = sqlx::query(AssertSqlSafe(insert))
+        .bind(migration.number)
+        .bind(breaking)
+        .execute(&mut *tx)
+        .await
+    {
+        let _ = tx.rollback().await;
+        if is_clash(&e) {
+            tracing::debug!(
+                migration = migration.number,
+                "another worker performed this migration; continuing"
+            );
+            return Ok(());
+        }
+        return Err(MigrateError::Failed {
+            migration: migration.number,
+            source: e,
+        }
+        .into());
+    }
+
+    let body = substitute(migration.sql, schema);
+    let result = async {
+        sqlx::raw_sql(AssertSqlSafe(body)).execute(&mut *tx).await?;
+        sqlx::query("select pg_notify('worker:migrate', $1)")
+            .bind(
+                serde_json::json!({"migrationNumber": migration.number, "breaking": breaking})
+                    .to_string(),
+            )
+            .execute(&mut *tx)
+            .await?;
+        Ok::<(), sqlx::Error>(())
+    }
+    .await;
+
+    match result {
+        Ok(()) => {
+            tx.commit().await.map_err(|e| MigrateError::Failed {
+                migration: migration.number,
+                source: e,
+            })?;
+            tracing::info!(migration = migration.number, "applied migration");
+            Ok(())
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            if migration.number == 11 && sql_state(&e).as_deref() == Some("22012") {
+                return Err(MigrateError::LockedJobs { source: e }.into());
+            }
+            Err(MigrateError::Failed {
+                migration: migration.number,
+                source: e,
+            }
+            .into())
+        }
+    }
+}
+
+/// Makes sure the worker registry of migration 20 exists. A database whose
+/// migration 20 was installed by Node 0.18 lacks it; migration 20 is
+/// re-runnable, so it is applied again (without a ledger row).
+async fn ensure_registry(conn: &mut PgConnection, schema: &Schema) -> Result<(), Error> {
+    let s = schema.quoted();
+    let probe = format!(
+        "select to_regclass('{t}') is not null \
+            and to_regprocedure('{f}') is not null",
+        t = sql_literal_body(&format!("{s}._private_workers")),
+        f = sql_literal_body(&format!("{s}.recover_dead_worker_jobs(text[], interval)")),
+    );
+    let present: bool = sqlx::query_scalar(AssertSqlSafe(probe))
+        .fetch_one(&mut *conn)
+        .await?;
+    if present {
+        return Ok(());
+    }
+    let migration = &MIGRATIONS[REGISTRY_MIGRATION];
+    let body = substitute(migration.sql, schema);
+    let mut tx = conn.begin().await?;
+    let result = sqlx::raw_sql(AssertSqlSafe(body)).execute(&mut *tx).await;
+    match result {
+        Ok(_) => {
+            tx.commit().await?;
+            tracing::info!("created the worker registry over an existing migration 20");
+            Ok(())
+        }
+        Err(e) if is_clash(&e) => {
+            // Another process created it at the same time.
+            let _ = tx.rollback().await;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(MigrateError::Failed {
+                migration: migration.number,
+                source: e,
+            }
+            .into())
+        }
+    }
+}
+
+/// Escapes text for use inside a single-quoted SQL literal.
+fn sql_literal_body(text: &str) -> String {
+    text.replace('\'', "''")
+}
+
+/// A small random number in `0..bound`, for jitter.
+pub(crate) fn jitter_ms(bound: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.finish() % bound.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_placeholder_survives_substitution() {
+        for name in ["graphile_worker", "we\"ird name", "x"] {
+            let schema = Schema::new(name);
+            for m in &MIGRATIONS {
+                let sql = substitute(m.sql, &schema);
+                assert!(
+                    !sql.contains("GRAPHILE_WORKER_SCHEMA"),
+                    "migration {} keeps a placeholder",
+                    m.number
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cast_before_placeholder_is_replaced() {
+        let schema = Schema::new("gw");
+        assert_eq!(
+            substitute("select x:::GRAPHILE_WORKER_SCHEMA.job_spec", &schema),
+            "select x::\"gw\".job_spec"
+        );
+        assert_eq!(
+            substitute(":GRAPHILE_WORKER_SCHEMA_X :GRAPHILE_WORKER_SCHEMA", &schema),
+            ":GRAPHILE_WORKER_SCHEMA_X \"gw\""
+        );
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.number as usize, i + 1);
+        }
+        assert_eq!(MIGRATIONS.len() as i32, HIGHEST_MIGRATION);
+    }
+}

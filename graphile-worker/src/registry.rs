@@ -1,0 +1,181 @@
+//! The task registry: tasks registered by `#[task]` through `inventory`, and
+//! the set of tasks one worker runs.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::context::JobContext;
+use crate::error::Error;
+use crate::task::{Task, TaskError};
+
+/// The future a type-erased task handler returns.
+pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send>>;
+
+/// Decodes a payload and starts the task; the decode error is the job's
+/// failure message.
+pub(crate) type Handler = fn(JobContext, &serde_json::Value) -> Result<TaskFuture, TaskError>;
+
+/// One registered task. `#[task]` submits one of these for each annotated
+/// function; you rarely build one yourself.
+///
+/// ```
+/// use graphile_worker::{JobContext, Task, TaskError, TaskRegistration};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Ping {}
+/// impl Task for Ping {
+///     const IDENTIFIER: &'static str = "ping";
+///     async fn run(self, _ctx: JobContext) -> Result<(), TaskError> { Ok(()) }
+/// }
+///
+/// static PING: TaskRegistration = TaskRegistration::of::<Ping>(file!(), line!(), &[]);
+/// assert_eq!(PING.identifier(), "ping");
+/// ```
+#[derive(Debug)]
+pub struct TaskRegistration {
+    identifier: &'static str,
+    file: &'static str,
+    line: u32,
+    cron: &'static [&'static str],
+    handler: Handler,
+}
+
+impl TaskRegistration {
+    /// The registration of task `T`, defined at `file:line`, with the given
+    /// crontab schedules (five-field patterns).
+    pub const fn of<T: Task>(file: &'static str, line: u32, cron: &'static [&'static str]) -> Self {
+        Self {
+            identifier: T::IDENTIFIER,
+            file,
+            line,
+            cron,
+            handler: start_task::<T>,
+        }
+    }
+
+    /// The task identifier.
+    pub fn identifier(&self) -> &'static str {
+        self.identifier
+    }
+
+    /// Where the task is defined, as `file:line`.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+
+    /// Cron schedules declared with `#[task(cron = "...")]`.
+    pub fn cron(&self) -> &'static [&'static str] {
+        self.cron
+    }
+
+    pub(crate) fn handler(&self) -> Handler {
+        self.handler
+    }
+}
+
+inventory::collect!(TaskRegistration);
+
+/// Every task registered by `#[task]` in the crates linked into this binary.
+///
+/// ```
+/// for task in graphile_worker::registered_tasks() {
+///     println!("{} at {}", task.identifier(), task.location());
+/// }
+/// ```
+pub fn registered_tasks() -> impl Iterator<Item = &'static TaskRegistration> {
+    inventory::iter::<TaskRegistration>.into_iter()
+}
+
+fn start_task<T: Task>(
+    ctx: JobContext,
+    payload: &serde_json::Value,
+) -> Result<TaskFuture, TaskError> {
+    let payload = T::deserialize(payload).map_err(|e| {
+        TaskError::new(format!(
+            "could not decode the payload for task `{}`: {e}",
+            T::IDENTIFIER
+        ))
+    })?;
+    Ok(Box::pin(payload.run(ctx)))
+}
+
+/// The tasks one worker runs, by identifier.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TaskSet {
+    tasks: BTreeMap<String, Entry>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    location: String,
+    handler: Handler,
+}
+
+impl TaskSet {
+    /// Adds a task, refusing a second task with the same identifier.
+    pub(crate) fn insert(&mut self, registration: &TaskRegistration) -> Result<(), Error> {
+        self.insert_parts(
+            registration.identifier,
+            registration.location(),
+            registration.handler,
+        )
+    }
+
+    pub(crate) fn insert_parts(
+        &mut self,
+        identifier: &str,
+        location: String,
+        handler: Handler,
+    ) -> Result<(), Error> {
+        if let Some(existing) = self.tasks.get(identifier) {
+            return Err(Error::DuplicateTask {
+                identifier: identifier.to_owned(),
+                first: existing.location.clone(),
+                second: location,
+            });
+        }
+        self.tasks
+            .insert(identifier.to_owned(), Entry { location, handler });
+        Ok(())
+    }
+
+    /// Registers task `T` (hand-written or generated).
+    pub(crate) fn insert_task<T: Task>(&mut self, location: String) -> Result<(), Error> {
+        self.insert_parts(T::IDENTIFIER, location, start_task::<T>)
+    }
+
+    /// Keeps only the named tasks; each name must exist.
+    pub(crate) fn retain_only(&mut self, names: &[String]) -> Result<(), Error> {
+        for name in names {
+            if !self.tasks.contains_key(name) {
+                return Err(Error::UnknownTask(name.clone()));
+            }
+        }
+        self.tasks.retain(|k, _| names.contains(k));
+        Ok(())
+    }
+
+    /// Drops the named tasks; each name must exist.
+    pub(crate) fn remove_all(&mut self, names: &[String]) -> Result<(), Error> {
+        for name in names {
+            if self.tasks.remove(name).is_none() {
+                return Err(Error::UnknownTask(name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn handler(&self, identifier: &str) -> Option<Handler> {
+        self.tasks.get(identifier).map(|e| e.handler)
+    }
+
+    pub(crate) fn identifiers(&self) -> Vec<String> {
+        self.tasks.keys().cloned().collect()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}

@@ -1,0 +1,374 @@
+//! `WorkerUtils`: adding jobs and administering them.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgExecutor, PgPool};
+
+use crate::error::Error;
+use crate::job::Job;
+use crate::migrate;
+use crate::schema::Schema;
+use crate::sql::Statements;
+use sqlx::SqlStr;
+
+type JobsQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Job, sqlx::postgres::PgArguments>;
+use crate::spec::{JobKeyMode, JobSpec};
+
+/// Adding and administering jobs in one worker schema.
+///
+/// Cheap to clone: it holds the pool and the schema name.
+///
+/// ```no_run
+/// use graphile_worker::{JobSpec, WorkerUtils};
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), graphile_worker::Error> {
+/// let utils = WorkerUtils::new(pool, "graphile_worker");
+/// utils.migrate().await?;
+/// let job = utils
+///     .add_raw_job("send_email", serde_json::json!({"to": "a@example.com"}), JobSpec::default())
+///     .await?;
+/// println!("queued job {}", job.id);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct WorkerUtils {
+    pool: PgPool,
+    schema: Arc<Schema>,
+    sql: Arc<Statements>,
+}
+
+/// One job for [`WorkerUtils::add_raw_jobs`].
+///
+/// ```
+/// use graphile_worker::{JobSpec, NewJob};
+/// let job = NewJob::new("send_email", serde_json::json!({"to": "a@example.com"}));
+/// let later = NewJob { spec: JobSpec { priority: Some(5), ..Default::default() }, ..job.clone() };
+/// assert_eq!(later.identifier, "send_email");
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewJob {
+    /// The task identifier.
+    pub identifier: String,
+    /// The JSON payload.
+    pub payload: serde_json::Value,
+    /// Queue, run_at, key, priority and so on.
+    pub spec: JobSpec,
+}
+
+impl NewJob {
+    /// A job with the default spec.
+    pub fn new(identifier: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self {
+            identifier: identifier.into(),
+            payload,
+            spec: JobSpec::default(),
+        }
+    }
+}
+
+/// Changes for [`WorkerUtils::reschedule_jobs`]; `None` keeps the current
+/// value.
+///
+/// ```
+/// use graphile_worker::Reschedule;
+/// let retry_now = Reschedule { run_at: Some(chrono::Utc::now()), attempts: Some(0), ..Default::default() };
+/// assert!(retry_now.priority.is_none());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reschedule {
+    /// New run_at.
+    pub run_at: Option<DateTime<Utc>>,
+    /// New priority (0 is a real value, not "unchanged").
+    pub priority: Option<i16>,
+    /// New attempts count.
+    pub attempts: Option<i16>,
+    /// New max_attempts.
+    pub max_attempts: Option<i16>,
+}
+
+/// A cleanup operation for [`WorkerUtils::cleanup`]; they run in the order
+/// permanently failed jobs, task identifiers, job queues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cleanup {
+    /// Delete jobs that used all their attempts and are not locked.
+    DeletePermafailedJobs,
+    /// Delete task identifiers no job refers to. Unsafe while workers run:
+    /// they cache task ids.
+    GcTaskIdentifiers,
+    /// Delete unlocked job queues no job refers to.
+    GcJobQueues,
+}
+
+#[derive(Serialize)]
+struct SpecRow<'a> {
+    identifier: &'a str,
+    payload: &'a serde_json::Value,
+    queue_name: Option<&'a str>,
+    run_at: Option<DateTime<Utc>>,
+    max_attempts: Option<i16>,
+    job_key: Option<&'a str>,
+    priority: Option<i16>,
+    flags: Option<&'a [String]>,
+}
+
+impl WorkerUtils {
+    /// Utilities for `schema` on `pool`. Nothing is checked until first use.
+    pub fn new(pool: PgPool, schema: &str) -> Self {
+        let schema = Schema::new(schema);
+        let sql = Arc::new(Statements::new(&schema));
+        Self {
+            pool,
+            schema: Arc::new(schema),
+            sql,
+        }
+    }
+
+    /// The pool this uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema name.
+    pub fn schema(&self) -> &str {
+        self.schema.name()
+    }
+
+    pub(crate) fn schema_ref(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub(crate) fn statements(&self) -> &Arc<Statements> {
+        &self.sql
+    }
+
+    /// Installs or upgrades the worker schema (safe to run concurrently; does
+    /// nothing when up to date).
+    pub async fn migrate(&self) -> Result<(), Error> {
+        migrate::migrate(&self.pool, &self.schema).await
+    }
+
+    /// Adds one job. With a [`JobSpec::job_key`], an existing job with that
+    /// key is updated according to the key mode.
+    pub async fn add_raw_job(
+        &self,
+        identifier: &str,
+        payload: serde_json::Value,
+        spec: JobSpec,
+    ) -> Result<Job, Error> {
+        self.add_raw_job_with(&self.pool, identifier, payload, spec)
+            .await
+    }
+
+    /// Adds one job through `executor`, for example the caller's open
+    /// transaction: the job exists, and wakes workers, only if it commits.
+    pub async fn add_raw_job_with<'e, E>(
+        &self,
+        executor: E,
+        identifier: &str,
+        payload: serde_json::Value,
+        spec: JobSpec,
+    ) -> Result<Job, Error>
+    where
+        E: PgExecutor<'e>,
+    {
+        let job: Option<Job> = sqlx::query_as(self.sql.add_job.clone())
+            .bind(identifier)
+            .bind(&payload)
+            .bind(spec.queue_name.as_deref())
+            .bind(spec.run_at)
+            .bind(spec.max_attempts.map(i32::from))
+            .bind(spec.job_key.as_deref())
+            .bind(spec.priority.map(i32::from))
+            .bind(spec.flags.as_deref())
+            .bind(spec.job_key_mode.unwrap_or_default().as_str())
+            .fetch_optional(executor)
+            .await
+            .or_else(|e| match e {
+                // add_job can return an all-NULL row when a worker locks the
+                // keyed job mid-call (a race in graphile-worker's SQL).
+                sqlx::Error::ColumnDecode { .. } => Ok(None),
+                other => Err(other),
+            })?;
+        job.ok_or_else(|| Error::JobNotScheduled(spec.job_key.unwrap_or_default()))
+    }
+
+    /// Adds many jobs in one statement and returns them in input order.
+    ///
+    /// Batch rules (from `add_jobs`): two jobs with the same key are refused;
+    /// keyed jobs may use [`JobKeyMode::Replace`] or
+    /// [`JobKeyMode::PreserveRunAt`], but not both in one call, and not
+    /// [`JobKeyMode::UnsafeDedupe`].
+    pub async fn add_raw_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Job>, Error> {
+        self.add_raw_jobs_with(&self.pool, jobs).await
+    }
+
+    /// [`add_raw_jobs`](Self::add_raw_jobs) through `executor`, such as the
+    /// caller's transaction.
+    pub async fn add_raw_jobs_with<'e, E>(
+        &self,
+        executor: E,
+        jobs: &[NewJob],
+    ) -> Result<Vec<Job>, Error>
+    where
+        E: PgExecutor<'e>,
+    {
+        let (specs, preserve_run_at) = specs_json(jobs)?;
+        let rows: Vec<Job> = sqlx::query_as(self.sql.add_jobs.clone())
+            .bind(specs)
+            .bind(preserve_run_at)
+            .fetch_all(executor)
+            .await?;
+        Ok(rows)
+    }
+
+    /// Adds many jobs in one statement and returns only how many rows were
+    /// written: the fastest way to enqueue in bulk.
+    pub async fn add_raw_jobs_count_with<'e, E>(
+        &self,
+        executor: E,
+        jobs: &[NewJob],
+    ) -> Result<u64, Error>
+    where
+        E: PgExecutor<'e>,
+    {
+        let (specs, preserve_run_at) = specs_json(jobs)?;
+        let count: i64 = sqlx::query_scalar(self.sql.add_jobs_count.clone())
+            .bind(specs)
+            .bind(preserve_run_at)
+            .fetch_one(executor)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Removes the job with this key: deleted if not running; if running, it
+    /// loses its key and will not be retried (it is not cancelled).
+    /// Returns the job, or `None` when no job has the key.
+    pub async fn remove_job(&self, job_key: &str) -> Result<Option<Job>, Error> {
+        Ok(sqlx::query_as(self.sql.remove_job.clone())
+            .bind(job_key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Marks jobs as done (deletes them) unless a worker is running them.
+    pub async fn complete_jobs(&self, ids: &[i64]) -> Result<Vec<Job>, Error> {
+        self.admin(&self.sql.complete_jobs, ids, |q| q).await
+    }
+
+    /// Marks jobs as permanently failed unless a worker is running them.
+    pub async fn permanently_fail_jobs(
+        &self,
+        ids: &[i64],
+        reason: Option<&str>,
+    ) -> Result<Vec<Job>, Error> {
+        self.admin(&self.sql.permanently_fail_jobs, ids, |q| q.bind(reason))
+            .await
+    }
+
+    /// Changes run_at, priority, attempts or max_attempts of jobs that are
+    /// not running. Zero is a real value here.
+    pub async fn reschedule_jobs(
+        &self,
+        ids: &[i64],
+        changes: Reschedule,
+    ) -> Result<Vec<Job>, Error> {
+        self.admin(&self.sql.reschedule_jobs, ids, |q| {
+            q.bind(changes.run_at)
+                .bind(changes.priority.map(i32::from))
+                .bind(changes.attempts.map(i32::from))
+                .bind(changes.max_attempts.map(i32::from))
+        })
+        .await
+    }
+
+    async fn admin<'q>(
+        &self,
+        statement: &SqlStr,
+        ids: &'q [i64],
+        bind: impl FnOnce(JobsQuery<'q>) -> JobsQuery<'q>,
+    ) -> Result<Vec<Job>, Error> {
+        let query = sqlx::query_as::<_, Job>(statement.clone()).bind(ids);
+        Ok(bind(query).fetch_all(&self.pool).await?)
+    }
+
+    /// Unlocks every job and queue locked by these pool ids (no age check).
+    /// Use it for workers you know are gone.
+    pub async fn force_unlock_workers(&self, pool_ids: &[String]) -> Result<(), Error> {
+        sqlx::query(self.sql.force_unlock_workers.clone())
+            .bind(pool_ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Runs cleanup operations, in their fixed order. `keep` lists task
+    /// identifiers [`Cleanup::GcTaskIdentifiers`] must not delete.
+    pub async fn cleanup(&self, tasks: &[Cleanup], keep: &[String]) -> Result<(), Error> {
+        let mut conn = self.pool.acquire().await?;
+        if tasks.contains(&Cleanup::DeletePermafailedJobs) {
+            sqlx::query(self.sql.cleanup_permafailed_jobs.clone())
+                .execute(&mut *conn)
+                .await?;
+        }
+        if tasks.contains(&Cleanup::GcTaskIdentifiers) {
+            sqlx::query(self.sql.cleanup_task_identifiers.clone())
+                .bind(keep)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if tasks.contains(&Cleanup::GcJobQueues) {
+            sqlx::query(self.sql.cleanup_job_queues.clone())
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the JSON array of `job_spec` rows and the call-wide preserve flag.
+fn specs_json(jobs: &[NewJob]) -> Result<(String, bool), Error> {
+    let mut seen = std::collections::HashSet::new();
+    let mut mode: Option<JobKeyMode> = None;
+    let mut rows = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Some(key) = &job.spec.job_key {
+            if !seen.insert(key.as_str()) {
+                return Err(Error::DuplicateJobKey(key.clone()));
+            }
+            let this = job.spec.job_key_mode.unwrap_or_default();
+            if this == JobKeyMode::UnsafeDedupe {
+                return Err(Error::Config(format!(
+                    "job key `{key}` uses unsafe_dedupe, which add_jobs does not support; add it with add_raw_job"
+                )));
+            }
+            match mode {
+                Some(m) if m != this => {
+                    return Err(Error::Config(
+                        "one add_jobs call cannot mix the replace and preserve_run_at key modes; split the call"
+                            .into(),
+                    ));
+                }
+                _ => mode = Some(this),
+            }
+        }
+        rows.push(SpecRow {
+            identifier: &job.identifier,
+            payload: &job.payload,
+            queue_name: job.spec.queue_name.as_deref(),
+            run_at: job.spec.run_at,
+            max_attempts: job.spec.max_attempts,
+            job_key: job.spec.job_key.as_deref(),
+            priority: job.spec.priority,
+            flags: job.spec.flags.as_deref(),
+        });
+    }
+    let json = serde_json::to_string(&rows).map_err(|source| Error::Serialize {
+        identifier: jobs
+            .first()
+            .map(|j| j.identifier.clone())
+            .unwrap_or_default(),
+        source,
+    })?;
+    Ok((json, mode == Some(JobKeyMode::PreserveRunAt)))
+}
