@@ -67,6 +67,13 @@ pub enum Error {
     )]
     DuplicateJobKey(String),
 
+    /// Another process applied a breaking migration; this worker stopped
+    /// because it would be unsafe to go on (Node exits with code 57 here).
+    #[error(
+        "another process applied breaking migration {0} to the worker schema; this worker stopped because it would be unsafe to continue; upgrade graphile-worker"
+    )]
+    BreakingMigration(i32),
+
     /// The database returned no row where one job was expected.
     #[error(
         "the database returned no row for job key `{0}`; the job was not scheduled, retry the call"

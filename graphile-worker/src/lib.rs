@@ -5,15 +5,22 @@
 #![allow(dead_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod backoff;
+mod claim;
+mod completion;
 mod context;
 mod error;
+mod execute;
 mod job;
+mod listen;
 mod migrate;
 mod registry;
 mod schema;
 mod spec;
 mod sql;
+mod sweep;
 mod task;
+mod worker;
 mod worker_utils;
 
 pub use context::JobContext;
@@ -24,6 +31,8 @@ pub use registry::{TaskRegistration, registered_tasks};
 pub use schema::quote_identifier;
 pub use spec::{JobKeyMode, JobSpec};
 pub use task::{IntoTaskResult, Task, TaskError};
+pub use backoff::retry_delay;
+pub use worker::{ShutdownHandle, Worker, WorkerOptions};
 pub use worker_utils::{Cleanup, NewJob, Reschedule, WorkerUtils};
 
 /// Items the `#[task]` expansion refers to. Not public API: no stability.

@@ -23,6 +23,17 @@ pub(crate) struct Statements {
     pub(crate) cleanup_permafailed_jobs: SqlStr,
     pub(crate) cleanup_task_identifiers: SqlStr,
     pub(crate) cleanup_job_queues: SqlStr,
+    // The worker engine.
+    pub(crate) insert_missing_tasks: SqlStr,
+    pub(crate) task_ids: SqlStr,
+    pub(crate) queue_names: SqlStr,
+    pub(crate) claim_jobs: SqlStr,
+    pub(crate) claim_jobs_with_flags: SqlStr,
+    pub(crate) complete_own_jobs: SqlStr,
+    pub(crate) fail_own_jobs: SqlStr,
+    pub(crate) return_own_jobs: SqlStr,
+    pub(crate) unlock_own_queues: SqlStr,
+    pub(crate) reset_stale_locks: SqlStr,
 }
 
 fn stmt(sql: String) -> SqlStr {
@@ -87,6 +98,107 @@ impl Statements {
                 "delete from {s}._private_job_queues q where q.locked_at is null and not exists \
                  (select 1 from {s}._private_jobs j where j.job_queue_id = q.id)"
             )),
+            insert_missing_tasks: stmt(format!(
+                "insert into {s}._private_tasks (identifier) \
+                 select i from unnest($1::text[]) as i \
+                 where not exists (select 1 from {s}._private_tasks t where t.identifier = i) \
+                 on conflict do nothing"
+            )),
+            task_ids: stmt(format!(
+                "select id, identifier from {s}._private_tasks where identifier = any($1::text[])"
+            )),
+            queue_names: stmt(format!(
+                "select id, queue_name from {s}._private_job_queues where id = any($1::int[])"
+            )),
+            claim_jobs: stmt(claim(s, "")),
+            claim_jobs_with_flags: stmt(claim(
+                s,
+                "and (jobs.flags ?| $4::text[]) is not true",
+            )),
+            complete_own_jobs: stmt(format!(
+                "with j as (delete from {s}._private_jobs as jobs \
+                   where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 \
+                   returning jobs.job_queue_id) \
+                 update {s}._private_job_queues as queues set locked_by = null, locked_at = null \
+                 where queues.id in (select job_queue_id from j where job_queue_id is not null) \
+                   and queues.locked_by = $2"
+            )),
+            // $1 ids, $2 messages, $3 pool id, $4 per-job "interrupted"
+            // flags: an interrupted job gets its attempt back and no backoff.
+            fail_own_jobs: stmt(format!(
+                "with f as (select * from unnest($1::bigint[], $2::text[], $4::boolean[]) \
+                   as f(id, message, interrupted)), \
+                 j as (update {s}._private_jobs as jobs set \
+                     last_error = f.message, \
+                     run_at = case when f.interrupted then greatest(now(), jobs.run_at) \
+                       else greatest(now(), jobs.run_at) \
+                         + exp(least(jobs.attempts, 10)) * interval '1 second' end, \
+                     attempts = case when f.interrupted then greatest(0, jobs.attempts - 1) \
+                       else jobs.attempts end, \
+                     locked_by = null, locked_at = null \
+                   from f where jobs.id = f.id and jobs.locked_by = $3 \
+                   returning jobs.job_queue_id) \
+                 update {s}._private_job_queues as queues set locked_by = null, locked_at = null \
+                 where queues.id in (select job_queue_id from j where job_queue_id is not null) \
+                   and queues.locked_by = $3"
+            )),
+            return_own_jobs: stmt(format!(
+                "with j as (update {s}._private_jobs as jobs set \
+                     attempts = greatest(0, jobs.attempts - 1), locked_by = null, locked_at = null \
+                   where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 \
+                   returning jobs.job_queue_id) \
+                 update {s}._private_job_queues as queues set locked_by = null, locked_at = null \
+                 where queues.id in (select job_queue_id from j where job_queue_id is not null) \
+                   and queues.locked_by = $2"
+            )),
+            unlock_own_queues: stmt(format!(
+                "update {s}._private_job_queues set locked_by = null, locked_at = null \
+                 where locked_by = $1 and not exists (select 1 from {s}._private_jobs j \
+                   where j.job_queue_id = {s}._private_job_queues.id and j.locked_by = $1)"
+            )),
+            reset_stale_locks: stmt(format!(
+                "with j as (update {s}._private_jobs set locked_by = null, locked_at = null, \
+                     run_at = greatest(run_at, now()) \
+                   where locked_at < now() - interval '4 hours' returning id), \
+                 q as (update {s}._private_job_queues set locked_by = null, locked_at = null \
+                   where locked_at < now() - interval '4 hours' returning id) \
+                 select (select count(*) from j), (select count(*) from q)"
+            )),
         }
     }
+}
+
+/// The claim: lock up to `$3` runnable jobs of our tasks (`$2`) for pool
+/// `$1`, at most one per named queue, and count the attempt.
+fn claim(s: &str, flags_filter: &str) -> String {
+    format!(
+        "with candidates as ( \
+           select jobs.id, jobs.job_queue_id, jobs.priority, jobs.run_at \
+           from {s}._private_jobs as jobs \
+           where jobs.is_available = true \
+             and jobs.run_at <= now() \
+             and jobs.task_id = any($2::int[]) \
+             and (jobs.job_queue_id is null or jobs.job_queue_id in ( \
+               select id from {s}._private_job_queues \
+               where is_available = true for update skip locked)) \
+             {flags_filter} \
+           order by jobs.priority asc, jobs.run_at asc \
+           limit $3 \
+           for update skip locked), \
+         chosen as ( \
+           select id, job_queue_id from ( \
+             select id, job_queue_id, row_number() over \
+               (partition by job_queue_id order by priority, run_at) as rn \
+             from candidates) c \
+           where job_queue_id is null or rn = 1), \
+         locked_queues as ( \
+           update {s}._private_job_queues as queues set locked_by = $1, locked_at = now() \
+           from chosen where queues.id = chosen.job_queue_id) \
+         update {s}._private_jobs as jobs \
+         set attempts = jobs.attempts + 1, locked_by = $1, locked_at = now() \
+         from chosen where jobs.id = chosen.id \
+         returning jobs.id, jobs.job_queue_id, jobs.task_id, jobs.payload, jobs.priority, \
+           jobs.run_at, jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.created_at, \
+           jobs.updated_at, jobs.key, jobs.locked_at, jobs.locked_by, jobs.revision, jobs.flags"
+    )
 }

@@ -1,0 +1,42 @@
+//! The stale-lock sweep (graphile-worker's 4-hour rule): jobs and queues
+//! locked more than 4 hours ago are unlocked, every 8 to 10 minutes with
+//! jitter, the first time within a minute of start.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::backoff::random_fraction;
+use crate::sql::Statements;
+
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(8 * 60);
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// Runs the sweep until `shutdown` turns true.
+pub(crate) async fn sweep_stale_locks(
+    pool: PgPool,
+    sql: Arc<Statements>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut delay = Duration::from_secs_f64(60.0 * random_fraction());
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        match sqlx::query_as::<_, (i64, i64)>(sql.reset_stale_locks.clone())
+            .fetch_one(&pool)
+            .await
+        {
+            Ok((jobs, queues)) if jobs + queues > 0 => {
+                tracing::warn!(jobs, queues, "unlocked jobs and queues locked for over 4 hours");
+            }
+            Ok(_) => tracing::debug!("stale-lock sweep found nothing"),
+            Err(e) => tracing::warn!(error = %e, "stale-lock sweep failed; will try again"),
+        }
+        let spread = (MAX_INTERVAL - MIN_INTERVAL).as_secs_f64();
+        delay = MIN_INTERVAL + Duration::from_secs_f64(spread * random_fraction());
+    }
+}

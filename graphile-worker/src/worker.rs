@@ -1,0 +1,595 @@
+//! The worker: options, start-up, the dispatch loop, and shutdown.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::backoff::{Backoff, random_u64};
+use crate::claim::Claimer;
+use crate::completion::{Completer, HeldJobs, Outcome, lock_held};
+use crate::error::Error;
+use crate::execute::run_job;
+use crate::job::Job;
+use crate::listen::{Wakeups, listen};
+use crate::registry::{TaskSet, registered_tasks};
+use crate::sweep::sweep_stale_locks;
+use crate::task::Task;
+use crate::worker_utils::WorkerUtils;
+
+/// Builds a [`Worker`]. Start from [`Worker::from_registry`] (every
+/// `#[task]` linked into the program) or [`Worker::options`] (only the tasks
+/// you [`register`](WorkerOptions::register)).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use graphile_worker::Worker;
+/// # async fn example() -> Result<(), graphile_worker::Error> {
+/// let worker = Worker::from_registry()
+///     .database_url("postgres://localhost/app")
+///     .concurrency(8)
+///     .poll_interval(Duration::from_secs(2))
+///     .init()
+///     .await?;
+/// worker.run().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "call .init().await to start the worker"]
+pub struct WorkerOptions {
+    database_url: Option<String>,
+    pg_pool: Option<PgPool>,
+    max_pool_size: Option<u32>,
+    schema: String,
+    concurrency: usize,
+    poll_interval: Duration,
+    forbidden_flags: Vec<String>,
+    use_registry: bool,
+    tasks: TaskSet,
+    errors: Vec<Error>,
+    only: Option<Vec<String>>,
+    except: Vec<String>,
+    shutdown_grace: Duration,
+    handle_signals: bool,
+    local_queue_size: Option<usize>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            pg_pool: None,
+            max_pool_size: None,
+            schema: "graphile_worker".into(),
+            concurrency: 1,
+            poll_interval: Duration::from_secs(2),
+            forbidden_flags: Vec::new(),
+            use_registry: false,
+            tasks: TaskSet::default(),
+            errors: Vec::new(),
+            only: None,
+            except: Vec::new(),
+            shutdown_grace: Duration::from_secs(5),
+            handle_signals: true,
+            local_queue_size: None,
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// Connect to this database (a pool of [`max_pool_size`](Self::max_pool_size)
+    /// connections is created). Use either this or [`pg_pool`](Self::pg_pool).
+    pub fn database_url(mut self, url: &str) -> Self {
+        self.database_url = Some(url.to_owned());
+        self
+    }
+
+    /// Use this pool. It needs at least concurrency + 2 connections: one
+    /// listens for new jobs, one writes outcomes.
+    pub fn pg_pool(mut self, pool: PgPool) -> Self {
+        self.pg_pool = Some(pool);
+        self
+    }
+
+    /// Size of the pool created from [`database_url`](Self::database_url);
+    /// default `max(10, concurrency + 2)`.
+    pub fn max_pool_size(mut self, size: u32) -> Self {
+        self.max_pool_size = Some(size);
+        self
+    }
+
+    /// The worker schema; default `graphile_worker`.
+    pub fn schema(mut self, schema: &str) -> Self {
+        self.schema = schema.to_owned();
+        self
+    }
+
+    /// How many jobs run at once; default 1 (as in Node graphile-worker).
+    pub fn concurrency(mut self, jobs: usize) -> Self {
+        self.concurrency = jobs;
+        self
+    }
+
+    /// How often an idle worker looks for jobs that no notification
+    /// announced (future `run_at`, retries); default 2 s.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Never run jobs carrying any of these flags.
+    pub fn forbidden_flags(mut self, flags: &[&str]) -> Self {
+        self.forbidden_flags = flags.iter().map(|f| (*f).to_owned()).collect();
+        self
+    }
+
+    /// How long running jobs may take to finish after shutdown is requested
+    /// before they are interrupted (and retried later); default 5 s.
+    pub fn shutdown_grace_period(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Whether [`Worker::run`] stops on SIGINT/SIGTERM (a second signal
+    /// interrupts running jobs at once); default true.
+    pub fn handle_signals(mut self, handle: bool) -> Self {
+        self.handle_signals = handle;
+        self
+    }
+
+    /// How many claimed jobs may wait locally beyond the running ones, so
+    /// short jobs start without a round trip. Default: the concurrency.
+    /// `0` claims one job per free slot only.
+    pub fn local_queue_size(mut self, size: usize) -> Self {
+        self.local_queue_size = Some(size);
+        self
+    }
+
+    /// Adds a task implemented by hand (or generated by `#[task]`).
+    #[track_caller]
+    pub fn register<T: Task>(mut self) -> Self {
+        let location = std::panic::Location::caller();
+        if let Err(e) = self
+            .tasks
+            .insert_task::<T>(format!("{}:{}", location.file(), location.line()))
+        {
+            self.errors.push(e);
+        }
+        self
+    }
+
+    /// Runs only these registered tasks.
+    pub fn only(mut self, identifiers: &[&str]) -> Self {
+        self.only = Some(identifiers.iter().map(|s| (*s).to_owned()).collect());
+        self
+    }
+
+    /// Runs every registered task except these.
+    pub fn except(mut self, identifiers: &[&str]) -> Self {
+        self.except = identifiers.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Validates the options, connects, migrates the schema and registers the
+    /// task identifiers. The worker does not claim jobs until
+    /// [`Worker::run`] or [`Worker::run_once`].
+    pub async fn init(mut self) -> Result<Worker, Error> {
+        if let Some(e) = self.errors.drain(..).next() {
+            return Err(e);
+        }
+        if self.concurrency == 0 {
+            return Err(Error::Config(
+                "concurrency must be at least 1".into(),
+            ));
+        }
+        if self.poll_interval.is_zero() {
+            return Err(Error::Config("poll_interval must be above zero".into()));
+        }
+        let mut tasks = std::mem::take(&mut self.tasks);
+        if self.use_registry {
+            for registration in registered_tasks() {
+                tasks.insert(registration)?;
+            }
+        }
+        if let Some(only) = &self.only {
+            tasks.retain_only(only)?;
+        }
+        tasks.remove_all(&self.except)?;
+        if tasks.is_empty() {
+            return Err(Error::NoTasks);
+        }
+
+        let pool = match (self.pg_pool.take(), self.database_url.take()) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "give either database_url or pg_pool, not both".into(),
+                ));
+            }
+            (Some(pool), None) => pool,
+            (None, Some(url)) => {
+                let size = self
+                    .max_pool_size
+                    .unwrap_or_else(|| (self.concurrency as u32 + 2).max(10));
+                PgPoolOptions::new()
+                    .max_connections(size)
+                    .connect(&url)
+                    .await?
+            }
+            (None, None) => {
+                return Err(Error::Config(
+                    "no database: call database_url(..) or pg_pool(..)".into(),
+                ));
+            }
+        };
+
+        let utils = WorkerUtils::new(pool.clone(), &self.schema);
+        utils.migrate().await?;
+        let pool_id = format!("pool-{:018x}", random_u64() as u128 & ((1 << 72) - 1));
+        let identifiers = tasks.identifiers();
+        let forbidden = (!self.forbidden_flags.is_empty()).then(|| self.forbidden_flags.clone());
+        let claimer = Claimer::new(
+            pool.clone(),
+            utils.statements().clone(),
+            pool_id.clone(),
+            &identifiers,
+            forbidden,
+        )
+        .await?;
+        tracing::info!(pool_id = %pool_id, tasks = ?identifiers, "worker ready");
+
+        let (shutdown, _) = watch::channel(false);
+        let (abort, _) = watch::channel(false);
+        Ok(Worker {
+            inner: Arc::new(Inner {
+                pool,
+                utils,
+                pool_id,
+                tasks,
+                claimer,
+                concurrency: self.concurrency,
+                local_queue_size: self.local_queue_size.unwrap_or(self.concurrency),
+                poll_interval: self.poll_interval,
+                shutdown_grace: self.shutdown_grace,
+                handle_signals: self.handle_signals,
+                shutdown: Arc::new(shutdown),
+                abort: Arc::new(abort),
+                wakeups: Arc::new(Wakeups::default()),
+            }),
+        })
+    }
+}
+
+/// A worker pool: claims jobs of its tasks and runs them.
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), graphile_worker::Error> {
+/// let worker = graphile_worker::Worker::from_registry().pg_pool(pool).init().await?;
+/// let stop = worker.shutdown_handle();
+/// tokio::spawn(async move {
+///     tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+///     stop.shutdown();
+/// });
+/// worker.run().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    utils: WorkerUtils,
+    pool_id: String,
+    tasks: TaskSet,
+    claimer: Claimer,
+    concurrency: usize,
+    local_queue_size: usize,
+    poll_interval: Duration,
+    shutdown_grace: Duration,
+    handle_signals: bool,
+    shutdown: Arc<watch::Sender<bool>>,
+    abort: Arc<watch::Sender<bool>>,
+    wakeups: Arc<Wakeups>,
+}
+
+/// Asks a running [`Worker`] to stop: no new jobs are claimed, running jobs
+/// get the grace period to finish.
+///
+/// ```no_run
+/// # async fn example(worker: graphile_worker::Worker) {
+/// let handle = worker.shutdown_handle();
+/// handle.shutdown();
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    shutdown: Arc<watch::Sender<bool>>,
+    abort: Arc<watch::Sender<bool>>,
+}
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Stops at once: running jobs are interrupted and retried later.
+    pub fn shutdown_now(&self) {
+        self.shutdown.send_replace(true);
+        self.abort.send_replace(true);
+    }
+}
+
+impl Worker {
+    /// Options for a worker running every task registered with `#[task]` in
+    /// the crates linked into this program.
+    pub fn from_registry() -> WorkerOptions {
+        WorkerOptions {
+            use_registry: true,
+            ..WorkerOptions::default()
+        }
+    }
+
+    /// Options for a worker running only the tasks you
+    /// [`register`](WorkerOptions::register).
+    pub fn options() -> WorkerOptions {
+        WorkerOptions::default()
+    }
+
+    /// The pool id written to `locked_by` of the jobs this worker holds.
+    pub fn pool_id(&self) -> &str {
+        &self.inner.pool_id
+    }
+
+    /// Utilities on the worker's pool and schema.
+    pub fn utils(&self) -> &WorkerUtils {
+        &self.inner.utils
+    }
+
+    /// A handle that stops this worker.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shutdown: self.inner.shutdown.clone(),
+            abort: self.inner.abort.clone(),
+        }
+    }
+
+    /// Runs jobs until shutdown is requested (handle, SIGINT/SIGTERM, or a
+    /// breaking migration by another process, reported as
+    /// [`Error::BreakingMigration`]).
+    pub async fn run(&self) -> Result<(), Error> {
+        let inner = &self.inner;
+        let mut background = JoinSet::new();
+        if inner.handle_signals {
+            background.spawn(watch_signals(self.shutdown_handle()));
+        }
+        let handle = self.shutdown_handle();
+        background.spawn(listen(
+            inner.pool.clone(),
+            inner.wakeups.clone(),
+            inner.shutdown.subscribe(),
+            move |number| {
+                tracing::error!(
+                    "detected breaking migration {number} to the database schema; it would be unsafe to continue, so shutting down"
+                );
+                handle.shutdown();
+            },
+        ));
+        background.spawn(sweep_stale_locks(
+            inner.pool.clone(),
+            inner.utils.statements().clone(),
+            inner.shutdown.subscribe(),
+        ));
+
+        let result = self.dispatch(false).await;
+        inner.shutdown.send_replace(true);
+        background.shutdown().await;
+        result?;
+        match inner.wakeups.breaking_migration.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            number => Err(Error::BreakingMigration(number)),
+        }
+    }
+
+    /// Runs every job that is ready now (including ones that become ready
+    /// while it runs, such as the next job of a named queue), then returns.
+    pub async fn run_once(&self) -> Result<(), Error> {
+        self.dispatch(true).await
+    }
+
+    async fn dispatch(&self, once: bool) -> Result<(), Error> {
+        let inner = &self.inner;
+        let held: HeldJobs = HeldJobs::default();
+        let (completer, writer) = Completer::start(
+            inner.pool.clone(),
+            inner.utils.statements().clone(),
+            inner.pool_id.clone(),
+            held.clone(),
+            inner.wakeups.clone(),
+        );
+        let mut shutdown = inner.shutdown.subscribe();
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let mut running: JoinSet<Duration> = JoinSet::new();
+        let mut buffer: VecDeque<(Job, Instant)> = VecDeque::new();
+        let mut exhausted = false;
+        let mut written_at_claim = 0;
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+        // Moving average of job run time, to decide whether claiming ahead
+        // of free slots pays off.
+        let mut average_run = Duration::from_millis(1);
+
+        loop {
+            // Start buffered jobs in free slots.
+            while running.len() < inner.concurrency {
+                let Some((job, _)) = buffer.pop_front() else {
+                    break;
+                };
+                let handler = inner.tasks.handler(&job.task_identifier);
+                let utils = inner.utils.clone();
+                let cancel = cancel_rx.clone();
+                let abort = inner.abort.subscribe();
+                let completer = completer.clone();
+                running.spawn(async move {
+                    let id = job.id;
+                    let started = Instant::now();
+                    let outcome = run_job(job, handler, utils, cancel, abort).await;
+                    completer.send(id, outcome);
+                    started.elapsed()
+                });
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            // Jobs that waited too long locally go back for others to take.
+            if let Some((_, since)) = buffer.front()
+                && since.elapsed() > LOCAL_TTL
+            {
+                for (job, _) in buffer.drain(..) {
+                    completer.send(job.id, Outcome::Returned);
+                }
+            }
+
+            let ahead = if average_run < Duration::from_millis(50) {
+                inner.local_queue_size
+            } else {
+                0
+            };
+            let capacity = inner.concurrency + ahead;
+            let have = running.len() + buffer.len();
+            let want = capacity.saturating_sub(have);
+            let refill = buffer.len() <= ahead / 2;
+            if !exhausted && want > 0 && refill {
+                let announced = inner.wakeups.take();
+                let limit = if announced > 0 && running.len() + buffer.len() == 0 {
+                    want.min(usize::try_from(announced).unwrap_or(usize::MAX).max(1))
+                } else {
+                    want
+                };
+                written_at_claim = completer.written();
+                match inner.claimer.claim(limit).await {
+                    Ok(jobs) => {
+                        backoff.reset();
+                        exhausted = jobs.len() < limit;
+                        let now = Instant::now();
+                        {
+                            let mut held = lock_held(&held);
+                            held.extend(jobs.iter().map(|j| j.id));
+                        }
+                        buffer.extend(jobs.into_iter().map(|j| (j, now)));
+                        continue;
+                    }
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(error = %e, "could not claim jobs; retrying in {delay:?}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = shutdown.wait_for(|s| *s) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+
+            if once && exhausted && buffer.is_empty() && running.is_empty() {
+                // Outcomes still being written may unlock more work (the
+                // next job of a named queue): look once more after they land.
+                if completer.settled_since(written_at_claim).await {
+                    exhausted = false;
+                    continue;
+                }
+                break;
+            }
+
+            tokio::select! {
+                Some(finished) = running.join_next(), if !running.is_empty() => {
+                    if let Ok(took) = finished {
+                        average_run = (average_run * 7 + took) / 8;
+                    }
+                }
+                _ = inner.wakeups.notify.notified() => {
+                    exhausted = false;
+                }
+                _ = tokio::time::sleep(inner.poll_interval), if !once => {
+                    exhausted = false;
+                }
+                _ = shutdown.wait_for(|s| *s), if !once => {}
+            }
+        }
+
+        // Shutdown: hand back what never started, ask running tasks to stop,
+        // give them the grace period, then interrupt the rest.
+        for (job, _) in buffer.drain(..) {
+            completer.send(job.id, Outcome::Returned);
+        }
+        cancel_tx.send_replace(true);
+        let grace = tokio::time::sleep(inner.shutdown_grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                next = running.join_next() => if next.is_none() { break },
+                _ = &mut grace => {
+                    inner.abort.send_replace(true);
+                    while running.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        drop(completer);
+        let _ = writer.await;
+        let _ = sqlx::query(inner.utils.statements().unlock_own_queues.clone())
+            .bind(&inner.pool_id)
+            .execute(&inner.pool)
+            .await;
+        Ok(())
+    }
+}
+
+/// How long a claimed job may wait in the local queue before it is handed
+/// back.
+const LOCAL_TTL: Duration = Duration::from_secs(5);
+
+/// First SIGINT/SIGTERM: graceful shutdown; second: interrupt running jobs.
+async fn watch_signals(handle: ShutdownHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            tracing::warn!("cannot watch SIGINT/SIGTERM; stop the worker with its shutdown handle");
+            return;
+        };
+        for count in 1.. {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if count == 1 {
+                tracing::info!(
+                    "shutdown signal received; finishing running jobs (send it again to stop at once)"
+                );
+                handle.shutdown();
+            } else {
+                tracing::warn!("second shutdown signal; interrupting running jobs");
+                handle.shutdown_now();
+                return;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            handle.shutdown();
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            handle.shutdown_now();
+        }
+    }
+}
