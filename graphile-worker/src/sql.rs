@@ -42,6 +42,18 @@ fn stmt(sql: String) -> SqlStr {
 
 use sqlx::SqlSafeStr as _;
 
+/// The select list of a [`Job`](crate::Job) over private job row `j`, with
+/// fallbacks for task and queue names the join cannot see yet.
+fn job_columns(identifier_fallback: &str, queue_fallback: &str) -> String {
+    format!(
+        "j.id, case when j.job_queue_id is null then null \
+           else coalesce(q.queue_name, {queue_fallback}) end as queue_name, \
+         coalesce(t.identifier, {identifier_fallback}) as task_identifier, \
+         j.payload, j.priority, j.run_at, j.attempts, j.max_attempts, j.last_error, j.created_at, \
+         j.updated_at, j.key, j.locked_at, j.locked_by, j.revision, j.flags"
+    )
+}
+
 /// Wraps a call to a function returning `_private_jobs` rows so the result
 /// carries task identifiers and queue names.
 fn jobs_from(s: &str, call: &str) -> String {
@@ -60,16 +72,32 @@ impl Statements {
         let s = schema.quoted();
         let specs = SPECS_ARRAY.replace("{s}", s);
         Self {
+            // Task and queue rows that add_job creates are not visible to
+            // the rest of its own statement, so their names come from the
+            // arguments when the join finds nothing.
             add_job: stmt(format!(
                 "with j as (select * from {s}.add_job(identifier => $1::text, payload => $2::json, \
                  queue_name => $3::text, run_at => $4::timestamptz, max_attempts => $5::int, \
                  job_key => $6::text, priority => $7::int, flags => $8::text[], \
                  job_key_mode => $9::text)) \
-                 select {JOB_COLUMNS} from j \
+                 select {cols} from j \
                  left join {s}._private_tasks t on t.id = j.task_id \
-                 left join {s}._private_job_queues q on q.id = j.job_queue_id"
+                 left join {s}._private_job_queues q on q.id = j.job_queue_id",
+                cols = job_columns("$1::text", "$3::text"),
             )),
-            add_jobs: stmt(jobs_from(s, &format!("add_jobs({specs}, $2::boolean)"))),
+            // add_jobs returns one row per spec, in order: new task and
+            // queue names are matched to their spec by position.
+            add_jobs: stmt(format!(
+                "with specs as (select value as spec, ordinality as n \
+                   from json_array_elements($1::json) with ordinality), \
+                 j as (select * from {s}.add_jobs({specs}, $2::boolean) with ordinality) \
+                 select {cols} from j \
+                 left join specs on specs.n = j.ordinality \
+                 left join {s}._private_tasks t on t.id = j.task_id \
+                 left join {s}._private_job_queues q on q.id = j.job_queue_id \
+                 order by j.ordinality",
+                cols = job_columns("specs.spec->>'identifier'", "specs.spec->>'queue_name'"),
+            )),
             add_jobs_count: stmt(format!(
                 "select count(*) from {s}.add_jobs({specs}, $2::boolean)"
             )),
@@ -111,10 +139,7 @@ impl Statements {
                 "select id, queue_name from {s}._private_job_queues where id = any($1::int[])"
             )),
             claim_jobs: stmt(claim(s, "")),
-            claim_jobs_with_flags: stmt(claim(
-                s,
-                "and (jobs.flags ?| $4::text[]) is not true",
-            )),
+            claim_jobs_with_flags: stmt(claim(s, "and (jobs.flags ?| $4::text[]) is not true")),
             complete_own_jobs: stmt(format!(
                 "with j as (delete from {s}._private_jobs as jobs \
                    where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 \

@@ -187,7 +187,10 @@ impl WorkerUtils {
             .or_else(|e| match e {
                 // add_job can return an all-NULL row when a worker locks the
                 // keyed job mid-call (a race in graphile-worker's SQL).
-                sqlx::Error::ColumnDecode { .. } => Ok(None),
+                sqlx::Error::ColumnDecode { index, source } => {
+                    tracing::debug!(%index, %source, "add_job returned an empty row");
+                    Ok(None)
+                }
                 other => Err(other),
             })?;
         job.ok_or_else(|| Error::JobNotScheduled(spec.job_key.unwrap_or_default()))

@@ -1,0 +1,44 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use graphile_worker::WorkerUtils;
+use graphile_worker_dev::{TestDatabase, fresh_database};
+use sqlx::PgPool;
+
+/// A fresh database with the worker schema installed.
+pub async fn migrated() -> (TestDatabase, PgPool, WorkerUtils) {
+    let db = fresh_database().await;
+    let pool = db.pool(20).await;
+    if std::env::var_os("GW_NODE_FIRST").is_some() {
+        graphile_worker_dev::node::run_js_ok(&db.url, "graphile_worker", "require('graphile-worker').runMigrations({connectionString: process.env.DATABASE_URL}).then(()=>process.exit(0),e=>{console.error(e);process.exit(1)})").await;
+    }
+    let utils = WorkerUtils::new(pool.clone(), "graphile_worker");
+    utils.migrate().await.expect("migrate");
+    (db, pool, utils)
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after
+/// `within` with `what`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(pool)
+        .await
+        .expect("count query")
+}

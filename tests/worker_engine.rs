@@ -1,0 +1,585 @@
+//! The worker engine against a real PostgreSQL: claiming, completing,
+//! failing, queues, flags, priorities, shutdown, and the listener.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{count, eventually, migrated};
+use graphile_worker::{JobContext, JobSpec, NewJob, Task, TaskError, Worker};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgPool;
+
+/// Records each run in the test database's `runs` table.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    tag: String,
+}
+
+impl Task for Record {
+    const IDENTIFIER: &'static str = "record";
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        sqlx::query("insert into runs (tag, job_id, attempts, queue) values ($1, $2, $3, $4)")
+            .bind(&self.tag)
+            .bind(ctx.job_id())
+            .bind(ctx.attempts())
+            .bind(ctx.job().queue_name.clone())
+            .execute(ctx.utils().pool())
+            .await
+            .map_err(|e| TaskError::new(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Fail {}
+
+impl Task for Fail {
+    const IDENTIFIER: &'static str = "fail";
+    async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        Err(TaskError::new("boom: the \"mail\" server said no"))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Explode {}
+
+impl Task for Explode {
+    const IDENTIFIER: &'static str = "explode";
+    async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        panic!("kaboom")
+    }
+}
+
+/// Holds its job until the worker interrupts it.
+#[derive(Serialize, Deserialize)]
+struct Hang {}
+
+impl Task for Hang {
+    const IDENTIFIER: &'static str = "hang";
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        sqlx::query("insert into runs (tag, job_id) values ('hang-started', $1)")
+            .bind(ctx.job_id())
+            .execute(ctx.utils().pool())
+            .await
+            .map_err(|e| TaskError::new(e.to_string()))?;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(())
+    }
+}
+
+/// Serial-queue probe: fails the job if another job of its queue runs now.
+#[derive(Serialize, Deserialize)]
+struct Serial {
+    n: i32,
+}
+
+impl Task for Serial {
+    const IDENTIFIER: &'static str = "serial";
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        let pool = ctx.utils().pool();
+        let err = |e: sqlx::Error| TaskError::new(e.to_string());
+        let overlapping: i64 = sqlx::query_scalar(
+            "update serial_state set running = running + 1 returning running - 1",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(err)?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        sqlx::query("insert into runs (tag, job_id, attempts) values ($1, $2, $3)")
+            .bind(format!("serial-{}", self.n))
+            .bind(ctx.job_id())
+            .bind(overlapping as i16)
+            .execute(pool)
+            .await
+            .map_err(err)?;
+        sqlx::query("update serial_state set running = running - 1")
+            .execute(pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+async fn runs_table(pool: &PgPool) {
+    sqlx::raw_sql(
+        "create table runs (id serial primary key, tag text, job_id bigint, attempts smallint, queue text, at timestamptz default clock_timestamp());
+         create table serial_state (running bigint not null); insert into serial_state values (0);",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+fn worker(pool: &PgPool) -> graphile_worker::WorkerOptions {
+    Worker::options()
+        .pg_pool(pool.clone())
+        .handle_signals(false)
+        .register::<Record>()
+        .register::<Fail>()
+        .register::<Explode>()
+        .register::<Hang>()
+        .register::<Serial>()
+}
+
+async fn tags(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("select tag from runs order by id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn runs_jobs_once_and_deletes_them() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    let jobs: Vec<NewJob> = (0..50)
+        .map(|i| NewJob::new("record", json!({"tag": format!("t{i}")})))
+        .collect();
+    utils.add_raw_jobs(&jobs).await.unwrap();
+    let w = worker(&pool).concurrency(4).init().await.unwrap();
+    w.run_once().await.unwrap();
+    assert_eq!(count(&pool, "select count(*) from runs").await, 50);
+    assert_eq!(
+        count(&pool, "select count(distinct tag) from runs").await,
+        50
+    );
+    assert_eq!(
+        count(&pool, "select count(*) from graphile_worker.jobs").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn failure_records_message_and_exact_backoff() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    let job = utils
+        .add_raw_job("fail", json!({}), JobSpec::default())
+        .await
+        .unwrap();
+    let w = worker(&pool).init().await.unwrap();
+    let before: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    w.run_once().await.unwrap();
+    let after: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let (attempts, last_error, run_at, locked_by): (
+        i16,
+        Option<String>,
+        chrono::DateTime<chrono::Utc>,
+        Option<String>,
+    ) = sqlx::query_as(
+        "select attempts, last_error, run_at, locked_by from graphile_worker.jobs where id = $1",
+    )
+    .bind(job.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1);
+    assert_eq!(
+        last_error.as_deref(),
+        Some("boom: the \"mail\" server said no")
+    );
+    assert_eq!(locked_by, None);
+    let delay = chrono::Duration::milliseconds(2718);
+    assert!(
+        run_at >= before + delay,
+        "run_at {run_at} before {before} + 2.718s"
+    );
+    assert!(run_at <= after + delay + chrono::Duration::milliseconds(5));
+
+    // Second failure: +7.389 s from then.
+    sqlx::query("update graphile_worker._private_jobs set run_at = now() where id = $1")
+        .bind(job.id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let before: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    w.run_once().await.unwrap();
+    let (attempts, run_at): (i16, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("select attempts, run_at from graphile_worker.jobs where id = $1")
+            .bind(job.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 2);
+    assert!(run_at >= before + chrono::Duration::milliseconds(7389));
+    assert!(run_at <= before + chrono::Duration::milliseconds(7389 + 2000));
+}
+
+#[tokio::test]
+async fn panics_and_bad_payloads_fail_the_job_not_the_worker() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    let boom = utils
+        .add_raw_job("explode", json!({}), JobSpec::default())
+        .await
+        .unwrap();
+    let bad = utils
+        .add_raw_job("record", json!({"tag": 42}), JobSpec::default())
+        .await
+        .unwrap();
+    utils
+        .add_raw_job("record", json!({"tag": "fine"}), JobSpec::default())
+        .await
+        .unwrap();
+    let w = worker(&pool).concurrency(2).init().await.unwrap();
+    w.run_once().await.unwrap();
+    assert_eq!(tags(&pool).await, vec!["fine"]);
+    let error_of = |id: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>(
+                "select last_error from graphile_worker.jobs where id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .unwrap_or_default()
+        }
+    };
+    assert_eq!(error_of(boom.id).await, "task panicked: kaboom");
+    let bad_error = error_of(bad.id).await;
+    assert!(
+        bad_error.starts_with(
+            "could not decode the payload for task `record`: invalid type: integer `42`"
+        ),
+        "{bad_error}"
+    );
+}
+
+#[tokio::test]
+async fn named_queue_runs_serially_in_order_under_eight_slots() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    for n in 0..30 {
+        utils
+            .add_raw_job(
+                "serial",
+                json!({"n": n}),
+                JobSpec {
+                    queue_name: Some("serial-q".into()),
+                    run_at: Some(chrono::Utc::now() - chrono::Duration::seconds(100 - n)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    // Parallel jobs to fill the other slots.
+    let jobs: Vec<NewJob> = (0..40)
+        .map(|i| NewJob::new("record", json!({"tag": format!("p{i}")})))
+        .collect();
+    utils.add_raw_jobs(&jobs).await.unwrap();
+    let w = worker(&pool).concurrency(8).init().await.unwrap();
+    w.run_once().await.unwrap();
+    let serial: Vec<(String, i16)> =
+        sqlx::query_as("select tag, attempts from runs where tag like 'serial-%' order by id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let expected: Vec<String> = (0..30).map(|n| format!("serial-{n}")).collect();
+    assert_eq!(
+        serial.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(
+        serial.iter().all(|(_, overlapping)| *overlapping == 0),
+        "two jobs of one named queue ran at once: {serial:?}"
+    );
+    assert_eq!(count(&pool, "select count(*) from runs").await, 70);
+}
+
+#[tokio::test]
+async fn forbidden_flags_are_skipped() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    utils
+        .add_raw_job(
+            "record",
+            json!({"tag": "flagged"}),
+            JobSpec {
+                flags: Some(vec!["slow".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    utils
+        .add_raw_job(
+            "record",
+            json!({"tag": "other-flag"}),
+            JobSpec {
+                flags: Some(vec!["fast".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    utils
+        .add_raw_job("record", json!({"tag": "plain"}), JobSpec::default())
+        .await
+        .unwrap();
+    let w = worker(&pool)
+        .forbidden_flags(&["slow"])
+        .init()
+        .await
+        .unwrap();
+    w.run_once().await.unwrap();
+    let mut seen = tags(&pool).await;
+    seen.sort();
+    assert_eq!(seen, vec!["other-flag", "plain"]);
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from graphile_worker.jobs where locked_at is null"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn priority_then_run_at_order() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    let base = chrono::Utc::now() - chrono::Duration::seconds(60);
+    for (tag, priority, offset) in [("p5", 5, 0), ("p-1b", -1, 2), ("p0", 0, 0), ("p-1a", -1, 1)] {
+        utils
+            .add_raw_job(
+                "record",
+                json!({"tag": tag}),
+                JobSpec {
+                    priority: Some(priority),
+                    run_at: Some(base + chrono::Duration::seconds(offset)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let w = worker(&pool)
+        .concurrency(1)
+        .local_queue_size(0)
+        .init()
+        .await
+        .unwrap();
+    w.run_once().await.unwrap();
+    assert_eq!(tags(&pool).await, vec!["p-1a", "p-1b", "p0", "p5"]);
+}
+
+#[tokio::test]
+async fn shutdown_interrupts_a_job_past_the_grace_period_without_losing_an_attempt() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    let job = utils
+        .add_raw_job("hang", json!({}), JobSpec::default())
+        .await
+        .unwrap();
+    let w = worker(&pool)
+        .shutdown_grace_period(Duration::from_millis(300))
+        .init()
+        .await
+        .unwrap();
+    let handle = w.shutdown_handle();
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.run().await }
+    });
+    eventually(Duration::from_secs(10), "the job to start", || {
+        let pool = pool.clone();
+        async move {
+            (count(
+                &pool,
+                "select count(*) from runs where tag = 'hang-started'",
+            )
+            .await
+                == 1)
+                .then_some(())
+        }
+    })
+    .await;
+    handle.shutdown();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("run() returns after the grace period")
+        .unwrap()
+        .unwrap();
+    let (attempts, last_error, locked_by): (i16, Option<String>, Option<String>) = sqlx::query_as(
+        "select attempts, last_error, locked_by from graphile_worker.jobs where id = $1",
+    )
+    .bind(job.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 0);
+    assert_eq!(locked_by, None);
+    assert!(
+        last_error
+            .unwrap_or_default()
+            .contains("worker shutting down"),
+    );
+}
+
+#[tokio::test]
+async fn listener_reconnects_after_its_connection_is_killed() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    // Polling is too slow to matter: only a notification can start the job.
+    let w = worker(&pool)
+        .poll_interval(Duration::from_secs(3600))
+        .init()
+        .await
+        .unwrap();
+    let handle = w.shutdown_handle();
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.run().await }
+    });
+    let listening = || {
+        let pool = pool.clone();
+        async move {
+            (count(
+                &pool,
+                "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen%'",
+            )
+            .await
+                > 0)
+            .then_some(())
+        }
+    };
+    eventually(Duration::from_secs(10), "the listener", listening).await;
+    utils
+        .add_raw_job("record", json!({"tag": "before"}), JobSpec::default())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the first job", || {
+        let pool = pool.clone();
+        async move { (count(&pool, "select count(*) from runs").await == 1).then_some(()) }
+    })
+    .await;
+
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity \
+         where datname = current_database() and query ilike 'listen%' and pid <> pg_backend_pid()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the listener to come back",
+        listening,
+    )
+    .await;
+    utils
+        .add_raw_job("record", json!({"tag": "after"}), JobSpec::default())
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the job added after reconnect",
+        || {
+            let pool = pool.clone();
+            async move { (count(&pool, "select count(*) from runs").await == 2).then_some(()) }
+        },
+    )
+    .await;
+    handle.shutdown();
+    running.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn enqueue_in_a_rolled_back_transaction_leaves_nothing() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    let mut tx = pool.begin().await.unwrap();
+    utils
+        .add_raw_job_with(
+            &mut *tx,
+            "record",
+            json!({"tag": "rolled back"}),
+            JobSpec::default(),
+        )
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        count(&pool, "select count(*) from graphile_worker.jobs").await,
+        0
+    );
+
+    // A committed one wakes a running worker through its notification.
+    let w = worker(&pool)
+        .poll_interval(Duration::from_secs(3600))
+        .init()
+        .await
+        .unwrap();
+    let handle = w.shutdown_handle();
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.run().await }
+    });
+    eventually(Duration::from_secs(10), "the listener", || {
+        let pool = pool.clone();
+        async move {
+            (count(&pool, "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen%'").await > 0)
+                .then_some(())
+        }
+    })
+    .await;
+    let mut tx = pool.begin().await.unwrap();
+    utils
+        .add_raw_job_with(
+            &mut *tx,
+            "record",
+            json!({"tag": "committed"}),
+            JobSpec::default(),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    eventually(Duration::from_secs(10), "the committed job", || {
+        let pool = pool.clone();
+        async move { (count(&pool, "select count(*) from runs").await == 1).then_some(()) }
+    })
+    .await;
+    handle.shutdown();
+    running.await.unwrap().unwrap();
+    assert_eq!(tags(&pool).await, vec!["committed"]);
+}
+
+#[tokio::test]
+async fn configuration_mistakes_are_errors() {
+    let (_db, pool, _utils) = migrated().await;
+    let err = worker(&pool).concurrency(0).init().await.unwrap_err();
+    assert!(err.to_string().contains("concurrency"), "{err}");
+    let err = Worker::options()
+        .pg_pool(pool.clone())
+        .init()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, graphile_worker::Error::NoTasks), "{err}");
+    let err = Worker::options()
+        .pg_pool(pool.clone())
+        .register::<Record>()
+        .register::<Record>()
+        .init()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, graphile_worker::Error::DuplicateTask { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("worker_engine.rs"), "{err}");
+}
