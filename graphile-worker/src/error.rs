@@ -106,7 +106,7 @@ pub enum MigrateError {
 
     /// Migration 11 refuses to run while jobs are locked.
     #[error(
-        "there are locked jobs present; migration 11 cannot complete. Shut every worker down cleanly and make sure all jobs and queues are unlocked (or call force_unlock_workers for workers that are gone), then migrate again"
+        "there are locked jobs present; migration 11 cannot complete. Shut every worker down cleanly and make sure no job or job queue is locked (for a worker that is gone, set locked_at and locked_by to null on its rows in the jobs and job_queues tables), then migrate again"
     )]
     LockedJobs {
         /// The database error (division by zero) raised by the migration.

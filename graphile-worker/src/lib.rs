@@ -41,4 +41,6 @@ pub mod __private {
     pub use inventory;
     pub use serde;
     pub use serde_json;
+
+    pub use crate::migrate::migrate_until;
 }

@@ -98,6 +98,9 @@ fn is_clash(error: &sqlx::Error) -> bool {
 struct Status {
     latest: Option<i32>,
     latest_breaking: Option<i32>,
+    /// The ledger was just created or adopted: attempt every migration and
+    /// let the ledger's primary key skip those already applied.
+    attempt_all: bool,
 }
 
 /// Brings the schema up to date. Safe to call from many processes at once.
@@ -107,10 +110,31 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &Schema) -> Result<(), Error>
 }
 
 pub(crate) async fn migrate_on(conn: &mut PgConnection, schema: &Schema) -> Result<(), Error> {
+    migrate_to(conn, schema, HIGHEST_MIGRATION).await
+}
+
+/// Applies the migrations numbered up to `last` only, leaving the schema at
+/// an older revision, as an older graphile-worker would have left it. For
+/// tests of upgrades from old databases; not public API.
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), graphile_worker::Error> {
+/// graphile_worker::__private::migrate_until(&pool, "graphile_worker", 10).await?;
+/// # Ok(()) }
+/// ```
+#[doc(hidden)]
+pub async fn migrate_until(pool: &PgPool, schema: &str, last: i32) -> Result<(), Error> {
+    let mut conn = pool.acquire().await?;
+    migrate_to(&mut conn, &Schema::new(schema), last).await
+}
+
+async fn migrate_to(conn: &mut PgConnection, schema: &Schema, last: i32) -> Result<(), Error> {
     schema.validate()?;
     check_server_version(conn).await?;
     let status = read_status(conn, schema).await?;
 
+    // Refused before anything is applied, so a too-new database is left as
+    // it was.
     if let Some(latest_breaking) = status.latest_breaking
         && latest_breaking > HIGHEST_MIGRATION
     {
@@ -122,14 +146,17 @@ pub(crate) async fn migrate_on(conn: &mut PgConnection, schema: &Schema) -> Resu
         .into());
     }
 
-    for migration in &MIGRATIONS {
-        if status
-            .latest
-            .is_some_and(|latest| migration.number <= latest)
-        {
-            continue;
+    for migration in MIGRATIONS.iter().take_while(|m| m.number <= last) {
+        let applied = !status.attempt_all
+            && status
+                .latest
+                .is_some_and(|latest| migration.number <= latest);
+        if !applied {
+            run_one(conn, schema, migration).await?;
         }
-        run_one(conn, schema, migration).await?;
+    }
+    if last < HIGHEST_MIGRATION {
+        return Ok(());
     }
     if let Some(latest) = status.latest
         && latest > HIGHEST_MIGRATION
@@ -167,31 +194,40 @@ async fn query_status(conn: &mut PgConnection, schema: &Schema) -> Result<Status
     Ok(Status {
         latest,
         latest_breaking,
+        attempt_all: false,
     })
 }
 
+/// Reads the ledger, creating or adopting it first when it is missing or
+/// lacks the `breaking` column (SQLSTATE 42P01 / 42703).
 async fn read_status(conn: &mut PgConnection, schema: &Schema) -> Result<Status, Error> {
-    match query_status(conn, schema).await {
-        Ok(status) => Ok(status),
-        Err(e) if matches!(sql_state(&e).as_deref(), Some("42P01" | "42703" | "3F000")) => {
-            match bootstrap(conn, schema).await {
-                // Every migration is attempted; those already applied are
-                // skipped on their ledger insert.
-                Ok(()) => Ok(Status {
-                    latest: None,
-                    latest_breaking: query_status(conn, schema)
-                        .await
-                        .map_err(MigrateError::Ledger)?
-                        .latest_breaking,
-                }),
-                Err(e) if is_clash(&e) => {
-                    tokio::time::sleep(Duration::from_millis(400 + jitter_ms(200))).await;
-                    query_status(conn, schema)
-                        .await
-                        .map_err(|e| MigrateError::Ledger(e).into())
-                }
-                Err(e) => Err(MigrateError::Ledger(e).into()),
-            }
+    let error = match query_status(conn, schema).await {
+        Ok(status) => return Ok(status),
+        Err(e) if matches!(sql_state(&e).as_deref(), Some("42P01" | "42703" | "3F000")) => e,
+        Err(e) => return Err(MigrateError::Ledger(e).into()),
+    };
+    tracing::debug!(%error, "no usable migrations ledger; installing one");
+    match bootstrap(conn, schema).await {
+        Ok(()) => {
+            // Every migration is attempted; those already applied are
+            // skipped on their ledger insert. The numbers read here are only
+            // for the too-new checks (an adopted ledger may be ahead of us).
+            let status = query_status(conn, schema)
+                .await
+                .map_err(MigrateError::Ledger)?;
+            Ok(Status {
+                attempt_all: true,
+                ..status
+            })
+        }
+        Err(e) if is_clash(&e) => {
+            // Another process is installing at the same time; give it a
+            // moment to commit, then read what it made.
+            tracing::debug!(error = %e, "another migrator is installing the ledger; waiting");
+            tokio::time::sleep(Duration::from_millis(400 + jitter_ms(200))).await;
+            query_status(conn, schema)
+                .await
+                .map_err(|e| MigrateError::Ledger(e).into())
         }
         Err(e) => Err(MigrateError::Ledger(e).into()),
     }
@@ -253,10 +289,7 @@ async fn run_one(
     let result = async {
         sqlx::raw_sql(AssertSqlSafe(body)).execute(&mut *tx).await?;
         sqlx::query("select pg_notify('worker:migrate', $1)")
-            .bind(
-                serde_json::json!({"migrationNumber": migration.number, "breaking": breaking})
-                    .to_string(),
-            )
+            .bind(notify_payload(migration.number, breaking))
             .execute(&mut *tx)
             .await?;
         Ok::<(), sqlx::Error>(())
@@ -286,31 +319,77 @@ async fn run_one(
     }
 }
 
+/// The objects of this project's migration 20 (the worker registry).
+const REGISTRY_TABLE: &str = "_private_workers";
+const REGISTRY_FUNCTIONS: [&str; 6] = [
+    "worker_heartbeat",
+    "worker_deregister",
+    "list_stale_workers",
+    "list_orphan_locked_workers",
+    "recover_dead_worker_jobs",
+    "delete_stale_workers",
+];
+
+/// Whether every worker-registry object exists in the schema.
+async fn registry_present(conn: &mut PgConnection, schema: &Schema) -> Result<bool, sqlx::Error> {
+    // The schema name is bound as a value, so no quoting is involved.
+    sqlx::query_scalar(
+        "select exists (
+                    select from pg_catalog.pg_class c
+                    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+                    where n.nspname = $1 and c.relname = $2 and c.relkind = 'r')
+                and (select count(distinct p.proname)
+                    from pg_catalog.pg_proc p
+                    join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+                    where n.nspname = $1 and p.proname = any($3)) = $4",
+    )
+    .bind(schema.name())
+    .bind(REGISTRY_TABLE)
+    .bind(&REGISTRY_FUNCTIONS[..])
+    .bind(REGISTRY_FUNCTIONS.len() as i64)
+    .fetch_one(&mut *conn)
+    .await
+}
+
 /// Makes sure the worker registry of migration 20 exists. A database whose
 /// migration 20 was installed by Node 0.18 lacks it; migration 20 is
 /// re-runnable, so it is applied again (without a ledger row).
 async fn ensure_registry(conn: &mut PgConnection, schema: &Schema) -> Result<(), Error> {
-    let s = schema.quoted();
-    let probe = format!(
-        "select to_regclass('{t}') is not null \
-            and to_regprocedure('{f}') is not null",
-        t = sql_literal_body(&format!("{s}._private_workers")),
-        f = sql_literal_body(&format!("{s}.recover_dead_worker_jobs(text[], interval)")),
-    );
-    let present: bool = sqlx::query_scalar(AssertSqlSafe(probe))
-        .fetch_one(&mut *conn)
-        .await?;
-    if present {
+    if registry_present(conn, schema).await? {
         return Ok(());
     }
     let migration = &MIGRATIONS[REGISTRY_MIGRATION];
-    let body = substitute(migration.sql, schema);
+    let failed = |source| MigrateError::Failed {
+        migration: migration.number,
+        source,
+    };
     let mut tx = conn.begin().await?;
-    let result = sqlx::raw_sql(AssertSqlSafe(body)).execute(&mut *tx).await;
+    // Concurrent `create or replace function` calls fail with "tuple
+    // concurrently updated", so migrators queue on ledger row 20 and the
+    // later ones find the registry made.
+    let lock = format!(
+        "select id from {}.migrations where id = $1 for update",
+        schema.quoted()
+    );
+    let result = async {
+        sqlx::query(AssertSqlSafe(lock))
+            .bind(migration.number)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if registry_present(&mut tx, schema).await? {
+            return Ok(false);
+        }
+        let body = substitute(migration.sql, schema);
+        sqlx::raw_sql(AssertSqlSafe(body)).execute(&mut *tx).await?;
+        Ok::<bool, sqlx::Error>(true)
+    }
+    .await;
     match result {
-        Ok(_) => {
-            tx.commit().await?;
-            tracing::info!("created the worker registry over an existing migration 20");
+        Ok(created) => {
+            tx.commit().await.map_err(failed)?;
+            if created {
+                tracing::info!("created the worker registry over an existing migration 20");
+            }
             Ok(())
         }
         Err(e) if is_clash(&e) => {
@@ -320,18 +399,14 @@ async fn ensure_registry(conn: &mut PgConnection, schema: &Schema) -> Result<(),
         }
         Err(e) => {
             let _ = tx.rollback().await;
-            Err(MigrateError::Failed {
-                migration: migration.number,
-                source: e,
-            }
-            .into())
+            Err(failed(e).into())
         }
     }
 }
 
-/// Escapes text for use inside a single-quoted SQL literal.
-fn sql_literal_body(text: &str) -> String {
-    text.replace('\'', "''")
+/// The `worker:migrate` payload, spelled as Node spells it.
+fn notify_payload(number: i32, breaking: bool) -> String {
+    format!(r#"{{"migrationNumber":{number},"breaking":{breaking}}}"#)
 }
 
 /// A small random number in `0..bound`, for jitter.
@@ -377,6 +452,17 @@ mod tests {
             substitute(":GRAPHILE_WORKER_SCHEMA_X :GRAPHILE_WORKER_SCHEMA", &schema),
             ":GRAPHILE_WORKER_SCHEMA_X \"gw\""
         );
+    }
+
+    #[test]
+    fn notify_payload_matches_node() {
+        assert_eq!(
+            notify_payload(11, true),
+            r#"{"migrationNumber":11,"breaking":true}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&notify_payload(2, false)).unwrap();
+        assert_eq!(parsed["migrationNumber"], 2);
+        assert_eq!(parsed["breaking"], false);
     }
 
     #[test]
