@@ -9,6 +9,7 @@ mod backoff;
 mod claim;
 mod completion;
 mod context;
+mod cron;
 mod error;
 mod execute;
 mod job;
@@ -24,6 +25,10 @@ mod worker;
 mod worker_utils;
 
 pub use context::JobContext;
+pub use cron::{
+    CronField, CronItem, CronJobKeyMode, CronOptions, CronPattern, CrontabError, CrontabErrorKind,
+    parse_crontab,
+};
 pub use error::{Error, MigrateError};
 pub use graphile_worker_macros::task;
 pub use job::Job;
@@ -43,4 +48,6 @@ pub mod __private {
     pub use serde_json;
 
     pub use crate::migrate::migrate_until;
+
+    pub use crate::cron::__private as cron;
 }
