@@ -48,6 +48,9 @@ impl TestDatabase {
 struct Server {
     /// URL without a database name.
     base: String,
+    bin: PathBuf,
+    data: PathBuf,
+    root: bool,
     /// Closing this (at process exit) stops the server.
     _stdin: Mutex<ChildStdin>,
     _child: Mutex<Child>,
@@ -67,6 +70,42 @@ pub fn server_url() -> String {
         Ok(None) => unreachable!(),
         Err(e) => panic!("could not start a throwaway PostgreSQL: {e}"),
     }
+}
+
+/// Restarts the throwaway server (a fast shutdown, which drops every
+/// connection, then a start on the same port) and waits until it accepts
+/// connections again. Returns `false`, doing nothing, when `DATABASE_URL`
+/// points at a server this process does not own.
+pub fn restart_server() -> bool {
+    if std::env::var_os("DATABASE_URL").is_some() {
+        return false;
+    }
+    server_url();
+    let Some(Ok(Some(server))) = SERVER.get() else {
+        return false;
+    };
+    let status = as_server_user(&server.bin.join("pg_ctl"), server.root)
+        .arg("-D")
+        .arg(&server.data)
+        .args(["stop", "-m", "fast", "-w"])
+        .stdout(Stdio::null())
+        .status();
+    assert!(
+        status.map(|s| s.success()).unwrap_or(false),
+        "pg_ctl stop failed"
+    );
+    let port: u16 = server
+        .base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready(&server.bin, port) {
+        assert!(Instant::now() < deadline, "server did not come back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
 }
 
 /// Creates a new empty database on [`server_url`]'s server.
@@ -220,14 +259,18 @@ fn start_server() -> Result<Server, String> {
     let mut last_error = String::new();
     for _ in 0..5 {
         let port = free_port()?;
-        // The shell waits on its stdin; when this process exits the pipe
-        // closes, and the shell stops the server and removes its files.
+        // The shell restarts the server whenever it stops (so tests can
+        // restart it) and waits on its stdin; when this process exits the
+        // pipe closes, and the shell stops the server and removes its files.
         let script = format!(
-            "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=400 -c shared_buffers=128MB & pid=$!; \
-             read _ignored; kill -INT $pid; wait $pid; rm -rf {dir}",
+            "(while [ ! -e {dir}/stop ]; do {postgres} -D {data} -p {port} -k {dir} \
+               -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+               -c full_page_writes=off -c max_connections=400 -c shared_buffers=128MB; \
+               sleep 0.1; done) & loop=$!; \
+             read _ignored; touch {dir}/stop; {pg_ctl} -D {data} stop -m fast >/dev/null 2>&1; \
+             wait $loop; rm -rf {dir}",
             postgres = bin.join("postgres").display(),
+            pg_ctl = bin.join("pg_ctl").display(),
             data = data.display(),
             dir = dir.display(),
         );
@@ -257,6 +300,9 @@ fn start_server() -> Result<Server, String> {
                 }
                 return Ok(Server {
                     base,
+                    bin: bin.clone(),
+                    data: data.clone(),
+                    root,
                     _stdin: Mutex::new(stdin),
                     _child: Mutex::new(child),
                 });

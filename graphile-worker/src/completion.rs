@@ -98,7 +98,10 @@ impl Completer {
         if self.tx.send((job_id, outcome)).is_err() {
             // Only after the writer stopped, which happens after every
             // sender is gone; the job stays locked for recovery.
-            tracing::error!(job_id, "outcome writer is gone; job left locked for recovery");
+            tracing::error!(
+                job_id,
+                "outcome writer is gone; job left locked for recovery"
+            );
         }
     }
 }

@@ -12,9 +12,11 @@ mod context;
 mod cron;
 mod error;
 mod execute;
+mod heartbeat;
 mod job;
 mod listen;
 mod migrate;
+mod recovery;
 mod registry;
 mod schema;
 mod spec;
@@ -32,13 +34,14 @@ pub use cron::{
 pub use error::{Error, MigrateError};
 pub use graphile_worker_macros::task;
 pub use job::Job;
+pub use recovery::RecoveryReport;
 pub use registry::{TaskRegistration, registered_tasks};
 pub use schema::quote_identifier;
 pub use spec::{JobKeyMode, JobSpec};
 pub use task::{IntoTaskResult, Task, TaskError};
 pub use backoff::retry_delay;
 pub use worker::{ShutdownHandle, Worker, WorkerOptions};
-pub use worker_utils::{Cleanup, NewJob, Reschedule, WorkerUtils};
+pub use worker_utils::{Cleanup, NewJob, Reschedule, WorkerInfo, WorkerUtils};
 
 /// Items the `#[task]` expansion refers to. Not public API: no stability.
 #[doc(hidden)]

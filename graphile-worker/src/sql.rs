@@ -34,6 +34,15 @@ pub(crate) struct Statements {
     pub(crate) return_own_jobs: SqlStr,
     pub(crate) unlock_own_queues: SqlStr,
     pub(crate) reset_stale_locks: SqlStr,
+    // Heartbeats and recovery.
+    pub(crate) heartbeat: SqlStr,
+    pub(crate) deregister: SqlStr,
+    pub(crate) list_workers: SqlStr,
+    pub(crate) recovery_lock: SqlStr,
+    pub(crate) list_stale_workers: SqlStr,
+    pub(crate) recover_dead_worker_jobs: SqlStr,
+    pub(crate) delete_stale_workers: SqlStr,
+    pub(crate) notify_jobs: SqlStr,
 }
 
 fn stmt(sql: String) -> SqlStr {
@@ -189,6 +198,37 @@ impl Statements {
                    where locked_at < now() - interval '4 hours' returning id) \
                  select (select count(*) from j), (select count(*) from q)"
             )),
+            // $1 pool id, $2 metadata (null keeps it), $3 ids of the jobs we
+            // hold: their locks (and our queues') are kept fresh so no sweep
+            // takes them for stale.
+            heartbeat: stmt(format!(
+                "with j as (update {s}._private_jobs set locked_at = now() \
+                   where id = any($3::bigint[]) and locked_by = $1 returning 1), \
+                 q as (update {s}._private_job_queues set locked_at = now() \
+                   where locked_by = $1 returning 1) \
+                 select {s}.worker_heartbeat($1::text, $2::json)::text, \
+                   (select count(*) from j), (select count(*) from q)"
+            )),
+            deregister: stmt(format!("select {s}.worker_deregister($1::text)::text")),
+            list_workers: stmt(format!(
+                "select w.id, w.started_at, w.last_heartbeat_at, w.metadata, \
+                   (select count(*) from {s}._private_jobs j where j.locked_by = w.id) as jobs_held \
+                 from {s}._private_workers w order by w.started_at, w.id"
+            )),
+            recovery_lock: stmt("select pg_try_advisory_xact_lock(hashtext($1::text))".into()),
+            list_stale_workers: stmt(format!(
+                "select worker_id from {s}.list_stale_workers($1::float8 * interval '1 second')"
+            )),
+            recover_dead_worker_jobs: stmt(format!(
+                "select {s}.recover_dead_worker_jobs($1::text[], $2::float8 * interval '1 second')"
+            )),
+            delete_stale_workers: stmt(format!(
+                "select {s}.delete_stale_workers($1::text[])::text"
+            )),
+            notify_jobs: stmt(
+                "select pg_notify('jobs:insert', json_build_object('r', random(), 'count', $1::int)::text)"
+                    .into(),
+            ),
         }
     }
 }

@@ -31,7 +31,11 @@ pub(crate) async fn sweep_stale_locks(
             .await
         {
             Ok((jobs, queues)) if jobs + queues > 0 => {
-                tracing::warn!(jobs, queues, "unlocked jobs and queues locked for over 4 hours");
+                tracing::warn!(
+                    jobs,
+                    queues,
+                    "unlocked jobs and queues locked for over 4 hours"
+                );
             }
             Ok(_) => tracing::debug!("stale-lock sweep found nothing"),
             Err(e) => tracing::warn!(error = %e, "stale-lock sweep failed; will try again"),

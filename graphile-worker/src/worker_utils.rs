@@ -9,6 +9,7 @@ use sqlx::{PgExecutor, PgPool};
 use crate::error::Error;
 use crate::job::Job;
 use crate::migrate;
+use crate::recovery::{RecoveryReport, recover_stale};
 use crate::schema::Schema;
 use crate::sql::Statements;
 use sqlx::SqlStr;
@@ -305,6 +306,50 @@ impl WorkerUtils {
         Ok(())
     }
 
+    /// The workers registered in this schema, oldest first. Node workers do
+    /// not register and are not listed.
+    pub async fn list_workers(&self) -> Result<Vec<WorkerInfo>, Error> {
+        let rows: Vec<(
+            String,
+            DateTime<Utc>,
+            DateTime<Utc>,
+            Option<serde_json::Value>,
+            i64,
+        )> = sqlx::query_as(self.sql.list_workers.clone())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, started_at, last_heartbeat_at, metadata, jobs_held)| WorkerInfo {
+                    id,
+                    started_at,
+                    last_heartbeat_at,
+                    metadata,
+                    jobs_held,
+                },
+            )
+            .collect())
+    }
+
+    /// Recovers now the jobs of registered workers whose last heartbeat is
+    /// older than `threshold` (what running workers do periodically): the
+    /// jobs are unlocked for retry, their attempt counted, and the workers
+    /// forgotten. Returns an empty report if another process is sweeping.
+    pub async fn recover_stale_workers(
+        &self,
+        threshold: std::time::Duration,
+    ) -> Result<RecoveryReport, Error> {
+        Ok(recover_stale(
+            &self.pool,
+            &self.sql,
+            self.schema.name(),
+            threshold,
+            std::time::Duration::ZERO,
+        )
+        .await?)
+    }
+
     /// Runs cleanup operations, in their fixed order. `keep` lists task
     /// identifiers [`Cleanup::GcTaskIdentifiers`] must not delete.
     pub async fn cleanup(&self, tasks: &[Cleanup], keep: &[String]) -> Result<(), Error> {
@@ -327,6 +372,28 @@ impl WorkerUtils {
         }
         Ok(())
     }
+}
+
+/// A registered worker, as [`WorkerUtils::list_workers`] reports it.
+///
+/// ```
+/// fn is_stale(w: &graphile_worker::WorkerInfo, now: chrono::DateTime<chrono::Utc>) -> bool {
+///     now - w.last_heartbeat_at > chrono::Duration::seconds(60)
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// The pool id (also the `locked_by` of its jobs).
+    pub id: String,
+    /// When it registered.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub last_heartbeat_at: DateTime<Utc>,
+    /// What it said about itself: host, pid, version, tasks.
+    pub metadata: Option<serde_json::Value>,
+    /// How many jobs it has locked now.
+    pub jobs_held: i64,
 }
 
 /// Builds the JSON array of `job_spec` rows and the call-wide preserve flag.

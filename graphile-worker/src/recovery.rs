@@ -1,0 +1,115 @@
+//! Dead-worker recovery: jobs locked by registered workers whose heartbeat
+//! went stale are unlocked and retried (their attempt counts), then those
+//! workers are forgotten. Locks held by ids that never registered (Node
+//! workers, older versions) are left to the 4-hour rule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{Connection, PgPool};
+use tokio::sync::watch;
+
+use crate::backoff::random_fraction;
+use crate::sql::Statements;
+
+/// What one recovery pass did.
+///
+/// ```
+/// let report = graphile_worker::RecoveryReport::default();
+/// assert!(report.workers.is_empty() && report.jobs == 0);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Pool ids of the workers found dead.
+    pub workers: Vec<String>,
+    /// Jobs released for retry.
+    pub jobs: i64,
+}
+
+/// Finds workers whose heartbeat is older than `threshold` and recovers
+/// their jobs. Only one process at a time does this (a transaction-scoped
+/// advisory lock per schema); the others return an empty report.
+pub(crate) async fn recover_stale(
+    pool: &PgPool,
+    sql: &Statements,
+    schema_name: &str,
+    threshold: Duration,
+    delay: Duration,
+) -> Result<RecoveryReport, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let mut tx = conn.begin().await?;
+    let locked: bool = sqlx::query_scalar(sql.recovery_lock.clone())
+        .bind(format!("graphile_worker.recovery:{schema_name}"))
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(RecoveryReport::default());
+    }
+    let workers: Vec<String> = sqlx::query_scalar(sql.list_stale_workers.clone())
+        .bind(threshold.as_secs_f64())
+        .fetch_all(&mut *tx)
+        .await?;
+    if workers.is_empty() {
+        return Ok(RecoveryReport::default());
+    }
+    let jobs: i32 = sqlx::query_scalar(sql.recover_dead_worker_jobs.clone())
+        .bind(&workers)
+        .bind(delay.as_secs_f64())
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query(sql.delete_stale_workers.clone())
+        .bind(&workers)
+        .execute(&mut *tx)
+        .await?;
+    if jobs > 0 {
+        sqlx::query(sql.notify_jobs.clone())
+            .bind(jobs)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    tracing::warn!(
+        workers = ?workers,
+        jobs,
+        "recovered jobs of workers that stopped heartbeating"
+    );
+    Ok(RecoveryReport {
+        workers,
+        jobs: i64::from(jobs),
+    })
+}
+
+pub(crate) struct Sweeper {
+    pub(crate) pool: PgPool,
+    pub(crate) sql: Arc<Statements>,
+    pub(crate) schema_name: String,
+    pub(crate) interval: Duration,
+    pub(crate) threshold: Duration,
+    pub(crate) delay: Duration,
+}
+
+impl Sweeper {
+    /// Sweeps every `interval` (jittered ±25%) until `stop` turns true,
+    /// surviving database errors.
+    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            let wait = self.interval.mul_f64(0.75 + random_fraction() / 2.0);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = recover_stale(
+                &self.pool,
+                &self.sql,
+                &self.schema_name,
+                self.threshold,
+                self.delay,
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "dead-worker sweep failed; will try again");
+            }
+        }
+    }
+}

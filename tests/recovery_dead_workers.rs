@@ -1,0 +1,293 @@
+//! Heartbeats and dead-worker recovery with real worker processes: a killed
+//! worker's jobs run again soon; a live worker's jobs never run twice.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{count, eventually, migrated};
+use graphile_worker::{JobContext, JobSpec, Task, TaskError, Worker};
+use graphile_worker_dev::{TestDatabase, node};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const HEARTBEAT_MS: u64 = 200;
+const THRESHOLD_MS: u64 = 1500;
+const SWEEP_MS: u64 = 250;
+
+async fn runs_table(pool: &PgPool) {
+    sqlx::raw_sql(
+        "create table runs (id serial primary key, event text, job_id bigint, attempts smallint, pid int, at timestamptz default clock_timestamp())",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Starts a worker process and waits until it is running.
+async fn spawn_worker(db: &TestDatabase) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_test_worker"))
+        .env("DATABASE_URL", &db.url)
+        .env("GW_HEARTBEAT_MS", HEARTBEAT_MS.to_string())
+        .env("GW_THRESHOLD_MS", THRESHOLD_MS.to_string())
+        .env("GW_SWEEP_MS", SWEEP_MS.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn test_worker");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("worker start-up")
+        .unwrap()
+        .expect("worker printed nothing");
+    let pool_id = line.strip_prefix("ready ").expect("ready line").to_owned();
+    (child, pool_id)
+}
+
+async fn events(pool: &PgPool, event: &str) -> i64 {
+    count(
+        pool,
+        &format!("select count(*) from runs where event = '{event}'"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn killed_workers_jobs_run_to_completion_elsewhere() {
+    let (db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    for _ in 0..2 {
+        utils
+            .add_raw_job(
+                "sleepy",
+                json!({"ms_first": 3_600_000, "ms_retry": 10}),
+                JobSpec::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let (mut doomed, doomed_id) = spawn_worker(&db).await;
+    eventually(Duration::from_secs(20), "both jobs to start", || {
+        let pool = pool.clone();
+        async move { (events(&pool, "start").await == 2).then_some(()) }
+    })
+    .await;
+    doomed.kill().await.unwrap(); // SIGKILL: no clean shutdown
+    let killed_at = std::time::Instant::now();
+
+    let (_survivor, survivor_id) = spawn_worker(&db).await;
+    eventually(Duration::from_secs(20), "both jobs to finish", || {
+        let pool = pool.clone();
+        async move { (events(&pool, "done").await == 2).then_some(()) }
+    })
+    .await;
+    let took = killed_at.elapsed();
+    // Threshold + sweep interval (jittered) + start-up and polling slack.
+    assert!(
+        took < Duration::from_millis(THRESHOLD_MS + 2 * SWEEP_MS + 3000),
+        "recovery took {took:?}"
+    );
+    let retried: Vec<i16> = sqlx::query_scalar("select attempts from runs where event = 'done'")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(retried, vec![2, 2], "the crashed attempt counts");
+    assert_eq!(
+        count(&pool, "select count(*) from graphile_worker.jobs").await,
+        0
+    );
+    let workers = utils.list_workers().await.unwrap();
+    assert!(
+        workers.iter().all(|w| w.id != doomed_id),
+        "dead worker forgotten"
+    );
+    assert!(workers.iter().any(|w| w.id == survivor_id));
+}
+
+#[tokio::test]
+async fn a_long_job_on_a_live_worker_runs_once() {
+    let (db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    utils
+        .add_raw_job(
+            "sleepy",
+            json!({"ms_first": 4 * THRESHOLD_MS, "ms_retry": 10}),
+            JobSpec::default(),
+        )
+        .await
+        .unwrap();
+    let (_a, _) = spawn_worker(&db).await;
+    let (_b, _) = spawn_worker(&db).await;
+    eventually(Duration::from_secs(30), "the job to finish", || {
+        let pool = pool.clone();
+        async move { (events(&pool, "done").await == 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(events(&pool, "start").await, 1, "the job ran once");
+    // The lock was kept fresh: a Node worker's 4-hour sweep would see a
+    // recent locked_at too.
+    assert_eq!(
+        count(&pool, "select count(*) from graphile_worker.jobs").await,
+        0
+    );
+}
+
+#[derive(Serialize, Deserialize)]
+struct Noop {}
+
+impl Task for Noop {
+    const IDENTIFIER: &'static str = "noop";
+    async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// A worker in this process that only sweeps (it runs no task of interest).
+async fn sweeper(pool: &PgPool) -> graphile_worker::ShutdownHandle {
+    let worker = Worker::options()
+        .pg_pool(pool.clone())
+        .handle_signals(false)
+        .register::<Noop>()
+        .heartbeat_interval(Duration::from_millis(HEARTBEAT_MS))
+        .stale_worker_threshold(Duration::from_millis(THRESHOLD_MS))
+        .recovery_sweep_interval(Duration::from_millis(SWEEP_MS))
+        .init()
+        .await
+        .unwrap();
+    let handle = worker.shutdown_handle();
+    tokio::spawn(async move { worker.run().await });
+    handle
+}
+
+const NODE_SLOW_WORKER: &str = r#"
+const { run } = require("graphile-worker");
+(async () => {
+  const runner = await run({
+    connectionString: process.env.DATABASE_URL,
+    concurrency: 1,
+    pollInterval: 100,
+    noHandleSignals: true,
+    taskList: {
+      node_slow: async (payload, helpers) => {
+        await helpers.query("insert into runs (event, job_id, attempts, pid) values ('start', $1, $2, $3)", [helpers.job.id, helpers.job.attempts, process.pid]);
+        await new Promise((r) => setTimeout(r, payload.ms));
+        await helpers.query("insert into runs (event, job_id, attempts, pid) values ('done', $1, $2, $3)", [helpers.job.id, helpers.job.attempts, process.pid]);
+        setTimeout(() => runner.stop(), 10);
+      },
+    },
+  });
+  await runner.promise;
+})().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
+"#;
+
+#[tokio::test]
+async fn a_live_node_workers_long_job_is_never_stolen() {
+    let (db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    let stop = sweeper(&pool).await;
+    utils
+        .add_raw_job(
+            "node_slow",
+            json!({"ms": 3 * THRESHOLD_MS}),
+            JobSpec::default(),
+        )
+        .await
+        .unwrap();
+    let mut node_worker = Command::from(node::js_command(
+        &db.url,
+        "graphile_worker",
+        NODE_SLOW_WORKER,
+    ))
+    .stdout(Stdio::inherit())
+    .stderr(Stdio::inherit())
+    .kill_on_drop(true)
+    .spawn()
+    .expect("spawn node");
+    eventually(Duration::from_secs(30), "node to start the job", || {
+        let pool = pool.clone();
+        async move { (events(&pool, "start").await == 1).then_some(()) }
+    })
+    .await;
+    // Well past the threshold, the job is still Node's.
+    tokio::time::sleep(Duration::from_millis(2 * THRESHOLD_MS)).await;
+    let locked_by: Option<String> =
+        sqlx::query_scalar("select locked_by from graphile_worker.jobs")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        locked_by.is_some_and(|l| l.starts_with("pool-")),
+        "the Node worker keeps its lock"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), node_worker.wait())
+        .await
+        .expect("node worker exits")
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(events(&pool, "start").await, 1);
+    assert_eq!(events(&pool, "done").await, 1);
+    stop.shutdown();
+}
+
+#[tokio::test]
+async fn a_job_that_kills_its_worker_ends_permanently_failed() {
+    let (db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    let stop = sweeper(&pool).await;
+    let job = utils
+        .add_raw_job(
+            "abort",
+            json!({}),
+            JobSpec {
+                max_attempts: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    for attempt in 1..=2i64 {
+        let (mut child, _) = spawn_worker(&db).await;
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("the poison job kills the worker")
+            .unwrap();
+        assert!(!status.success());
+        assert_eq!(events(&pool, "start").await, attempt);
+        eventually(Duration::from_secs(20), "the job to be recovered", || {
+            let pool = pool.clone();
+            async move {
+                (count(
+                    &pool,
+                    "select count(*) from graphile_worker.jobs where locked_by is null",
+                )
+                .await
+                    == 1)
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+    let (attempts, max_attempts, last_error): (i16, i16, Option<String>) = sqlx::query_as(
+        "select attempts, max_attempts, last_error from graphile_worker.jobs where id = $1",
+    )
+    .bind(job.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((attempts, max_attempts), (2, 2), "no attempt refunded");
+    let last_error = last_error.unwrap_or_default();
+    assert!(last_error.contains("stopped heartbeating"), "{last_error}");
+    // A permanently failed job is not claimed again.
+    let (mut child, _) = spawn_worker(&db).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(events(&pool, "start").await, 2);
+    child.kill().await.unwrap();
+    stop.shutdown();
+}
