@@ -1,11 +1,21 @@
 //! The `#[task]` attribute of graphile-worker. Use it through
-//! `graphile_worker::task`; this crate is an implementation detail.
+//! `graphile_worker::task`, which documents it; this crate is an
+//! implementation detail and its expansion refers to
+//! `::graphile_worker::__private` only.
+//!
+//! The macro is three steps, each returning `syn::Result`: `args` parses the
+//! attribute, `signature` checks the function and splits its parameters,
+//! `expand` writes the code. Errors become `compile_error!`s at the user's
+//! tokens, next to the user's function, which is always emitted.
 
 use proc_macro::TokenStream;
 
-/// Turns an async fn into a registered graphile-worker task. See
-/// `graphile_worker::task` for the documentation.
+mod args;
+mod expand;
+mod signature;
+
+/// Turns an async fn into a typed, registered graphile-worker task.
 #[proc_macro_attribute]
-pub fn task(_attr: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::task(attr.into(), item.into()).into()
 }

@@ -10,11 +10,13 @@ mod claim;
 mod completion;
 mod context;
 mod cron;
+mod enqueue;
 mod error;
 mod execute;
 mod heartbeat;
 mod job;
 mod listen;
+mod macro_support;
 mod migrate;
 mod recovery;
 mod registry;
@@ -26,12 +28,15 @@ mod task;
 mod worker;
 mod worker_utils;
 
+pub use backoff::retry_delay;
 pub use context::JobContext;
 pub use cron::{
     CronField, CronItem, CronJobKeyMode, CronOptions, CronPattern, CrontabError, CrontabErrorKind,
     parse_crontab,
 };
 pub use error::{Error, MigrateError};
+#[doc(inline)]
+#[doc = include_str!("docs/task.md")]
 pub use graphile_worker_macros::task;
 pub use job::Job;
 pub use recovery::RecoveryReport;
@@ -39,7 +44,6 @@ pub use registry::{TaskRegistration, registered_tasks};
 pub use schema::quote_identifier;
 pub use spec::{JobKeyMode, JobSpec};
 pub use task::{IntoTaskResult, Task, TaskError};
-pub use backoff::retry_delay;
 pub use worker::{ShutdownHandle, Worker, WorkerOptions};
 pub use worker_utils::{Cleanup, NewJob, Reschedule, WorkerInfo, WorkerUtils};
 
@@ -49,6 +53,13 @@ pub mod __private {
     pub use inventory;
     pub use serde;
     pub use serde_json;
+    pub use sqlx::PgExecutor;
+
+    pub use crate::macro_support::{PayloadField, assert_payload_field, task_future};
+    pub use crate::{
+        Error, IntoTaskResult, Job, JobContext, JobSpec, Task, TaskError, TaskRegistration,
+        WorkerUtils,
+    };
 
     pub use crate::migrate::migrate_until;
 

@@ -1,0 +1,8 @@
+use graphile_worker::task;
+
+#[task]
+struct SendEmail {
+    to: String,
+}
+
+fn main() {}
