@@ -7,7 +7,7 @@
 //! only for the identifiers it advanced. Whoever gets there first, Node or
 //! Rust, schedules the minute; everyone else adds nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,7 +158,8 @@ pub(crate) async fn run_scheduler(
         .await;
 }
 
-/// [`run_scheduler`] for integration tests, reporting [`CronEvent`]s.
+/// Runs the scheduler as the worker does, for integration tests: checks
+/// the schema name, and reports [`CronEvent`]s on `events`.
 pub async fn run_scheduler_for_tests(
     pool: PgPool,
     schema: &str,
@@ -199,10 +200,25 @@ impl Scheduler {
     fn new(
         pool: PgPool,
         schema: &Schema,
-        items: Vec<CronItem>,
+        mut items: Vec<CronItem>,
         clock: Clock,
         events: Option<mpsc::UnboundedSender<CronEvent>>,
     ) -> Self {
+        // Callers refuse duplicate identifiers up front; if one slips
+        // through, scheduling it twice in one statement would fail every
+        // minute, so only its first item is kept.
+        let mut seen = HashSet::new();
+        items.retain(|item| {
+            let first = seen.insert(item.identifier.clone());
+            if !first {
+                tracing::error!(
+                    identifier = %item.identifier,
+                    task = %item.task,
+                    "two cron items share this identifier; only the first one is scheduled"
+                );
+            }
+            first
+        });
         Scheduler {
             pool,
             sql: Statements::new(schema),
@@ -258,8 +274,16 @@ impl Scheduler {
         }
         let start = self.clock.now();
         self.emit(CronEvent::Starting { start });
-        if let Err(e) = self.register_and_backfill(start).await {
-            return Stop::Failed(e);
+        // Statements are raced with shutdown so that stopping is prompt even
+        // when the database hangs. That is safe: each statement is atomic,
+        // and one that did commit is not repeated by anyone.
+        tokio::select! {
+            result = self.register_and_backfill(start) => {
+                if let Err(e) = result {
+                    return Stop::Failed(e);
+                }
+            }
+            () = shutdown_requested(shutdown) => return Stop::Shutdown,
         }
         self.emit(CronEvent::Started { start });
 
@@ -297,11 +321,13 @@ impl Scheduler {
                 .filter(|item| item.pattern.matches(next))
                 .collect();
             if !due.is_empty() {
-                if let Err(e) = self.schedule(next, &due, false).await {
-                    return Stop::Failed(e);
-                }
-                if *shutdown.borrow() {
-                    return Stop::Shutdown;
+                tokio::select! {
+                    result = self.schedule(next, &due, false) => {
+                        if let Err(e) = result {
+                            return Stop::Failed(e);
+                        }
+                    }
+                    () = shutdown_requested(shutdown) => return Stop::Shutdown,
                 }
             }
             *failures = 0;
