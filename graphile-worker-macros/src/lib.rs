@@ -14,7 +14,8 @@ mod args;
 mod expand;
 mod signature;
 
-/// Turns an async fn into a typed, registered graphile-worker task.
+// Documented on the re-export, `graphile_worker::task`, whose doctests can
+// use the runtime crate; a doc comment here would be appended to that page.
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::task(attr.into(), item.into()).into()

@@ -12,7 +12,9 @@ use graphile_worker::{JobSpec, Task, task};
     cron = "0 4 * * *",
     cron = "30 12 * * 1"
 )]
-async fn send_digest(user_id: i64, include_archived: bool) {}
+async fn send_digest(user_id: i64, include_archived: bool) {
+    let _ = (user_id, include_archived);
+}
 
 #[task(priority = 10)]
 async fn low_priority() {}
