@@ -8,7 +8,16 @@
 //! - the migration announces itself on the `worker:migrate` channel inside the
 //!   same transaction;
 //! - a database whose newest breaking migration is newer than this build is
-//!   refused; a newer non-breaking one only logs a warning.
+//!   refused before anything is changed; a newer non-breaking one only logs a
+//!   warning;
+//! - a ledger without the `breaking` column (Node before 0.15.2) is adopted:
+//!   the column is added, our breaking rows marked, and every migration
+//!   attempted, those already applied being skipped on their ledger insert.
+//!
+//! Beyond Node: a migration 20 installed by Node 0.18 lacks this project's
+//! worker registry, so after migrating the registry objects are checked for
+//! and migration 20 (written to be re-runnable) is applied again when any is
+//! missing, one migrator at a time.
 
 use std::time::Duration;
 
