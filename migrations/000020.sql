@@ -4,12 +4,12 @@
 -- 1. add_job (unsafe_dedupe) and add_jobs insert only the task and queue
 --    rows that are missing, so identity values are not used up on every
 --    call (Node 0.18's migration 20).
--- 2. add_jobs returns one row for every spec, and add_job never returns an
---    all-NULL row. Node's versions lose a spec when a worker locks its keyed
---    job between the "retire unavailable keyed jobs" step and the upsert
---    (upstream issue #580). Here the specs that got no row are retried: the
---    now-locked job is retired and a fresh job inserted, a bounded number of
---    times.
+-- 2. add_jobs returns one row for every spec (or raises), and add_job never
+--    returns an all-NULL row. Node's versions lose a spec when a worker
+--    locks its keyed job between the "retire unavailable keyed jobs" step and
+--    the upsert (upstream issue #580). Here the specs that got no row are
+--    retried: the now-locked job is retired and a fresh job inserted, a
+--    bounded number of times.
 -- 3. The worker registry: _private_workers and the functions that record
 --    heartbeats, find stale workers and recover the jobs of dead ones.
 --
@@ -29,10 +29,10 @@ returns setof :GRAPHILE_WORKER_SCHEMA._private_jobs
 language plpgsql
 as $body$
 declare
-  -- specs that still need a row
-  v_pending :GRAPHILE_WORKER_SCHEMA.job_spec[] := specs;
-  -- rows written by the current round
-  v_rows :GRAPHILE_WORKER_SCHEMA._private_jobs[];
+  -- specs still to be written
+  v_pending :GRAPHILE_WORKER_SCHEMA.job_spec[] := coalesce(specs, '{}');
+  v_written bigint;
+  v_retry :GRAPHILE_WORKER_SCHEMA.job_spec[];
   v_round integer := 0;
 begin
   loop
@@ -80,77 +80,77 @@ begin
       );
     end if;
 
-    -- Insert, or update the unlocked job holding the key. A spec gets no row
-    -- when a worker locked its keyed job since the update above, or when its
-    -- task or queue row was deleted meanwhile; those specs are collected in
-    -- v_pending for another round.
-    with src as (
-      select s as spec, t.id as task_id, q.id as queue_id
-        from unnest(v_pending) as s
-        left join :GRAPHILE_WORKER_SCHEMA._private_tasks as t on t.identifier = s.identifier
-        left join :GRAPHILE_WORKER_SCHEMA._private_job_queues as q on q.queue_name = s.queue_name
-    ),
-    written as (
-      insert into :GRAPHILE_WORKER_SCHEMA._private_jobs as j
-        (job_queue_id, task_id, payload, run_at, max_attempts, key, priority, flags)
-      select
-        src.queue_id,
-        src.task_id,
-        coalesce((src.spec).payload, '{}'::json),
-        coalesce((src.spec).run_at, now()),
-        coalesce((src.spec).max_attempts, 25),
-        (src.spec).job_key,
-        coalesce((src.spec).priority, 0),
-        (select jsonb_object_agg(f.flag, true) from unnest((src.spec).flags) as f(flag))
-      from src
-      where src.task_id is not null
-        and ((src.spec).queue_name is null or src.queue_id is not null)
-      on conflict (key) do update
-        set job_queue_id = excluded.job_queue_id,
-            task_id = excluded.task_id,
-            -- two JSON arrays are concatenated (batch jobs)
-            payload = case
-                        when json_typeof(j.payload) = 'array' and json_typeof(excluded.payload) = 'array'
-                          then (j.payload::jsonb || excluded.payload::jsonb)::json
-                        else excluded.payload
-                      end,
-            max_attempts = excluded.max_attempts,
-            run_at = case
-                       when job_key_preserve_run_at is true and j.attempts = 0 then j.run_at
-                       else excluded.run_at
-                     end,
-            priority = excluded.priority,
-            revision = j.revision + 1,
-            flags = excluded.flags,
-            attempts = 0,
-            last_error = null,
-            updated_at = now()
-        where j.locked_at is null
-      returning *
-    )
+    -- Insert, or update the unlocked job holding the key. Unlike Node's
+    -- version, a spec whose queue row has vanished is not silently written
+    -- without its queue: it is left out, and the count below catches it.
+    return query
+    insert into :GRAPHILE_WORKER_SCHEMA._private_jobs as j
+      (job_queue_id, task_id, payload, run_at, max_attempts, key, priority, flags)
     select
-      coalesce((select array_agg(w:::GRAPHILE_WORKER_SCHEMA._private_jobs) from written as w), '{}'),
-      coalesce(
-        (select array_agg(src.spec)
-           from src
-           left join written as w on w.key = (src.spec).job_key
-          where src.task_id is null
-             or ((src.spec).queue_name is not null and src.queue_id is null)
-             or ((src.spec).job_key is not null and w.id is null)),
-        '{}'
-      )
-      into v_rows, v_pending;
+      q.id,
+      t.id,
+      coalesce(s.payload, '{}'::json),
+      coalesce(s.run_at, now()),
+      coalesce(s.max_attempts, 25),
+      s.job_key,
+      coalesce(s.priority, 0),
+      (select jsonb_object_agg(f.flag, true) from unnest(s.flags) as f(flag))
+    from unnest(v_pending) as s
+    join :GRAPHILE_WORKER_SCHEMA._private_tasks as t on t.identifier = s.identifier
+    left join :GRAPHILE_WORKER_SCHEMA._private_job_queues as q on q.queue_name = s.queue_name
+    where s.queue_name is null or q.id is not null
+    on conflict (key) do update
+      set job_queue_id = excluded.job_queue_id,
+          task_id = excluded.task_id,
+          -- two JSON arrays are concatenated (batch jobs)
+          payload = case
+                      when json_typeof(j.payload) = 'array' and json_typeof(excluded.payload) = 'array'
+                        then (j.payload::jsonb || excluded.payload::jsonb)::json
+                      else excluded.payload
+                    end,
+          max_attempts = excluded.max_attempts,
+          run_at = case
+                     when job_key_preserve_run_at is true and j.attempts = 0 then j.run_at
+                     else excluded.run_at
+                   end,
+          priority = excluded.priority,
+          revision = j.revision + 1,
+          flags = excluded.flags,
+          attempts = 0,
+          last_error = null,
+          updated_at = now()
+      where j.locked_at is null
+    returning *;
 
-    return query select * from unnest(v_rows);
+    -- Each spec writes at most one row, so a full count means done.
+    get diagnostics v_written = row_count;
+    exit when v_written = cardinality(v_pending);
 
-    exit when cardinality(v_pending) = 0;
+    -- A spec got no row when a worker locked its keyed job after the update
+    -- above (upstream issue #580). The failed "on conflict" still locked that
+    -- job for this transaction, so it is still locked now, whereas every job
+    -- written above is unlocked: that tells the two apart. Those specs go
+    -- round again: the locked job is retired and a fresh one inserted.
+    select array_agg(s)
+      into v_retry
+      from unnest(v_pending) as s
+     where s.job_key is not null
+       and exists (
+         select 1
+           from :GRAPHILE_WORKER_SCHEMA._private_jobs as j
+          where j.key = s.job_key
+            and j.locked_at is not null
+       );
 
-    if v_round >= 10 then
-      raise exception 'add_jobs could not write % of its jobs after % rounds: their keyed jobs kept being locked by workers (or their task or queue rows deleted) at the same time',
-          cardinality(v_pending), v_round
+    -- Anything else missing lost its task or queue row to a concurrent
+    -- delete; rather than leave it out silently, fail (nothing is written).
+    if coalesce(cardinality(v_retry), 0) <> cardinality(v_pending) - v_written or v_round >= 10 then
+      raise exception 'add_jobs could not write % of its % jobs: their keyed jobs kept being locked by workers, or their task or queue rows were deleted, at the same time',
+          cardinality(v_pending) - v_written, coalesce(cardinality(specs), 0)
         using errcode = '40001',
               hint = 'Nothing was written; retry the transaction.';
     end if;
+    v_pending := v_retry;
   end loop;
 end;
 $body$;
