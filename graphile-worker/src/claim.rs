@@ -121,7 +121,7 @@ impl Claimer {
                 flags: row.try_get("flags")?,
             });
         }
-        jobs.sort_by(|a, b| (a.priority, a.run_at).cmp(&(b.priority, b.run_at)));
+        jobs.sort_by_key(|j| (j.priority, j.run_at));
         Ok(jobs)
     }
 

@@ -24,6 +24,10 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A crontab (text, file or `#[task(cron = ...)]`) has an invalid line.
+    #[error("invalid crontab: {0}")]
+    Crontab(#[from] crate::cron::CrontabError),
+
     /// A builder option is missing or out of range.
     #[error("invalid worker configuration: {0}")]
     Config(String),

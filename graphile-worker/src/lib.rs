@@ -1,8 +1,6 @@
 #![doc = include_str!("../../README.md")]
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-// Parts of the engine are still being wired up.
-#![allow(dead_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod backoff;

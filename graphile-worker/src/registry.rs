@@ -69,10 +69,6 @@ impl TaskRegistration {
     pub fn cron(&self) -> &'static [&'static str] {
         self.cron
     }
-
-    pub(crate) fn handler(&self) -> Handler {
-        self.handler
-    }
 }
 
 inventory::collect!(TaskRegistration);

@@ -1,6 +1,7 @@
 //! The worker: options, start-up, the dispatch loop, and shutdown.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -13,6 +14,9 @@ use tokio::task::JoinSet;
 use crate::backoff::{Backoff, random_u64};
 use crate::claim::Claimer;
 use crate::completion::{Completer, HeldJobs, Outcome, lock_held};
+use crate::cron::{
+    Clock, CronItem, CronPattern, duplicate_identifier, parse_crontab, run_scheduler,
+};
 use crate::error::Error;
 use crate::execute::run_job;
 use crate::heartbeat::{Health, Heartbeat};
@@ -64,6 +68,14 @@ pub struct WorkerOptions {
     stale_worker_threshold: Duration,
     recovery_sweep_interval: Duration,
     recovery_delay: Duration,
+    crontabs: Vec<CrontabSource>,
+    cron_items: Vec<CronItem>,
+}
+
+#[derive(Debug)]
+enum CrontabSource {
+    Text(String),
+    File(PathBuf),
 }
 
 impl Default for WorkerOptions {
@@ -89,6 +101,8 @@ impl Default for WorkerOptions {
             stale_worker_threshold: Duration::from_secs(60),
             recovery_sweep_interval: Duration::from_secs(10),
             recovery_delay: Duration::ZERO,
+            crontabs: Vec::new(),
+            cron_items: Vec::new(),
         }
     }
 }
@@ -154,9 +168,12 @@ impl WorkerOptions {
         self
     }
 
-    /// How many claimed jobs may wait locally beyond the running ones, so
-    /// short jobs start without a round trip. Default: the concurrency.
-    /// `0` claims one job per free slot only.
+    /// The most claimed jobs that may wait locally beyond the running ones,
+    /// so that short jobs start without a round trip each. The worker holds
+    /// only about 200 ms of work at its current pace (none while jobs are
+    /// slow), up to this bound; jobs waiting longer than 5 s are handed back.
+    /// Default 5000. `0` claims one job per free slot only, like Node
+    /// graphile-worker without its local queue.
     pub fn local_queue_size(mut self, size: usize) -> Self {
         self.local_queue_size = Some(size);
         self
@@ -194,6 +211,28 @@ impl WorkerOptions {
     /// How long a recovered job waits before it runs again; default 0.
     pub fn recovery_delay(mut self, delay: Duration) -> Self {
         self.recovery_delay = delay;
+        self
+    }
+
+    /// Schedules recurring jobs from crontab text in graphile-worker's format
+    /// (`0 4 * * * task ?fill=1h {"payload": true}`; times in UTC). Parsed at
+    /// [`init`](Self::init): an invalid line is an error naming its line and
+    /// column. Cron runs in [`Worker::run`], not in `run_once`.
+    pub fn crontab(mut self, text: &str) -> Self {
+        self.crontabs.push(CrontabSource::Text(text.to_owned()));
+        self
+    }
+
+    /// Like [`crontab`](Self::crontab), reading the file at `path` at
+    /// [`init`](Self::init); a missing file is an error.
+    pub fn crontab_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.crontabs.push(CrontabSource::File(path.into()));
+        self
+    }
+
+    /// Schedules recurring jobs built in code.
+    pub fn cron_items(mut self, items: impl IntoIterator<Item = CronItem>) -> Self {
+        self.cron_items.extend(items);
         self
     }
 
@@ -250,9 +289,11 @@ impl WorkerOptions {
             ));
         }
         let mut tasks = std::mem::take(&mut self.tasks);
+        let mut declared_cron = Vec::new();
         if self.use_registry {
             for registration in registered_tasks() {
                 tasks.insert(registration)?;
+                declared_cron.push((registration.identifier(), registration.cron()));
             }
         }
         if let Some(only) = &self.only {
@@ -262,6 +303,7 @@ impl WorkerOptions {
         if tasks.is_empty() {
             return Err(Error::NoTasks);
         }
+        let cron_items = self.collect_cron_items(&tasks, &declared_cron)?;
 
         let pool = match (self.pg_pool.take(), self.database_url.take()) {
             (Some(_), Some(_)) => {
@@ -311,7 +353,7 @@ impl WorkerOptions {
                 tasks,
                 claimer,
                 concurrency: self.concurrency,
-                local_queue_size: self.local_queue_size.unwrap_or(self.concurrency),
+                local_queue_size: self.local_queue_size.unwrap_or(DEFAULT_LOCAL_QUEUE),
                 poll_interval: self.poll_interval,
                 shutdown_grace: self.shutdown_grace,
                 handle_signals: self.handle_signals,
@@ -324,8 +366,62 @@ impl WorkerOptions {
                 recovery_sweep_interval: self.recovery_sweep_interval,
                 recovery_delay: self.recovery_delay,
                 metadata: metadata(&identifiers),
+                cron_items,
             }),
         })
+    }
+}
+
+impl WorkerOptions {
+    /// Every cron schedule: crontab texts and files, items built in code,
+    /// and `#[task(cron = ...)]` of the tasks this worker runs. A task with
+    /// one declared schedule is identified by its name; with several, by
+    /// `name#1`, `name#2`, … in declaration order.
+    fn collect_cron_items(
+        &mut self,
+        tasks: &TaskSet,
+        declared: &[(&'static str, &'static [&'static str])],
+    ) -> Result<Vec<CronItem>, Error> {
+        let mut items = Vec::new();
+        for source in self.crontabs.drain(..) {
+            let text = match source {
+                CrontabSource::Text(text) => text,
+                CrontabSource::File(path) => std::fs::read_to_string(&path).map_err(|e| {
+                    Error::Config(format!(
+                        "could not read crontab file {}: {e}",
+                        path.display()
+                    ))
+                })?,
+            };
+            items.extend(parse_crontab(&text)?);
+        }
+        items.append(&mut self.cron_items);
+        for (task, patterns) in declared {
+            if tasks.handler(task).is_none() {
+                continue;
+            }
+            for (n, pattern) in patterns.iter().enumerate() {
+                let mut item = CronItem::new(*task, CronPattern::parse(pattern)?);
+                if patterns.len() > 1 {
+                    item.identifier = format!("{task}#{}", n + 1);
+                }
+                items.push(item);
+            }
+        }
+        for item in &items {
+            if item.options.max_attempts.is_some_and(|m| m < 1) {
+                return Err(Error::Config(format!(
+                    "cron item `{}` has max_attempts below 1; the database would refuse its jobs",
+                    item.identifier
+                )));
+            }
+        }
+        if let Some(duplicate) = duplicate_identifier(&items) {
+            return Err(Error::Config(format!(
+                "two cron schedules are identified as `{duplicate}`; give one of them another ?id="
+            )));
+        }
+        Ok(items)
     }
 }
 
@@ -368,6 +464,7 @@ struct Inner {
     recovery_sweep_interval: Duration,
     recovery_delay: Duration,
     metadata: serde_json::Value,
+    cron_items: Vec<CronItem>,
 }
 
 /// What a worker says about itself in `_private_workers.metadata`.
@@ -474,6 +571,15 @@ impl Worker {
             inner.utils.statements().clone(),
             inner.shutdown.subscribe(),
         ));
+        if !inner.cron_items.is_empty() {
+            background.spawn(run_scheduler(
+                inner.pool.clone(),
+                inner.utils.schema_arc(),
+                inner.cron_items.clone(),
+                Clock::System,
+                inner.shutdown.subscribe(),
+            ));
+        }
         if inner.recovery {
             let sweeper = Sweeper {
                 pool: inner.pool.clone(),
@@ -535,16 +641,20 @@ impl Worker {
             None
         };
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        let mut running: JoinSet<Duration> = JoinSet::new();
+        let mut running: JoinSet<()> = JoinSet::new();
         let mut buffer: VecDeque<(Job, Instant)> = VecDeque::new();
         let mut exhausted = false;
         let mut written_at_claim = 0;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
-        // Moving average of job run time, to decide whether claiming ahead
-        // of free slots pays off.
-        let mut average_run = Duration::from_millis(1);
+        let mut pace = Pace::new();
 
         loop {
+            // Reap finished jobs so their slots count as free.
+            let mut finished = 0;
+            while running.try_join_next().is_some() {
+                finished += 1;
+            }
+            pace.record(finished);
             // Start buffered jobs in free slots.
             while running.len() < inner.concurrency {
                 let Some((job, _)) = buffer.pop_front() else {
@@ -557,10 +667,8 @@ impl Worker {
                 let completer = completer.clone();
                 running.spawn(async move {
                     let id = job.id;
-                    let started = Instant::now();
                     let outcome = run_job(job, handler, utils, cancel, abort).await;
                     completer.send(id, outcome);
-                    started.elapsed()
                 });
             }
             if *shutdown.borrow() {
@@ -575,11 +683,7 @@ impl Worker {
                 }
             }
 
-            let ahead = if average_run < Duration::from_millis(50) {
-                inner.local_queue_size
-            } else {
-                0
-            };
+            let ahead = pace.ahead(inner.local_queue_size);
             let capacity = inner.concurrency + ahead;
             let have = running.len() + buffer.len();
             let want = capacity.saturating_sub(have);
@@ -627,10 +731,8 @@ impl Worker {
             }
 
             tokio::select! {
-                Some(finished) = running.join_next(), if !running.is_empty() => {
-                    if let Ok(took) = finished {
-                        average_run = (average_run * 7 + took) / 8;
-                    }
+                Some(_) = running.join_next(), if !running.is_empty() => {
+                    pace.record(1);
                 }
                 _ = inner.wakeups.notify.notified() => {
                     exhausted = false;
@@ -677,6 +779,47 @@ impl Worker {
 /// How long a claimed job may wait in the local queue before it is handed
 /// back.
 const LOCAL_TTL: Duration = Duration::from_secs(5);
+
+/// How much work, in time at the current pace, the local queue holds.
+const LOOKAHEAD: Duration = Duration::from_millis(200);
+
+/// Default upper bound of the local queue.
+const DEFAULT_LOCAL_QUEUE: usize = 5000;
+
+/// Estimates how many jobs finish per second, to size the local queue: jobs
+/// are claimed ahead of free slots only as far as they will start soon, so
+/// short jobs share a round trip and long jobs are not hoarded.
+struct Pace {
+    window_start: Instant,
+    finished: u32,
+    per_second: f64,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Self {
+            window_start: Instant::now(),
+            finished: 0,
+            per_second: 0.0,
+        }
+    }
+
+    fn record(&mut self, finished: u32) {
+        self.finished += finished;
+        let elapsed = self.window_start.elapsed();
+        if elapsed >= Duration::from_millis(50) {
+            let rate = f64::from(self.finished) / elapsed.as_secs_f64();
+            self.per_second = (self.per_second + rate) / 2.0;
+            self.finished = 0;
+            self.window_start = Instant::now();
+        }
+    }
+
+    /// How many jobs to hold beyond the running ones, at most `max`.
+    fn ahead(&self, max: usize) -> usize {
+        ((self.per_second * LOOKAHEAD.as_secs_f64()) as usize).min(max)
+    }
+}
 
 /// First SIGINT/SIGTERM: graceful shutdown; second: interrupt running jobs.
 async fn watch_signals(handle: ShutdownHandle) {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgExecutor, PgPool, Row};
 
 use crate::error::Error;
 use crate::job::Job;
@@ -135,8 +135,8 @@ impl WorkerUtils {
         self.schema.name()
     }
 
-    pub(crate) fn schema_ref(&self) -> &Schema {
-        &self.schema
+    pub(crate) fn schema_arc(&self) -> Arc<Schema> {
+        self.schema.clone()
     }
 
     pub(crate) fn statements(&self) -> &Arc<Statements> {
@@ -309,27 +309,21 @@ impl WorkerUtils {
     /// The workers registered in this schema, oldest first. Node workers do
     /// not register and are not listed.
     pub async fn list_workers(&self) -> Result<Vec<WorkerInfo>, Error> {
-        let rows: Vec<(
-            String,
-            DateTime<Utc>,
-            DateTime<Utc>,
-            Option<serde_json::Value>,
-            i64,
-        )> = sqlx::query_as(self.sql.list_workers.clone())
+        let rows = sqlx::query(self.sql.list_workers.clone())
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, started_at, last_heartbeat_at, metadata, jobs_held)| WorkerInfo {
-                    id,
-                    started_at,
-                    last_heartbeat_at,
-                    metadata,
-                    jobs_held,
-                },
-            )
-            .collect())
+        rows.iter()
+            .map(|row| {
+                Ok(WorkerInfo {
+                    id: row.try_get("id")?,
+                    started_at: row.try_get("started_at")?,
+                    last_heartbeat_at: row.try_get("last_heartbeat_at")?,
+                    metadata: row.try_get("metadata")?,
+                    jobs_held: row.try_get("jobs_held")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Error::from)
     }
 
     /// Recovers now the jobs of registered workers whose last heartbeat is

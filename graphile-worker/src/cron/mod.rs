@@ -21,11 +21,8 @@ pub use error::{CronField, CrontabError, CrontabErrorKind};
 pub use pattern::CronPattern;
 
 // For the worker, which starts the scheduler.
-#[allow(unused_imports)]
 pub(crate) use clock::Clock;
-#[allow(unused_imports)]
 pub(crate) use crontab::duplicate_identifier;
-#[allow(unused_imports)]
 pub(crate) use scheduler::run_scheduler;
 
 /// Test support: drive the scheduler with a manual clock. Not public API.
