@@ -73,9 +73,11 @@ impl JobContext {
         *self.inner.cancel.borrow()
     }
 
-    /// Completes when the worker asks running tasks to stop (at the end of
-    /// the shutdown grace period). Use it in `tokio::select!` to stop early;
-    /// a task that returns an error then is retried later.
+    /// Completes when the worker starts shutting down. Running tasks then
+    /// have the shutdown grace period to finish; use this in
+    /// `tokio::select!` to stop early. A task that returns an error after
+    /// this fired is recorded as interrupted: it keeps its attempt and is
+    /// retried.
     pub async fn cancelled(&self) {
         let mut rx = self.inner.cancel.clone();
         // An error means the sender is gone, which also means "stop".
