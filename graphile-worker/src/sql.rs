@@ -94,19 +94,7 @@ impl Statements {
                  left join {s}._private_job_queues q on q.id = j.job_queue_id",
                 cols = job_columns("$1::text", "$3::text"),
             )),
-            // add_jobs returns one row per spec, in order: new task and
-            // queue names are matched to their spec by position.
-            add_jobs: stmt(format!(
-                "with specs as (select value as spec, ordinality as n \
-                   from json_array_elements($1::json) with ordinality), \
-                 j as (select * from {s}.add_jobs({specs}, $2::boolean) with ordinality) \
-                 select {cols} from j \
-                 left join specs on specs.n = j.ordinality \
-                 left join {s}._private_tasks t on t.id = j.task_id \
-                 left join {s}._private_job_queues q on q.id = j.job_queue_id \
-                 order by j.ordinality",
-                cols = job_columns("specs.spec->>'identifier'", "specs.spec->>'queue_name'"),
-            )),
+            add_jobs: stmt(add_jobs_in_input_order(s, &specs)),
             add_jobs_count: stmt(format!(
                 "select count(*) from {s}.add_jobs({specs}, $2::boolean)"
             )),
@@ -231,6 +219,79 @@ impl Statements {
             ),
         }
     }
+}
+
+/// `add_jobs` over the JSON specs `$1` (preserve flag `$2`), its rows put
+/// back in input order with their task and queue names.
+///
+/// The function returns rows in whatever order its insert produced them (a
+/// join inside it may reorder; specs retried after the upstream #580 race
+/// come last), so rows are paired with specs by content: a keyed row by its
+/// key (unique within a call), any other row by everything it stores,
+/// identical specs by position. Task and queue rows the call creates are
+/// invisible to this statement's snapshot, so they are created first by
+/// the statement itself (`add_jobs` then finds them) and named from the
+/// `returning` of those inserts; a name created concurrently by another
+/// transaction is taken from the spec it was paired with.
+fn add_jobs_in_input_order(s: &str, specs_array: &str) -> String {
+    format!(
+        "with specs as ( \
+           select sp.*, sp.ordinality as n \
+           from json_populate_recordset(null::{s}.job_spec, $1::json) with ordinality as sp), \
+         new_tasks as ( \
+           insert into {s}._private_tasks (identifier) \
+           select distinct sp.identifier from specs sp where not exists \
+             (select 1 from {s}._private_tasks t where t.identifier = sp.identifier) \
+           on conflict do nothing returning id, identifier), \
+         new_queues as ( \
+           insert into {s}._private_job_queues (queue_name) \
+           select distinct sp.queue_name from specs sp where sp.queue_name is not null \
+             and not exists (select 1 from {s}._private_job_queues q \
+               where q.queue_name = sp.queue_name) \
+           on conflict do nothing returning id, queue_name), \
+         created as (select (select count(*) from new_tasks) + (select count(*) from new_queues) as c), \
+         j as ( \
+           select a.* from created, \
+             {s}.add_jobs(case when created.c >= 0 then {specs_array} end, $2::boolean) \
+               with ordinality as a), \
+         named as ( \
+           select j.*, coalesce(t.identifier, nt.identifier) as task_name, \
+             coalesce(q.queue_name, nq.queue_name) as queue_label \
+           from j \
+           left join {s}._private_tasks t on t.id = j.task_id \
+           left join new_tasks nt on nt.id = j.task_id \
+           left join {s}._private_job_queues q on q.id = j.job_queue_id \
+           left join new_queues nq on nq.id = j.job_queue_id), \
+         row_sigs as ( \
+           select r.*, row_number() over (partition by r.sig order by r.ordinality) as k \
+           from (select named.*, case when named.key is not null then jsonb_build_array(named.key) \
+             else jsonb_build_array(named.task_name, named.job_queue_id is not null, \
+               named.queue_label, named.payload::jsonb, named.run_at, named.priority, \
+               named.max_attempts, named.flags) end as sig from named) r), \
+         spec_sigs as ( \
+           select p.n, p.identifier, p.queue_name, \
+             row_number() over (partition by p.sig order by p.n) as k, p.sig \
+           from (select sp.n, sp.identifier, sp.queue_name, \
+             case when sp.job_key is not null then jsonb_build_array(sp.job_key) \
+             else jsonb_build_array(coalesce(t.identifier, nt.identifier), \
+               sp.queue_name is not null, coalesce(q.queue_name, nq.queue_name), \
+               coalesce(sp.payload, '{{}}'::json)::jsonb, coalesce(sp.run_at, now()), \
+               coalesce(sp.priority, 0), coalesce(sp.max_attempts, 25), \
+               (select jsonb_object_agg(f.flag, true) from unnest(sp.flags) as f(flag))) \
+             end as sig \
+             from specs sp \
+             left join {s}._private_tasks t on t.identifier = sp.identifier \
+             left join new_tasks nt on nt.identifier = sp.identifier \
+             left join {s}._private_job_queues q on q.queue_name = sp.queue_name \
+             left join new_queues nq on nq.queue_name = sp.queue_name) p) \
+         select j.id, case when j.job_queue_id is null then null \
+             else coalesce(j.queue_label, sp.queue_name) end as queue_name, \
+           coalesce(j.task_name, sp.identifier, '') as task_identifier, \
+           j.payload, j.priority, j.run_at, j.attempts, j.max_attempts, j.last_error, \
+           j.created_at, j.updated_at, j.key, j.locked_at, j.locked_by, j.revision, j.flags \
+         from row_sigs j left join spec_sigs sp on sp.sig = j.sig and sp.k = j.k \
+         order by sp.n nulls last, j.ordinality"
+    )
 }
 
 /// The claim: lock up to `$3` runnable jobs of our tasks (`$2`) for pool
