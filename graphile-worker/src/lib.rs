@@ -60,6 +60,7 @@ pub mod __private {
     };
 
     pub use crate::migrate::migrate_until;
+    pub use crate::sweep::reset_stale_locks;
 
     pub use crate::cron::__private as cron;
 }

@@ -9,7 +9,9 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::backoff::random_fraction;
+use crate::error::Error;
 use crate::sql::Statements;
+use crate::worker_utils::WorkerUtils;
 
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(8 * 60);
 pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(10 * 60);
@@ -26,10 +28,7 @@ pub(crate) async fn sweep_stale_locks(
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        match sqlx::query_as::<_, (i64, i64)>(sql.reset_stale_locks.clone())
-            .fetch_one(&pool)
-            .await
-        {
+        match reset_once(&pool, &sql).await {
             Ok((jobs, queues)) if jobs + queues > 0 => {
                 tracing::warn!(
                     jobs,
@@ -43,4 +42,25 @@ pub(crate) async fn sweep_stale_locks(
         let spread = (MAX_INTERVAL - MIN_INTERVAL).as_secs_f64();
         delay = MIN_INTERVAL + Duration::from_secs_f64(spread * random_fraction());
     }
+}
+
+/// One pass of the sweep; returns how many jobs and queues it unlocked.
+async fn reset_once(pool: &PgPool, sql: &Statements) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as::<_, (i64, i64)>(sql.reset_stale_locks.clone())
+        .fetch_one(pool)
+        .await
+}
+
+/// Runs one pass of the 4-hour stale-lock sweep now, on the schema of
+/// `utils`, and returns how many jobs and queues it unlocked. Running
+/// workers do this every 8 to 10 minutes; this is for tests.
+///
+/// ```no_run
+/// # async fn example(utils: graphile_worker::WorkerUtils) -> Result<(), graphile_worker::Error> {
+/// let (jobs, queues) = graphile_worker::__private::reset_stale_locks(&utils).await?;
+/// # Ok(()) }
+/// ```
+#[doc(hidden)]
+pub async fn reset_stale_locks(utils: &WorkerUtils) -> Result<(i64, i64), Error> {
+    Ok(reset_once(utils.pool(), utils.statements()).await?)
 }

@@ -2,11 +2,14 @@
 //! (dead-worker recovery). Configured through the environment:
 //!
 //! - `DATABASE_URL` (required), `GW_SCHEMA` (default `graphile_worker`);
-//! - `GW_HEARTBEAT_MS`, `GW_THRESHOLD_MS`, `GW_SWEEP_MS`, `GW_CONCURRENCY`.
+//! - `GW_HEARTBEAT_MS`, `GW_THRESHOLD_MS`, `GW_SWEEP_MS`, `GW_CONCURRENCY`;
+//! - `GW_GRACE_MS`: the shutdown grace period (default 5 s).
 //!
 //! Tasks: `sleepy` `{ms_first, ms_retry}` records `start`/`done` rows in the
 //! database's `runs` table and sleeps between them; `abort` records `start`
-//! and aborts the whole process. Prints `ready <pool id>` once it runs.
+//! and aborts the whole process; `stubborn` records `start`, then
+//! `cancel-seen` when shutdown begins, and carries on for an hour regardless.
+//! Prints `ready <pool id>` once it runs.
 
 use std::time::Duration;
 
@@ -56,6 +59,20 @@ impl Task for Abort {
     }
 }
 
+#[derive(Serialize, Deserialize)]
+struct Stubborn {}
+
+impl Task for Stubborn {
+    const IDENTIFIER: &'static str = "stubborn";
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        record(&ctx, "start").await?;
+        ctx.cancelled().await;
+        record(&ctx, "cancel-seen").await?;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        record(&ctx, "done").await
+    }
+}
+
 fn env_ms(name: &str, default: u64) -> Duration {
     Duration::from_millis(
         std::env::var(name)
@@ -81,8 +98,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .heartbeat_interval(env_ms("GW_HEARTBEAT_MS", 10_000))
         .stale_worker_threshold(env_ms("GW_THRESHOLD_MS", 60_000))
         .recovery_sweep_interval(env_ms("GW_SWEEP_MS", 10_000))
+        .shutdown_grace_period(env_ms("GW_GRACE_MS", 5_000))
         .register::<Sleepy>()
         .register::<Abort>()
+        .register::<Stubborn>()
         .init()
         .await?;
     println!("ready {}", worker.pool_id());
