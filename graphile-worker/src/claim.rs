@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 
 use crate::error::Error;
@@ -102,24 +101,11 @@ impl Claimer {
         for (row, queue_id) in rows.iter().zip(queue_ids) {
             let task_id: i32 = row.try_get("task_id")?;
             let task_identifier = self.task_names.get(&task_id).cloned().unwrap_or_default();
-            jobs.push(Job {
-                id: row.try_get("id")?,
-                queue_name: queue_id.and_then(|id| names.get(&id).cloned()),
+            jobs.push(Job::from_row_with_names(
+                row,
                 task_identifier,
-                payload: row.try_get("payload")?,
-                priority: row.try_get("priority")?,
-                run_at: row.try_get::<DateTime<Utc>, _>("run_at")?,
-                attempts: row.try_get("attempts")?,
-                max_attempts: row.try_get("max_attempts")?,
-                last_error: row.try_get("last_error")?,
-                created_at: row.try_get("created_at")?,
-                updated_at: row.try_get("updated_at")?,
-                key: row.try_get("key")?,
-                locked_at: row.try_get("locked_at")?,
-                locked_by: row.try_get("locked_by")?,
-                revision: row.try_get("revision")?,
-                flags: row.try_get("flags")?,
-            });
+                queue_id.and_then(|id| names.get(&id).cloned()),
+            )?);
         }
         jobs.sort_by_key(|j| (j.priority, j.run_at));
         Ok(jobs)

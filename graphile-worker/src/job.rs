@@ -67,12 +67,19 @@ pub(crate) const JOB_COLUMNS: &str = "j.id, q.queue_name, t.identifier as task_i
      j.payload, j.priority, j.run_at, j.attempts, j.max_attempts, j.last_error, j.created_at, \
      j.updated_at, j.key, j.locked_at, j.locked_by, j.revision, j.flags";
 
-impl<'r> sqlx::FromRow<'r, PgRow> for Job {
-    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+impl Job {
+    /// Reads a job row whose task identifier and queue name are given
+    /// separately (the worker's claim returns ids and resolves names from
+    /// its caches).
+    pub(crate) fn from_row_with_names(
+        row: &PgRow,
+        task_identifier: String,
+        queue_name: Option<String>,
+    ) -> Result<Self, sqlx::Error> {
         Ok(Job {
             id: row.try_get("id")?,
-            queue_name: row.try_get("queue_name")?,
-            task_identifier: row.try_get("task_identifier")?,
+            queue_name,
+            task_identifier,
             payload: row.try_get("payload")?,
             priority: row.try_get("priority")?,
             run_at: row.try_get("run_at")?,
@@ -87,5 +94,15 @@ impl<'r> sqlx::FromRow<'r, PgRow> for Job {
             revision: row.try_get("revision")?,
             flags: row.try_get("flags")?,
         })
+    }
+}
+
+impl<'r> sqlx::FromRow<'r, PgRow> for Job {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Job::from_row_with_names(
+            row,
+            row.try_get("task_identifier")?,
+            row.try_get("queue_name")?,
+        )
     }
 }
