@@ -45,7 +45,8 @@ pub(crate) struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Beats once; the first beat also stores the metadata.
+    /// Beats once. With `with_metadata` the worker's metadata is stored too
+    /// (also re-creating the row if a sweeper removed it).
     pub(crate) async fn beat(&self, with_metadata: bool) -> Result<(), sqlx::Error> {
         let ids: Vec<i64> = lock_held(&self.held).iter().copied().collect();
         let metadata = with_metadata.then(|| self.metadata.to_string());
@@ -58,14 +59,20 @@ impl Heartbeat {
         Ok(())
     }
 
-    /// Beats until `stop` turns true, then deregisters. Database errors are
-    /// logged and retried at the next beat; after failing for longer than the
-    /// stale threshold the worker stops claiming until a beat succeeds.
+    /// Beats until `stop` turns true, then deregisters. Database errors and
+    /// beats that hang are logged and retried; after failing for longer than
+    /// the stale threshold the worker stops claiming until a beat succeeds.
     pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut last_ok = Instant::now();
         let mut registered = false;
         loop {
-            match self.beat(!registered).await {
+            // A beat that hangs (a lock, a half-open connection) counts as a
+            // failure once it takes longer than the interval.
+            let outcome = match tokio::time::timeout(self.interval, self.beat(true)).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {:?}", self.interval)),
+            };
+            match outcome {
                 Ok(()) => {
                     registered = true;
                     last_ok = Instant::now();
