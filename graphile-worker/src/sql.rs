@@ -187,13 +187,14 @@ impl Statements {
                  select (select count(*) from j), (select count(*) from q)"
             )),
             // $1 pool id, $2 metadata (null keeps it), $3 ids of the jobs we
-            // hold: their locks (and our queues') are kept fresh so no sweep
-            // takes them for stale.
+            // hold: their locks, and their queues', are kept fresh so no
+            // sweep takes them for stale. Only those: a lock we hold by
+            // mistake (an outcome that could not be written) must age.
             heartbeat: stmt(format!(
                 "with j as (update {s}._private_jobs set locked_at = now() \
-                   where id = any($3::bigint[]) and locked_by = $1 returning 1), \
+                   where id = any($3::bigint[]) and locked_by = $1 returning job_queue_id), \
                  q as (update {s}._private_job_queues set locked_at = now() \
-                   where locked_by = $1 returning 1) \
+                   where locked_by = $1 and id in (select job_queue_id from j) returning 1) \
                  select {s}.worker_heartbeat($1::text, $2::json)::text, \
                    (select count(*) from j), (select count(*) from q)"
             )),
