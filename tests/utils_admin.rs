@@ -1057,3 +1057,55 @@ async fn add_raw_jobs_names_a_task_another_transaction_created_meanwhile() {
         ]
     );
 }
+
+/// Recovery runs in one process at a time: while another holds the
+/// recovery lock (as a worker's sweeper does during its pass), an operator's
+/// call does nothing and says so with an empty report.
+#[tokio::test]
+async fn recover_stale_workers_does_nothing_while_another_process_recovers() {
+    let (_db, pool, utils) = migrated().await;
+    sqlx::raw_sql(
+        "insert into graphile_worker._private_workers (id, last_heartbeat_at) \
+         values ('pool-dead', now() - interval '10 minutes')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let job = add(&utils, "task_a", JobSpec::default()).await.id;
+    set(
+        &pool,
+        job,
+        "attempts = 1, locked_at = now() - interval '10 minutes', locked_by = 'pool-dead'",
+    )
+    .await;
+
+    // The lock a sweeper takes for this schema, held by "another process".
+    let mut other = pool.begin().await.unwrap();
+    let taken: bool = sqlx::query_scalar(
+        "select pg_try_advisory_xact_lock(hashtext('graphile_worker.recovery:graphile_worker'))",
+    )
+    .fetch_one(&mut *other)
+    .await
+    .unwrap();
+    assert!(taken);
+    let report = utils
+        .recover_stale_workers(Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(report.workers.is_empty() && report.jobs == 0, "{report:?}");
+    assert_eq!(
+        seen(&pool, job).await.unwrap().locked_by.as_deref(),
+        Some("pool-dead")
+    );
+
+    other.rollback().await.unwrap();
+    let report = utils
+        .recover_stale_workers(Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.workers, report.jobs),
+        (vec!["pool-dead".to_owned()], 1)
+    );
+    assert_eq!(seen(&pool, job).await.unwrap().locked_by, None);
+}

@@ -277,13 +277,17 @@ async fn spawn_worker(db: &TestDatabase, grace_ms: u64) -> Child {
     child
 }
 
-fn sigterm(child: &Child) {
+fn signal(child: &Child, which: &str) {
     let pid = child.id().expect("still running");
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([which, &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+fn sigterm(child: &Child) {
+    signal(child, "-TERM");
 }
 
 async fn process_runs_table(pool: &PgPool) {
@@ -347,7 +351,7 @@ async fn sigterm_lets_a_running_job_finish_then_the_process_exits_cleanly() {
 }
 
 #[tokio::test]
-async fn a_second_sigterm_interrupts_a_long_job_at_once() {
+async fn a_second_signal_interrupts_a_long_job_at_once() {
     let (db, pool, utils) = migrated().await;
     process_runs_table(&pool).await;
     let job = add(
@@ -364,7 +368,7 @@ async fn a_second_sigterm_interrupts_a_long_job_at_once() {
     // end the job.
     let mut child = spawn_worker(&db, 600_000).await;
     wait_for_event(&pool, "start").await;
-    sigterm(&child);
+    signal(&child, "-INT");
     wait_for_event(&pool, "cancel-seen").await;
     let first_done = std::time::Instant::now();
     sigterm(&child);
@@ -653,6 +657,13 @@ async fn heartbeats_keep_a_long_jobs_locks_fresh() {
     assert_eq!(workers[0].id, w.pool_id());
     assert_eq!(workers[0].jobs_held, 1);
     assert!(workers[0].last_heartbeat_at > job_first);
+    let metadata = workers[0].metadata.clone().unwrap_or_default();
+    assert_eq!(metadata["pid"], json!(std::process::id()), "{metadata}");
+    assert!(metadata["host"].is_string(), "{metadata}");
+    assert!(metadata["version"].is_string(), "{metadata}");
+    let mut tasks: Vec<String> = serde_json::from_value(metadata["tasks"].clone()).unwrap();
+    tasks.sort();
+    assert_eq!(tasks, ["gated", "record", "until_shutdown"]);
     open_gate(&pool, "slow").await;
     wait_for_tag(&pool, "slow:done").await;
     handle.shutdown();
@@ -819,6 +830,259 @@ async fn heartbeats_refresh_only_the_queues_of_jobs_the_worker_holds() {
     );
     open_gate(&pool, "held").await;
     wait_for_tag(&pool, "held:done").await;
+    handle.shutdown();
+    running.await.unwrap().unwrap();
+}
+
+async fn set_job(pool: &PgPool, id: i64, assignments: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "update graphile_worker._private_jobs set {assignments} where id = $1"
+    )))
+    .bind(id)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// What a worker leaves alone: jobs not due yet, of tasks it does not run,
+/// permanently failed, locked by another worker, or in a queue another
+/// worker holds.
+#[tokio::test]
+async fn a_worker_claims_only_due_available_jobs_of_its_own_tasks() {
+    let (_db, pool, utils) = migrated().await;
+    tables(&pool).await;
+    let tag = |t: &str| json!({ "tag": t });
+    add(&utils, "record", tag("ready"), JobSpec::default()).await;
+    let future = add(
+        &utils,
+        "record",
+        tag("future"),
+        JobSpec {
+            run_at: Some(Utc::now() + chrono::Duration::hours(1)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let foreign = add(
+        &utils,
+        "someone_elses_task",
+        tag("foreign"),
+        JobSpec::default(),
+    )
+    .await;
+    let dead = add(&utils, "record", tag("dead"), JobSpec::default()).await;
+    set_job(&pool, dead, "attempts = max_attempts").await;
+    let taken = add(&utils, "record", tag("taken"), JobSpec::default()).await;
+    set_job(
+        &pool,
+        taken,
+        "attempts = 1, locked_at = now(), locked_by = 'pool-other'",
+    )
+    .await;
+    let queued = add(
+        &utils,
+        "record",
+        tag("queued"),
+        JobSpec {
+            queue_name: Some("busy-q".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    sqlx::query(
+        "update graphile_worker._private_job_queues set locked_at = now(), locked_by = 'pool-other'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let w = worker(&pool).concurrency(4).init().await.unwrap();
+    w.run_once().await.unwrap();
+    assert_eq!(tags(&pool).await, vec!["ready"]);
+    let left: Vec<(i64, i16)> =
+        sqlx::query_as("select id, attempts from graphile_worker.jobs order by id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        left,
+        vec![
+            (future, 0),
+            (foreign, 0),
+            (dead, 25),
+            (taken, 1),
+            (queued, 0)
+        ],
+        "untouched"
+    );
+
+    // Due now, the future job runs; freed, the queue's job runs.
+    utils
+        .reschedule_jobs(
+            &[future],
+            graphile_worker::Reschedule {
+                run_at: Some(Utc::now() - chrono::Duration::seconds(1)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    utils
+        .force_unlock_workers(&["pool-other".to_owned()])
+        .await
+        .unwrap();
+    w.run_once().await.unwrap();
+    let mut ran = tags(&pool).await;
+    ran.sort();
+    assert_eq!(ran, vec!["future", "queued", "ready", "taken"]);
+}
+
+/// A `Write` into a shared buffer, for capturing log output.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Refuse {}
+
+impl Task for Refuse {
+    const IDENTIFIER: &'static str = "refuse";
+    async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        Err(TaskError::new("not today"))
+    }
+}
+
+/// Every job runs in one span carrying its id, task, queue and attempt,
+/// with its outcome recorded on it.
+#[tokio::test]
+async fn each_job_is_logged_in_a_span_with_its_id_task_queue_attempt_and_outcome() {
+    let (_db, pool, utils) = migrated().await;
+    tables(&pool).await;
+    let ok = add(
+        &utils,
+        "record",
+        json!({"tag": "traced"}),
+        JobSpec {
+            queue_name: Some("traced-q".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let failing = add(&utils, "refuse", json!({}), JobSpec::default()).await;
+    let w = worker(&pool)
+        .register::<Refuse>()
+        .local_queue_size(0)
+        .init()
+        .await
+        .unwrap();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test runtime is single-threaded: every job runs on this thread.
+    let guard = tracing::subscriber::set_default(subscriber);
+    w.run_once().await.unwrap();
+    drop(guard);
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line_of = |id: i64| {
+        log.lines()
+            .find(|l| l.contains(&format!("job.id={id} ")) && l.contains("task"))
+            .unwrap_or_else(|| panic!("no line for job {id} in:\n{log}"))
+            .to_owned()
+    };
+    let ok_line = line_of(ok);
+    for part in [
+        "job.task=record",
+        "job.queue=\"traced-q\"",
+        "job.attempt=1",
+        "job.outcome=\"success\"",
+        "job.duration_ms=",
+    ] {
+        assert!(ok_line.contains(part), "{part} missing: {ok_line}");
+    }
+    let failed_line = line_of(failing);
+    for part in ["job.task=refuse", "job.outcome=\"failed\"", "not today"] {
+        assert!(failed_line.contains(part), "{part} missing: {failed_line}");
+    }
+    assert!(failed_line.contains("WARN"), "{failed_line}");
+}
+
+/// A worker whose heartbeats keep failing for longer than the stale
+/// threshold stops taking jobs (others may already count it as dead), and
+/// takes them again once heartbeats succeed.
+#[tokio::test]
+async fn a_worker_that_cannot_heartbeat_stops_claiming_until_it_can() {
+    let (_db, pool, utils) = migrated().await;
+    tables(&pool).await;
+    let original: String = sqlx::query_scalar(
+        "select pg_get_functiondef('graphile_worker.worker_heartbeat(text, json)'::regprocedure)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let w = worker(&pool)
+        .concurrency(2)
+        .poll_interval(Duration::from_millis(100))
+        .heartbeat_interval(Duration::from_millis(100))
+        .stale_worker_threshold(Duration::from_millis(800))
+        .init()
+        .await
+        .unwrap();
+    let handle = w.shutdown_handle();
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.run().await }
+    });
+    add(
+        &utils,
+        "record",
+        json!({"tag": "healthy"}),
+        JobSpec::default(),
+    )
+    .await;
+    wait_for_tag(&pool, "healthy").await;
+
+    sqlx::raw_sql(
+        "create or replace function graphile_worker.worker_heartbeat(worker_id text, metadata json default null) \
+         returns void language plpgsql as $$ begin raise exception 'heartbeats refused by the test'; end $$",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let refused_at = std::time::Instant::now();
+    // Past the threshold, plus a beat or two to notice.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    add(
+        &utils,
+        "record",
+        json!({"tag": "while-unhealthy"}),
+        JobSpec::default(),
+    )
+    .await;
+    // Several poll intervals: the job must still be waiting.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        !has_tag(&pool, "while-unhealthy").await,
+        "claimed a job {:?} after heartbeats began failing",
+        refused_at.elapsed()
+    );
+
+    sqlx::raw_sql(sqlx::AssertSqlSafe(original))
+        .execute(&pool)
+        .await
+        .unwrap();
+    wait_for_tag(&pool, "while-unhealthy").await;
     handle.shutdown();
     running.await.unwrap().unwrap();
 }
