@@ -1,11 +1,15 @@
 //! Typed enqueue: adding jobs whose payload is a [`Task`], so the identifier
 //! and the payload's JSON shape come from the type.
 
-use sqlx::PgExecutor;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::ser::{SerializeSeq, Serializer};
+use sqlx::postgres::PgRow;
+use sqlx::{PgExecutor, Row};
 
 use crate::error::Error;
 use crate::job::Job;
-use crate::spec::JobSpec;
+use crate::spec::{JobKeyMode, JobSpec};
 use crate::task::Task;
 use crate::worker_utils::{NewJob, WorkerUtils};
 
@@ -156,12 +160,119 @@ impl WorkerUtils {
         E: PgExecutor<'e>,
         T: Task,
     {
-        let jobs = payloads
-            .into_iter()
-            .map(|payload| NewJob::typed(&payload, JobSpec::default()))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.add_raw_jobs_with(executor, &jobs).await
+        let payloads: Vec<T> = payloads.into_iter().collect();
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let spec = T::default_spec();
+        let preserve_run_at = batch_key_mode(&spec, payloads.len())?;
+        let specs = serde_json::to_string(&TypedSpecs {
+            payloads: &payloads,
+            spec: &spec,
+        })
+        .map_err(|source| Error::Serialize {
+            identifier: T::IDENTIFIER.to_owned(),
+            source,
+        })?;
+        drop(payloads);
+        // Every job of the batch has task `T` and the queue of `spec`, so the
+        // statement returns bare rows and the names are filled in here.
+        let queue_name = spec.queue_name;
+        let jobs = sqlx::query(self.statements().add_jobs_rows.clone())
+            .bind(specs)
+            .bind(preserve_run_at)
+            .try_map(|row: PgRow| typed_job(&row, T::IDENTIFIER, queue_name.as_deref()))
+            .fetch_all(executor)
+            .await?;
+        Ok(jobs)
     }
+}
+
+/// Checks a typed batch's shared spec against `add_jobs`' rules; returns its
+/// `job_key_preserve_run_at` argument.
+fn batch_key_mode(spec: &JobSpec, jobs: usize) -> Result<bool, Error> {
+    let Some(key) = &spec.job_key else {
+        return Ok(false);
+    };
+    if jobs > 1 {
+        return Err(Error::DuplicateJobKey(key.clone()));
+    }
+    match spec.job_key_mode.unwrap_or_default() {
+        JobKeyMode::UnsafeDedupe => Err(Error::Config(format!(
+            "job key `{key}` uses unsafe_dedupe, which add_jobs does not support; add it with add_raw_job"
+        ))),
+        mode => Ok(mode == JobKeyMode::PreserveRunAt),
+    }
+}
+
+/// The `job_spec` JSON array of a typed batch, each payload serialised
+/// straight into it (no intermediate `serde_json::Value`). Unset options
+/// are left out, which `json_populate_recordset` reads as NULL.
+struct TypedSpecs<'a, T> {
+    payloads: &'a [T],
+    spec: &'a JobSpec,
+}
+
+#[derive(Serialize)]
+struct TypedSpec<'a, T> {
+    identifier: &'static str,
+    payload: &'a T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_attempts: Option<i16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<i16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flags: Option<&'a [String]>,
+}
+
+impl<T: Task> Serialize for TypedSpecs<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let spec = self.spec;
+        let mut seq = serializer.serialize_seq(Some(self.payloads.len()))?;
+        for payload in self.payloads {
+            seq.serialize_element(&TypedSpec {
+                identifier: T::IDENTIFIER,
+                payload,
+                queue_name: spec.queue_name.as_deref(),
+                run_at: spec.run_at,
+                max_attempts: spec.max_attempts,
+                job_key: spec.job_key.as_deref(),
+                priority: spec.priority,
+                flags: spec.flags.as_deref(),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+/// A row of `add_jobs_rows` as a [`Job`] of task `identifier`, whose queue
+/// (if the row has one) is `queue_name`.
+fn typed_job(row: &PgRow, identifier: &str, queue_name: Option<&str>) -> Result<Job, sqlx::Error> {
+    let job_queue_id: Option<i32> = row.try_get(1)?;
+    Ok(Job {
+        id: row.try_get(0)?,
+        queue_name: job_queue_id.and(queue_name).map(str::to_owned),
+        task_identifier: identifier.to_owned(),
+        payload: row.try_get(2)?,
+        priority: row.try_get(3)?,
+        run_at: row.try_get(4)?,
+        attempts: row.try_get(5)?,
+        max_attempts: row.try_get(6)?,
+        last_error: row.try_get(7)?,
+        created_at: row.try_get(8)?,
+        updated_at: row.try_get(9)?,
+        key: row.try_get(10)?,
+        locked_at: row.try_get(11)?,
+        locked_by: row.try_get(12)?,
+        revision: row.try_get(13)?,
+        flags: row.try_get(14)?,
+    })
 }
 
 #[cfg(test)]
@@ -203,6 +314,41 @@ mod tests {
         assert_eq!(job.spec.queue_name.as_deref(), Some("mail"));
         assert_eq!(job.spec.max_attempts, Some(9));
         assert_eq!(job.spec.priority, Some(2));
+    }
+
+    #[test]
+    fn a_typed_batch_serialises_each_payload_with_the_shared_spec_and_no_nulls() {
+        let spec = Mail::default_spec();
+        let payloads = [Mail { to: "a".into() }, Mail { to: "b".into() }];
+        let json = serde_json::to_string(&TypedSpecs {
+            payloads: &payloads,
+            spec: &spec,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"[{"identifier":"mail","payload":{"to":"a"},"queue_name":"mail","max_attempts":3},{"identifier":"mail","payload":{"to":"b"},"queue_name":"mail","max_attempts":3}]"#
+        );
+    }
+
+    #[test]
+    fn a_typed_batch_follows_the_add_jobs_key_rules() {
+        let keyed = |mode| JobSpec {
+            job_key: Some("k".into()),
+            job_key_mode: mode,
+            ..JobSpec::default()
+        };
+        assert!(!batch_key_mode(&JobSpec::default(), 10).unwrap());
+        assert!(!batch_key_mode(&keyed(None), 1).unwrap());
+        assert!(batch_key_mode(&keyed(Some(JobKeyMode::PreserveRunAt)), 1).unwrap());
+        assert!(matches!(
+            batch_key_mode(&keyed(None), 2),
+            Err(Error::DuplicateJobKey(key)) if key == "k"
+        ));
+        assert!(matches!(
+            batch_key_mode(&keyed(Some(JobKeyMode::UnsafeDedupe)), 1),
+            Err(Error::Config(_))
+        ));
     }
 
     struct Unserialisable;
