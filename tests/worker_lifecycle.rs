@@ -1019,11 +1019,12 @@ async fn each_job_is_logged_in_a_span_with_its_id_task_queue_attempt_and_outcome
     assert!(failed_line.contains("WARN"), "{failed_line}");
 }
 
-/// A worker whose heartbeats keep failing for longer than the stale
-/// threshold stops taking jobs (others may already count it as dead), and
-/// takes them again once heartbeats succeed.
+/// A worker whose heartbeats keep failing with an error for longer than the
+/// stale threshold stops taking jobs (others may already count it as dead),
+/// and takes them again once heartbeats succeed. (A heartbeat that hangs
+/// rather than fails is covered by `recovery_heartbeat_failure.rs`.)
 #[tokio::test]
-async fn a_worker_that_cannot_heartbeat_stops_claiming_until_it_can() {
+async fn a_worker_whose_heartbeats_are_refused_stops_claiming_until_they_succeed() {
     let (_db, pool, utils) = migrated().await;
     tables(&pool).await;
     let original: String = sqlx::query_scalar(
