@@ -691,7 +691,6 @@ impl Task for Quick {
 /// with the default 2 s poll (returned and claimed straight back, the lock
 /// refreshed by heartbeats all along).
 #[tokio::test]
-#[ignore = "known bug in worker.rs: the local queue's 5 s limit is only checked when the dispatch loop wakes, and jobs handed back are re-claimed while the pace estimate is still high"]
 async fn a_busy_worker_hands_back_jobs_it_cannot_start_to_an_idle_one() {
     let (_db, pool, utils) = migrated().await;
     tables(&pool).await;

@@ -681,6 +681,9 @@ impl Worker {
                 for (job, _) in buffer.drain(..) {
                     completer.send(job.id, Outcome::Returned);
                 }
+                // The pace that filled the buffer is out of date: start
+                // again from claiming for free slots only.
+                pace = Pace::new();
             }
 
             let ahead = pace.ahead(inner.local_queue_size);
@@ -737,6 +740,12 @@ impl Worker {
                 _ = inner.wakeups.notify.notified() => {
                     exhausted = false;
                 }
+                // Wake when the oldest waiting job reaches its time limit.
+                _ = tokio::time::sleep_until(
+                    buffer
+                        .front()
+                        .map_or_else(tokio::time::Instant::now, |(_, since)| (*since + LOCAL_TTL).into()),
+                ), if !buffer.is_empty() => {}
                 _ = tokio::time::sleep(inner.poll_interval), if !once => {
                     exhausted = false;
                 }
