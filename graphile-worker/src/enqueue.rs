@@ -2,8 +2,11 @@
 //! and the payload's JSON shape come from the type.
 
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
 use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
+use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, Row};
 
@@ -116,7 +119,9 @@ impl WorkerUtils {
     /// Adds one job of task `T` per payload, in one statement, each with the
     /// task's [`Task::default_spec`]; returns the jobs in input order. For
     /// per-job options, build the batch with [`NewJob::typed`] and call
-    /// [`add_raw_jobs`](Self::add_raw_jobs).
+    /// [`add_raw_jobs`](Self::add_raw_jobs). When you do not need the jobs
+    /// back, [`add_jobs_count`](Self::add_jobs_count) is faster: reading
+    /// large batches back costs about a microsecond per job.
     ///
     /// ```no_run
     /// use graphile_worker::{task, WorkerUtils};
@@ -160,31 +165,198 @@ impl WorkerUtils {
         E: PgExecutor<'e>,
         T: Task,
     {
-        let payloads: Vec<T> = payloads.into_iter().collect();
-        if payloads.is_empty() {
+        // Each payload's JSON text is kept, to match the rows back to it.
+        let payloads = payloads
+            .into_iter()
+            .map(|payload| serde_json::value::to_raw_value(&payload))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(serialize_error::<T>)?;
+        let Some(batch) = TypedBatch::new::<T, _>(&payloads)? else {
             return Ok(Vec::new());
+        };
+        // Every job of the batch has task `T` and the queue of its spec, so
+        // the statement returns bare rows and the names are filled in here.
+        let queue_name = batch.spec.queue_name;
+        let mut order = InputOrder::new(&payloads);
+        let rows = sqlx::query(self.statements().add_jobs_rows.clone())
+            .bind(batch.specs)
+            .bind(batch.preserve_run_at)
+            .try_map(|row: PgRow| {
+                let input = order.place(row.try_get_raw(2)?.as_str().map_err(sqlx::Error::Decode)?);
+                Ok((
+                    input,
+                    typed_job(&row, T::IDENTIFIER, queue_name.as_deref())?,
+                ))
+            })
+            .fetch_all(executor)
+            .await?;
+        Ok(InputOrder::arrange(rows, payloads.len()))
+    }
+
+    /// Adds one job of task `T` per payload, in one statement, each with the
+    /// task's [`Task::default_spec`], and returns only how many jobs were
+    /// written: no rows come back, so this is the fastest way to enqueue in
+    /// bulk.
+    ///
+    /// ```no_run
+    /// use graphile_worker::{task, WorkerUtils};
+    ///
+    /// #[task]
+    /// async fn resize(image_id: i64) {}
+    ///
+    /// # async fn example(utils: WorkerUtils) -> Result<(), graphile_worker::Error> {
+    /// let added = utils.add_jobs_count((0..100_000).map(|image_id| Resize { image_id })).await?;
+    /// assert_eq!(added, 100_000);
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_jobs_count<T: Task>(
+        &self,
+        payloads: impl IntoIterator<Item = T>,
+    ) -> Result<u64, Error> {
+        self.add_jobs_count_with(self.pool(), payloads).await
+    }
+
+    /// [`add_jobs_count`](Self::add_jobs_count) through `executor`, such as
+    /// the caller's open transaction.
+    ///
+    /// ```no_run
+    /// use graphile_worker::{task, WorkerUtils};
+    ///
+    /// #[task]
+    /// async fn resize(image_id: i64) {}
+    ///
+    /// # async fn example(utils: WorkerUtils) -> Result<(), graphile_worker::Error> {
+    /// let mut tx = utils.pool().begin().await?;
+    /// utils.add_jobs_count_with(&mut *tx, (0..10).map(|image_id| Resize { image_id })).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_jobs_count_with<'e, E, T>(
+        &self,
+        executor: E,
+        payloads: impl IntoIterator<Item = T>,
+    ) -> Result<u64, Error>
+    where
+        E: PgExecutor<'e>,
+        T: Task,
+    {
+        let payloads: Vec<T> = payloads.into_iter().collect();
+        let Some(batch) = TypedBatch::new::<T, _>(&payloads)? else {
+            return Ok(0);
+        };
+        let count: i64 = sqlx::query_scalar(self.statements().add_jobs_count.clone())
+            .bind(batch.specs)
+            .bind(batch.preserve_run_at)
+            .fetch_one(executor)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+}
+
+/// A typed batch ready for `add_jobs`: the spec array as JSON text, the
+/// spec every job shares, and the call's preserve-run_at flag.
+struct TypedBatch {
+    specs: String,
+    spec: JobSpec,
+    preserve_run_at: bool,
+}
+
+impl TypedBatch {
+    /// The batch of `payloads` (`T`s, or their JSON text) for task `T`;
+    /// `None` when it is empty, which needs no statement.
+    fn new<T: Task, P: Serialize>(payloads: &[P]) -> Result<Option<Self>, Error> {
+        if payloads.is_empty() {
+            return Ok(None);
         }
         let spec = T::default_spec();
         let preserve_run_at = batch_key_mode(&spec, payloads.len())?;
         let specs = serde_json::to_string(&TypedSpecs {
-            payloads: &payloads,
+            identifier: T::IDENTIFIER,
+            payloads,
             spec: &spec,
         })
-        .map_err(|source| Error::Serialize {
-            identifier: T::IDENTIFIER.to_owned(),
-            source,
-        })?;
-        drop(payloads);
-        // Every job of the batch has task `T` and the queue of `spec`, so the
-        // statement returns bare rows and the names are filled in here.
-        let queue_name = spec.queue_name;
-        let jobs = sqlx::query(self.statements().add_jobs_rows.clone())
-            .bind(specs)
-            .bind(preserve_run_at)
-            .try_map(|row: PgRow| typed_job(&row, T::IDENTIFIER, queue_name.as_deref()))
-            .fetch_all(executor)
-            .await?;
-        Ok(jobs)
+        .map_err(serialize_error::<T>)?;
+        Ok(Some(Self {
+            specs,
+            spec,
+            preserve_run_at,
+        }))
+    }
+}
+
+fn serialize_error<T: Task>(source: serde_json::Error) -> Error {
+    Error::Serialize {
+        identifier: T::IDENTIFIER.to_owned(),
+        source,
+    }
+}
+
+/// Puts the rows of a typed batch back in input order. `add_jobs` writes
+/// its specs in whatever order its plan yields, which is not always the
+/// input's (a batch of one task comes back reversed under some plans). The
+/// jobs of a typed batch differ only in their payloads, so each row is
+/// matched to the input whose JSON text it stores (the `json` column keeps
+/// the text as sent); inputs with equal payloads are interchangeable.
+struct InputOrder<'a> {
+    payloads: &'a [Box<RawValue>],
+    /// While rows arrive in input order: the next input.
+    next: usize,
+    /// After the first row out of order: unmatched inputs by payload text,
+    /// each list in descending order so that `pop` takes the first.
+    rest: Option<HashMap<&'a str, Vec<usize>>>,
+}
+
+impl<'a> InputOrder<'a> {
+    fn new(payloads: &'a [Box<RawValue>]) -> Self {
+        Self {
+            payloads,
+            next: 0,
+            rest: None,
+        }
+    }
+
+    /// The input a row with this payload text belongs to; `None` if no
+    /// unmatched input has it (a keyed job whose array payload was appended
+    /// to an existing one).
+    fn place(&mut self, text: &str) -> Option<usize> {
+        if self.rest.is_none() {
+            if self
+                .payloads
+                .get(self.next)
+                .is_some_and(|p| p.get() == text)
+            {
+                self.next += 1;
+                return Some(self.next - 1);
+            }
+            let mut rest: HashMap<&str, Vec<usize>> = HashMap::new();
+            for index in (self.next..self.payloads.len()).rev() {
+                rest.entry(self.payloads[index].get())
+                    .or_default()
+                    .push(index);
+            }
+            self.rest = Some(rest);
+        }
+        self.rest.as_mut()?.get_mut(text)?.pop()
+    }
+
+    /// The jobs in input order; any row not matched goes last.
+    fn arrange(rows: Vec<(Option<usize>, Job)>, inputs: usize) -> Vec<Job> {
+        if rows
+            .iter()
+            .enumerate()
+            .all(|(i, (input, _))| *input == Some(i))
+        {
+            return rows.into_iter().map(|(_, job)| job).collect();
+        }
+        let mut slots: Vec<Option<Job>> = std::iter::repeat_with(|| None).take(inputs).collect();
+        let mut unmatched = Vec::new();
+        for (input, job) in rows {
+            match input.and_then(|i| slots.get_mut(i)) {
+                Some(slot @ None) => *slot = Some(job),
+                _ => unmatched.push(job),
+            }
+        }
+        slots.into_iter().flatten().chain(unmatched).collect()
     }
 }
 
@@ -208,15 +380,16 @@ fn batch_key_mode(spec: &JobSpec, jobs: usize) -> Result<bool, Error> {
 /// The `job_spec` JSON array of a typed batch, each payload serialised
 /// straight into it (no intermediate `serde_json::Value`). Unset options
 /// are left out, which `json_populate_recordset` reads as NULL.
-struct TypedSpecs<'a, T> {
-    payloads: &'a [T],
+struct TypedSpecs<'a, P> {
+    identifier: &'static str,
+    payloads: &'a [P],
     spec: &'a JobSpec,
 }
 
 #[derive(Serialize)]
-struct TypedSpec<'a, T> {
+struct TypedSpec<'a, P> {
     identifier: &'static str,
-    payload: &'a T,
+    payload: &'a P,
     #[serde(skip_serializing_if = "Option::is_none")]
     queue_name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -231,13 +404,13 @@ struct TypedSpec<'a, T> {
     flags: Option<&'a [String]>,
 }
 
-impl<T: Task> Serialize for TypedSpecs<'_, T> {
+impl<P: Serialize> Serialize for TypedSpecs<'_, P> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let spec = self.spec;
         let mut seq = serializer.serialize_seq(Some(self.payloads.len()))?;
         for payload in self.payloads {
             seq.serialize_element(&TypedSpec {
-                identifier: T::IDENTIFIER,
+                identifier: self.identifier,
                 payload,
                 queue_name: spec.queue_name.as_deref(),
                 run_at: spec.run_at,
@@ -321,6 +494,7 @@ mod tests {
         let spec = Mail::default_spec();
         let payloads = [Mail { to: "a".into() }, Mail { to: "b".into() }];
         let json = serde_json::to_string(&TypedSpecs {
+            identifier: Mail::IDENTIFIER,
             payloads: &payloads,
             spec: &spec,
         })
@@ -349,6 +523,58 @@ mod tests {
             batch_key_mode(&keyed(Some(JobKeyMode::UnsafeDedupe)), 1),
             Err(Error::Config(_))
         ));
+    }
+
+    fn job(id: i64) -> Job {
+        let now = chrono::Utc::now();
+        Job {
+            id,
+            queue_name: None,
+            task_identifier: "mail".into(),
+            payload: serde_json::json!({}),
+            priority: 0,
+            run_at: now,
+            attempts: 0,
+            max_attempts: 25,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            key: None,
+            locked_at: None,
+            locked_by: None,
+            revision: 0,
+            flags: None,
+        }
+    }
+
+    /// Places rows with these payload texts; returns the arranged job ids
+    /// (each row's id is its arrival position).
+    fn arranged(inputs: &[&str], rows: &[&str]) -> Vec<i64> {
+        let payloads: Vec<Box<RawValue>> = inputs
+            .iter()
+            .map(|t| RawValue::from_string((*t).to_owned()).unwrap())
+            .collect();
+        let mut order = InputOrder::new(&payloads);
+        let placed = rows
+            .iter()
+            .enumerate()
+            .map(|(n, text)| (order.place(text), job(n as i64)))
+            .collect();
+        InputOrder::arrange(placed, payloads.len())
+            .iter()
+            .map(|j| j.id)
+            .collect()
+    }
+
+    #[test]
+    fn rows_are_put_back_in_input_order() {
+        let inputs = ["1", "2", "2", "3"];
+        assert_eq!(arranged(&inputs, &["1", "2", "2", "3"]), [0, 1, 2, 3]);
+        assert_eq!(arranged(&inputs, &["3", "2", "2", "1"]), [3, 1, 2, 0]);
+        assert_eq!(arranged(&inputs, &["1", "3", "2", "2"]), [0, 2, 3, 1]);
+        // A row matching no input (an appended batch payload) goes last.
+        assert_eq!(arranged(&["[1]"], &["[0,1]"]), [0]);
+        assert_eq!(arranged(&["1", "2"], &["2", "9"]), [0, 1]);
     }
 
     struct Unserialisable;
