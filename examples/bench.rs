@@ -25,7 +25,8 @@
 //!   function called directly (one statement, specs through
 //!   `json_populate_recordset`, the JSON text built beforehand; the floor
 //!   for any client), `WorkerUtils::add_raw_jobs_count_with`, the typed
-//!   `enqueue_many` of a `#[task]`, and Node's `addJobs`;
+//!   `WorkerUtils::add_jobs_count` and `enqueue_many` (which reads the jobs
+//!   back) of a `#[task]`, and Node's `addJobs`;
 //! - **drain** of 20k and 200k trivial jobs at concurrency 24: ours with
 //!   `run_once` on the default settings; Node's `runOnce` with batching on
 //!   (local queue 500, refetch delay 10 ms, complete/fail batch delays 0,
@@ -35,9 +36,9 @@
 //!   sequentially for every claim, and the figure would measure that, not
 //!   the worker (in production, autovacuum analyses it);
 //! - **latency** from `add_job` to the first line of the task, over 1,000
-//!   sequential jobs after a 100-job warm-up, each added on a connection of
-//!   its own: ours with `run()` on the defaults; Node with an in-process
-//!   `run()`, batching on and off.
+//!   sequential jobs after a 100-job warm-up, added on a connection apart
+//!   from the worker's: ours with `run()` on the defaults; Node with an
+//!   in-process `run()`, batching on and off.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -762,6 +763,14 @@ fn print_tables(results: &Results, settings: &Settings) {
         }
         println!();
     }
+    println!();
+    println!(
+        "Notes: Node's start-up is timed inside the node process (its process start-up and \
+         module loading are not counted); ours in-process. Drain times run from start-up to \
+         exit on both sides, over jobs queued beforehand and ANALYZEd. Enqueue percentages \
+         are of the add_jobs SQL statement alone (its JSON built beforehand); enqueue_many \
+         reads the jobs back, add_jobs_count does not."
+    );
     println!();
     println!("Targets:");
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
