@@ -48,8 +48,7 @@ pub(crate) async fn run_job(
             };
         };
         let ctx = JobContext::new(job, utils, cancel.clone());
-        let payload = ctx.job().payload.clone();
-        let future = match handler(ctx, &payload) {
+        let future = match handler(ctx) {
             Ok(future) => future,
             Err(e) => {
                 return Outcome::Failed {

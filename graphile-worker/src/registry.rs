@@ -12,9 +12,9 @@ use crate::task::{Task, TaskError};
 /// The future a type-erased task handler returns.
 pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send>>;
 
-/// Decodes a payload and starts the task; the decode error is the job's
-/// failure message.
-pub(crate) type Handler = fn(JobContext, &serde_json::Value) -> Result<TaskFuture, TaskError>;
+/// Decodes the job's payload (from its context) and starts the task; the
+/// decode error is the job's failure message.
+pub(crate) type Handler = fn(JobContext) -> Result<TaskFuture, TaskError>;
 
 /// One registered task. `#[task]` submits one of these for each annotated
 /// function; you rarely build one yourself.
@@ -84,11 +84,8 @@ pub fn registered_tasks() -> impl Iterator<Item = &'static TaskRegistration> {
     inventory::iter::<TaskRegistration>.into_iter()
 }
 
-fn start_task<T: Task>(
-    ctx: JobContext,
-    payload: &serde_json::Value,
-) -> Result<TaskFuture, TaskError> {
-    let payload = T::deserialize(payload).map_err(|e| {
+fn start_task<T: Task>(ctx: JobContext) -> Result<TaskFuture, TaskError> {
+    let payload = T::deserialize(&ctx.job().payload).map_err(|e| {
         TaskError::new(format!(
             "could not decode the payload for task `{}`: {e}",
             T::IDENTIFIER
