@@ -39,7 +39,7 @@ pub(crate) fn lock_held(held: &HeldJobs) -> std::sync::MutexGuard<'_, HashSet<i6
 /// Sends outcomes to the writer task.
 #[derive(Clone, Debug)]
 pub(crate) struct Completer {
-    tx: mpsc::UnboundedSender<(i64, Outcome)>,
+    tx: mpsc::UnboundedSender<Report>,
     progress: Arc<Progress>,
 }
 
@@ -93,9 +93,17 @@ impl Completer {
         }
     }
 
-    pub(crate) fn send(&self, job_id: i64, outcome: Outcome) {
+    /// Queues an outcome for writing. `frees_work` says whether writing it
+    /// can make a job runnable at once (its named queue unlocks, or the job
+    /// itself goes back): then the dispatcher is woken to look again.
+    pub(crate) fn send(&self, job_id: i64, outcome: Outcome, frees_work: bool) {
         self.progress.sent.fetch_add(1, Ordering::AcqRel);
-        if self.tx.send((job_id, outcome)).is_err() {
+        let report = Report {
+            job_id,
+            outcome,
+            frees_work,
+        };
+        if self.tx.send(report).is_err() {
             // Only after the writer stopped, which happens after every
             // sender is gone; the job stays locked for recovery.
             tracing::error!(
@@ -108,6 +116,14 @@ impl Completer {
 
 const MAX_BATCH: usize = 5000;
 
+/// One outcome on its way to the writer.
+#[derive(Debug)]
+struct Report {
+    job_id: i64,
+    outcome: Outcome,
+    frees_work: bool,
+}
+
 struct Writer {
     pool: PgPool,
     sql: Arc<Statements>,
@@ -118,7 +134,7 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<(i64, Outcome)>) {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Report>) {
         let mut batch = Vec::with_capacity(256);
         while let Some(first) = rx.recv().await {
             batch.push(first);
@@ -131,27 +147,35 @@ impl Writer {
             write_batch(&self.pool, &self.sql, &self.pool_id, &batch).await;
             {
                 let mut held = lock_held(&self.held);
-                for (id, _) in &batch {
-                    held.remove(id);
+                for report in &batch {
+                    held.remove(&report.job_id);
                 }
             }
             let count = u64::try_from(batch.len()).unwrap_or(u64::MAX);
             self.progress.written.fetch_add(count, Ordering::AcqRel);
             self.progress.changed.notify_waiters();
-            // Unlocked queues may hold the next runnable job.
-            self.wakeups.notify.notify_one();
+            // An unlocked queue may hold the next runnable job, and a
+            // returned job can run again.
+            if batch.iter().any(|r| r.frees_work) {
+                self.wakeups.notify.notify_one();
+            }
             batch.clear();
         }
     }
 }
 
-async fn write_batch(pool: &PgPool, sql: &Statements, pool_id: &str, batch: &[(i64, Outcome)]) {
+async fn write_batch(pool: &PgPool, sql: &Statements, pool_id: &str, batch: &[Report]) {
     let mut completed = Vec::new();
     let mut returned = Vec::new();
     let mut failed_ids = Vec::new();
     let mut failed_messages = Vec::new();
     let mut failed_interrupted = Vec::new();
-    for (id, outcome) in batch {
+    for Report {
+        job_id: id,
+        outcome,
+        ..
+    } in batch
+    {
         match outcome {
             Outcome::Completed => completed.push(*id),
             Outcome::Returned => returned.push(*id),

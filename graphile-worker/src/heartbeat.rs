@@ -67,10 +67,12 @@ impl Heartbeat {
         let mut registered = false;
         loop {
             // A beat that hangs (a lock, a half-open connection) counts as a
-            // failure once it takes longer than the interval.
-            let outcome = match tokio::time::timeout(self.interval, self.beat(true)).await {
+            // failure after half the stale threshold; a merely slow one
+            // (a busy server) still gets through.
+            let limit = self.interval.max(self.stale_threshold / 2);
+            let outcome = match tokio::time::timeout(limit, self.beat(true)).await {
                 Ok(result) => result.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer within {:?}", self.interval)),
+                Err(_) => Err(format!("no answer within {limit:?}")),
             };
             match outcome {
                 Ok(()) => {

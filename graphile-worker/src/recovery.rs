@@ -10,6 +10,7 @@ use sqlx::{Connection, PgPool};
 use tokio::sync::watch;
 
 use crate::backoff::random_fraction;
+use crate::heartbeat::Health;
 use crate::sql::Statements;
 
 /// What one recovery pass did.
@@ -36,6 +37,7 @@ pub(crate) async fn recover_stale(
     schema_name: &str,
     threshold: Duration,
     delay: Duration,
+    own_id: Option<&str>,
 ) -> Result<RecoveryReport, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     let mut tx = conn.begin().await?;
@@ -46,10 +48,13 @@ pub(crate) async fn recover_stale(
     if !locked {
         return Ok(RecoveryReport::default());
     }
-    let workers: Vec<String> = sqlx::query_scalar(sql.list_stale_workers.clone())
+    let mut workers: Vec<String> = sqlx::query_scalar(sql.list_stale_workers.clone())
         .bind(threshold.as_secs_f64())
         .fetch_all(&mut *tx)
         .await?;
+    // A worker never recovers its own jobs: if its own heartbeat looks
+    // stale, it is the one cut off, and it stops claiming instead.
+    workers.retain(|w| Some(w.as_str()) != own_id);
     if workers.is_empty() {
         return Ok(RecoveryReport::default());
     }
@@ -87,6 +92,8 @@ pub(crate) struct Sweeper {
     pub(crate) interval: Duration,
     pub(crate) threshold: Duration,
     pub(crate) delay: Duration,
+    pub(crate) own_id: String,
+    pub(crate) health: Arc<Health>,
 }
 
 impl Sweeper {
@@ -99,12 +106,17 @@ impl Sweeper {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+            // A worker whose own heartbeats fail cannot tell who is dead.
+            if !self.health.may_claim() {
+                continue;
+            }
             if let Err(e) = recover_stale(
                 &self.pool,
                 &self.sql,
                 &self.schema_name,
                 self.threshold,
                 self.delay,
+                Some(&self.own_id),
             )
             .await
             {

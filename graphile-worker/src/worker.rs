@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::backoff::{Backoff, random_u64};
 use crate::claim::Claimer;
@@ -367,6 +367,7 @@ impl WorkerOptions {
                 recovery_delay: self.recovery_delay,
                 metadata: metadata(&identifiers),
                 cron_items,
+                health: Arc::new(Health::default()),
             }),
         })
     }
@@ -465,6 +466,7 @@ struct Inner {
     recovery_delay: Duration,
     metadata: serde_json::Value,
     cron_items: Vec<CronItem>,
+    health: Arc<Health>,
 }
 
 /// What a worker says about itself in `_private_workers.metadata`.
@@ -588,6 +590,8 @@ impl Worker {
                 interval: inner.recovery_sweep_interval,
                 threshold: inner.stale_worker_threshold,
                 delay: inner.recovery_delay,
+                own_id: inner.pool_id.clone(),
+                health: inner.health.clone(),
             };
             background.spawn(sweeper.run(inner.shutdown.subscribe()));
         }
@@ -619,7 +623,7 @@ impl Worker {
             inner.wakeups.clone(),
         );
         let mut shutdown = inner.shutdown.subscribe();
-        let health = Arc::new(Health::default());
+        let health = inner.health.clone();
         let (stop_heartbeat, heartbeat_stopped) = watch::channel(false);
         let heartbeat = if inner.recovery {
             let heartbeat = Heartbeat {
@@ -647,6 +651,9 @@ impl Worker {
         let mut written_at_claim = 0;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
         let mut pace = Pace::new();
+        // The claim runs in the background while jobs keep starting.
+        let mut claiming: Option<JoinHandle<Claimed>> = None;
+        let mut paused_until: Option<tokio::time::Instant> = None;
 
         loop {
             // Reap finished jobs so their slots count as free.
@@ -667,8 +674,17 @@ impl Worker {
                 let completer = completer.clone();
                 running.spawn(async move {
                     let id = job.id;
+                    let queued = job.queue_name.is_some();
                     let outcome = run_job(job, handler, utils, cancel, abort).await;
-                    completer.send(id, outcome);
+                    let frees_work = queued
+                        || matches!(
+                            outcome,
+                            Outcome::Failed {
+                                interrupted: true,
+                                ..
+                            }
+                        );
+                    completer.send(id, outcome, frees_work);
                 });
             }
             if *shutdown.borrow() {
@@ -679,7 +695,7 @@ impl Worker {
                 && since.elapsed() > LOCAL_TTL
             {
                 for (job, _) in buffer.drain(..) {
-                    completer.send(job.id, Outcome::Returned);
+                    completer.send(job.id, Outcome::Returned, true);
                 }
                 // The pace that filled the buffer is out of date: start
                 // again from claiming for free slots only.
@@ -691,7 +707,13 @@ impl Worker {
             let have = running.len() + buffer.len();
             let want = capacity.saturating_sub(have);
             let refill = buffer.len() <= ahead / 2;
-            if !exhausted && want > 0 && refill && health.may_claim() {
+            if claiming.is_none()
+                && paused_until.is_none()
+                && !exhausted
+                && want > 0
+                && refill
+                && health.may_claim()
+            {
                 let announced = inner.wakeups.take();
                 let limit = if announced > 0 && running.len() + buffer.len() == 0 {
                     want.min(usize::try_from(announced).unwrap_or(usize::MAX).max(1))
@@ -699,31 +721,16 @@ impl Worker {
                     want
                 };
                 written_at_claim = completer.written();
-                match inner.claimer.claim(limit).await {
-                    Ok(jobs) => {
-                        backoff.reset();
-                        exhausted = jobs.len() < limit;
-                        let now = Instant::now();
-                        {
-                            let mut held = lock_held(&held);
-                            held.extend(jobs.iter().map(|j| j.id));
-                        }
-                        buffer.extend(jobs.into_iter().map(|j| (j, now)));
-                        continue;
+                let engine = self.inner.clone();
+                claiming = Some(tokio::spawn(async move {
+                    match engine.claimer.claim(limit).await {
+                        Ok(jobs) => Claimed::Jobs { jobs, limit },
+                        Err(e) => Claimed::Failed(e),
                     }
-                    Err(e) => {
-                        let delay = backoff.next_delay();
-                        tracing::warn!(error = %e, "could not claim jobs; retrying in {delay:?}");
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = shutdown.wait_for(|s| *s) => {}
-                        }
-                        continue;
-                    }
-                }
+                }));
             }
 
-            if once && exhausted && buffer.is_empty() && running.is_empty() {
+            if once && exhausted && buffer.is_empty() && running.is_empty() && claiming.is_none() {
                 // Outcomes still being written may unlock more work (the
                 // next job of a named queue): look once more after they land.
                 if completer.settled_since(written_at_claim).await {
@@ -734,6 +741,36 @@ impl Worker {
             }
 
             tokio::select! {
+                claimed = async {
+                    match claiming.as_mut() {
+                        Some(claim) => claim.await,
+                        None => std::future::pending().await,
+                    }
+                }, if claiming.is_some() => {
+                    claiming = None;
+                    match claimed {
+                        Ok(Claimed::Jobs { jobs, limit }) => {
+                            backoff.reset();
+                            exhausted = jobs.len() < limit;
+                            let now = Instant::now();
+                            lock_held(&held).extend(jobs.iter().map(|j| j.id));
+                            buffer.extend(jobs.into_iter().map(|j| (j, now)));
+                        }
+                        Ok(Claimed::Failed(e)) => {
+                            let delay = backoff.next_delay();
+                            tracing::warn!(error = %e, "could not claim jobs; retrying in {delay:?}");
+                            paused_until = Some(tokio::time::Instant::now() + delay);
+                        }
+                        Err(e) => {
+                            let delay = backoff.next_delay();
+                            tracing::error!(error = %e, "the claim task failed; retrying in {delay:?}");
+                            paused_until = Some(tokio::time::Instant::now() + delay);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(paused_until.unwrap_or_else(tokio::time::Instant::now)), if paused_until.is_some() => {
+                    paused_until = None;
+                }
                 Some(_) = running.join_next(), if !running.is_empty() => {
                     pace.record(1);
                 }
@@ -753,10 +790,19 @@ impl Worker {
             }
         }
 
+        // A claim still in flight may lock jobs: take them back too.
+        if let Some(claim) = claiming.take()
+            && let Ok(Claimed::Jobs { jobs, .. }) = claim.await
+        {
+            let now = Instant::now();
+            lock_held(&held).extend(jobs.iter().map(|j| j.id));
+            buffer.extend(jobs.into_iter().map(|j| (j, now)));
+        }
+
         // Shutdown: hand back what never started, ask running tasks to stop,
         // give them the grace period, then interrupt the rest.
         for (job, _) in buffer.drain(..) {
-            completer.send(job.id, Outcome::Returned);
+            completer.send(job.id, Outcome::Returned, true);
         }
         cancel_tx.send_replace(true);
         let grace = tokio::time::sleep(inner.shutdown_grace);
@@ -783,6 +829,12 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// What a background claim brought back.
+enum Claimed {
+    Jobs { jobs: Vec<Job>, limit: usize },
+    Failed(Error),
 }
 
 /// How long a claimed job may wait in the local queue before it is handed

@@ -340,6 +340,7 @@ impl WorkerUtils {
             self.schema.name(),
             threshold,
             std::time::Duration::ZERO,
+            None,
         )
         .await?)
     }
