@@ -1,5 +1,9 @@
 //! Running one claimed job: decode, run, catch panics, report the outcome.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::sync::watch;
@@ -8,7 +12,8 @@ use tracing::Instrument;
 use crate::completion::Outcome;
 use crate::context::JobContext;
 use crate::job::Job;
-use crate::registry::Handler;
+use crate::registry::{Handler, TaskFuture};
+use crate::task::TaskError;
 use crate::worker_utils::WorkerUtils;
 
 /// Message stored on jobs that a shutdown interrupted.
@@ -57,9 +62,11 @@ pub(crate) async fn run_job(
                 };
             }
         };
-        let mut task = tokio::spawn(future.in_current_span());
+        // The task runs inside this job's own tokio task; a panic in it is
+        // caught here and becomes the job's failure.
+        let task = CatchUnwind(future);
         tokio::select! {
-            joined = &mut task => match joined {
+            result = task => match result {
                 Ok(Ok(())) => Outcome::Completed,
                 Ok(Err(e)) => Outcome::Failed {
                     message: e.to_string(),
@@ -67,17 +74,13 @@ pub(crate) async fn run_job(
                     // honouring the cancellation: it keeps its attempt.
                     interrupted: *cancel.borrow(),
                 },
-                Err(e) if e.is_panic() => Outcome::Failed {
-                    message: format!("task panicked: {}", panic_message(e.into_panic())),
+                Err(panic) => Outcome::Failed {
+                    message: format!("task panicked: {}", panic_message(panic)),
                     interrupted: false,
                 },
-                Err(_) => Outcome::Failed {
-                    message: SHUTDOWN_MESSAGE.to_string(),
-                    interrupted: true,
-                },
             },
+            // Dropping the task's future stops it at its current await.
             _ = abort.wait_for(|a| *a) => {
-                task.abort();
                 Outcome::Failed { message: SHUTDOWN_MESSAGE.to_string(), interrupted: true }
             }
         }
@@ -120,6 +123,22 @@ pub(crate) async fn run_job(
         Outcome::Returned => {}
     }
     outcome
+}
+
+/// Polls a task future, turning a panic during a poll into an error.
+struct CatchUnwind(TaskFuture);
+
+impl Future for CatchUnwind {
+    type Output = Result<Result<(), TaskError>, Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
