@@ -583,3 +583,64 @@ async fn configuration_mistakes_are_errors() {
     );
     assert!(err.to_string().contains("worker_engine.rs"), "{err}");
 }
+
+/// Tells the test the moment a job starts (used by one test only).
+static PINGS: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<i64>>> =
+    std::sync::Mutex::new(None);
+
+#[derive(Serialize, Deserialize)]
+struct Ping {}
+
+impl Task for Ping {
+    const IDENTIFIER: &'static str = "ping";
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        if let Some(tx) = PINGS.lock().unwrap().as_ref() {
+            let _ = tx.send(ctx.job_id());
+        }
+        Ok(())
+    }
+}
+
+/// Each job is added the moment the previous one starts, so the worker is
+/// often in the middle of its next claim when the notification arrives: every
+/// job must still start from its notification, never from a poll.
+#[tokio::test]
+async fn jobs_added_during_a_claim_never_wait_for_the_poll() {
+    let (_db, pool, utils) = migrated().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    *PINGS.lock().unwrap() = Some(tx);
+    let w = Worker::options()
+        .pg_pool(pool.clone())
+        .handle_signals(false)
+        .register::<Ping>()
+        .concurrency(4)
+        .poll_interval(Duration::from_secs(3600))
+        .init()
+        .await
+        .unwrap();
+    let handle = w.shutdown_handle();
+    let running = tokio::spawn({
+        let w = w.clone();
+        async move { w.run().await }
+    });
+    eventually(Duration::from_secs(10), "the listener", || {
+        let pool = pool.clone();
+        async move {
+            (count(&pool, "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen%'").await > 0)
+                .then_some(())
+        }
+    })
+    .await;
+    for n in 0..300 {
+        let job = utils
+            .add_raw_job("ping", json!({}), JobSpec::default())
+            .await
+            .unwrap();
+        let started = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("job {n} waited for a poll instead of its notification"));
+        assert_eq!(started, Some(job.id));
+    }
+    handle.shutdown();
+    running.await.unwrap().unwrap();
+}

@@ -654,6 +654,9 @@ impl Worker {
         // The claim runs in the background while jobs keep starting.
         let mut claiming: Option<JoinHandle<Claimed>> = None;
         let mut paused_until: Option<tokio::time::Instant> = None;
+        // A wake-up that arrives while a claim is in flight may announce a
+        // job that claim did not see: look again after it.
+        let mut woken_during_claim = false;
 
         loop {
             // Reap finished jobs so their slots count as free.
@@ -751,7 +754,8 @@ impl Worker {
                     match claimed {
                         Ok(Claimed::Jobs { jobs, limit }) => {
                             backoff.reset();
-                            exhausted = jobs.len() < limit;
+                            exhausted = jobs.len() < limit && !woken_during_claim;
+                            woken_during_claim = false;
                             let now = Instant::now();
                             lock_held(&held).extend(jobs.iter().map(|j| j.id));
                             buffer.extend(jobs.into_iter().map(|j| (j, now)));
@@ -776,6 +780,7 @@ impl Worker {
                 }
                 _ = inner.wakeups.notify.notified() => {
                     exhausted = false;
+                    woken_during_claim = claiming.is_some();
                 }
                 // Wake when the oldest waiting job reaches its time limit.
                 _ = tokio::time::sleep_until(
@@ -785,6 +790,7 @@ impl Worker {
                 ), if !buffer.is_empty() => {}
                 _ = tokio::time::sleep(inner.poll_interval), if !once => {
                     exhausted = false;
+                    woken_during_claim = claiming.is_some();
                 }
                 _ = shutdown.wait_for(|s| *s), if !once => {}
             }
