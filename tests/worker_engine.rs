@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{count, eventually, migrated};
+use common::{count, eventually, migrated, run_in_background, wait_for_listener};
 use graphile_worker::{JobContext, JobSpec, NewJob, Task, TaskError, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -391,11 +391,7 @@ async fn shutdown_interrupts_a_job_past_the_grace_period_without_losing_an_attem
         .init()
         .await
         .unwrap();
-    let handle = w.shutdown_handle();
-    let running = tokio::spawn({
-        let w = w.clone();
-        async move { w.run().await }
-    });
+    let (handle, running) = run_in_background(&w);
     eventually(Duration::from_secs(10), "the job to start", || {
         let pool = pool.clone();
         async move {
@@ -441,11 +437,7 @@ async fn listener_reconnects_after_its_connection_is_killed() {
         .init()
         .await
         .unwrap();
-    let handle = w.shutdown_handle();
-    let running = tokio::spawn({
-        let w = w.clone();
-        async move { w.run().await }
-    });
+    let (handle, running) = run_in_background(&w);
     let listening = || {
         let pool = pool.clone();
         async move {
@@ -525,19 +517,8 @@ async fn enqueue_in_a_rolled_back_transaction_leaves_nothing() {
         .init()
         .await
         .unwrap();
-    let handle = w.shutdown_handle();
-    let running = tokio::spawn({
-        let w = w.clone();
-        async move { w.run().await }
-    });
-    eventually(Duration::from_secs(10), "the listener", || {
-        let pool = pool.clone();
-        async move {
-            (count(&pool, "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen%'").await > 0)
-                .then_some(())
-        }
-    })
-    .await;
+    let (handle, running) = run_in_background(&w);
+    wait_for_listener(&pool).await;
     let mut tx = pool.begin().await.unwrap();
     utils
         .add_raw_job_with(
@@ -618,19 +599,8 @@ async fn jobs_added_during_a_claim_never_wait_for_the_poll() {
         .init()
         .await
         .unwrap();
-    let handle = w.shutdown_handle();
-    let running = tokio::spawn({
-        let w = w.clone();
-        async move { w.run().await }
-    });
-    eventually(Duration::from_secs(10), "the listener", || {
-        let pool = pool.clone();
-        async move {
-            (count(&pool, "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen%'").await > 0)
-                .then_some(())
-        }
-    })
-    .await;
+    let (handle, running) = run_in_background(&w);
+    wait_for_listener(&pool).await;
     for n in 0..300 {
         let job = utils
             .add_raw_job("ping", json!({}), JobSpec::default())

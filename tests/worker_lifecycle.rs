@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{count, eventually, migrated};
+use common::{count, eventually, migrated, run_in_background};
 use graphile_worker::{Error, JobContext, JobSpec, Task, TaskError, Worker, WorkerUtils};
 use graphile_worker_dev::TestDatabase;
 use serde::{Deserialize, Serialize};
@@ -561,11 +561,7 @@ async fn a_notification_wakes_an_idle_worker_with_many_free_slots() {
         .init()
         .await
         .unwrap();
-    let handle = w.shutdown_handle();
-    let running = tokio::spawn({
-        let w = w.clone();
-        async move { w.run().await }
-    });
+    let (handle, running) = run_in_background(&w);
     wait_for_listener(&pool).await;
     add(&utils, "record", json!({"tag": "one"}), JobSpec::default()).await;
     wait_for_tag(&pool, "one").await;
@@ -617,11 +613,7 @@ async fn heartbeats_keep_a_long_jobs_locks_fresh() {
         .init()
         .await
         .unwrap();
-    let handle = w.shutdown_handle();
-    let running = tokio::spawn({
-        let w = w.clone();
-        async move { w.run().await }
-    });
+    let (handle, running) = run_in_background(&w);
     wait_for_tag(&pool, "slow:start").await;
     let locks = || {
         let pool = pool.clone();
@@ -782,11 +774,7 @@ async fn heartbeats_refresh_only_the_queues_of_jobs_the_worker_holds() {
         .init()
         .await
         .unwrap();
-    let handle = w.shutdown_handle();
-    let running = tokio::spawn({
-        let w = w.clone();
-        async move { w.run().await }
-    });
+    let (handle, running) = run_in_background(&w);
     wait_for_tag(&pool, "held:start").await;
     let left_behind: DateTime<Utc> = sqlx::query_scalar(
         "insert into graphile_worker._private_job_queues (queue_name, locked_at, locked_by) \
@@ -1040,11 +1028,7 @@ async fn a_worker_whose_heartbeats_are_refused_stops_claiming_until_they_succeed
         .init()
         .await
         .unwrap();
-    let handle = w.shutdown_handle();
-    let running = tokio::spawn({
-        let w = w.clone();
-        async move { w.run().await }
-    });
+    let (handle, running) = run_in_background(&w);
     add(
         &utils,
         "record",

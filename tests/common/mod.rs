@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use graphile_worker::WorkerUtils;
+use graphile_worker::{ShutdownHandle, Worker, WorkerUtils};
 use graphile_worker_dev::{TestDatabase, fresh_database};
 use sqlx::PgPool;
 
@@ -41,4 +41,32 @@ pub async fn count(pool: &PgPool, sql: &str) -> i64 {
         .fetch_one(pool)
         .await
         .expect("count query")
+}
+
+/// Runs `worker.run()` in the background: its shutdown handle and the task
+/// to await for `run()`'s result.
+pub fn run_in_background(
+    worker: &Worker,
+) -> (
+    ShutdownHandle,
+    tokio::task::JoinHandle<Result<(), graphile_worker::Error>>,
+) {
+    let handle = worker.shutdown_handle();
+    let worker = worker.clone();
+    (handle, tokio::spawn(async move { worker.run().await }))
+}
+
+/// Waits until a session of this database is listening for notifications.
+pub async fn wait_for_listener(pool: &PgPool) {
+    eventually(Duration::from_secs(10), "the listener", || async {
+        (count(
+            pool,
+            "select count(*) from pg_stat_activity \
+             where datname = current_database() and query ilike 'listen%'",
+        )
+        .await
+            > 0)
+        .then_some(())
+    })
+    .await;
 }
