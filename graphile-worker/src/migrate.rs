@@ -233,7 +233,10 @@ async fn read_status(conn: &mut PgConnection, schema: &Schema) -> Result<Status,
             // Another process is installing at the same time; give it a
             // moment to commit, then read what it made.
             tracing::debug!(error = %e, "another migrator is installing the ledger; waiting");
-            tokio::time::sleep(Duration::from_millis(400 + jitter_ms(200))).await;
+            tokio::time::sleep(Duration::from_millis(
+                400 + crate::backoff::random_u64() % 200,
+            ))
+            .await;
             query_status(conn, schema)
                 .await
                 .map_err(|e| MigrateError::Ledger(e).into())
@@ -416,19 +419,6 @@ async fn ensure_registry(conn: &mut PgConnection, schema: &Schema) -> Result<(),
 /// The `worker:migrate` payload, spelled as Node spells it.
 fn notify_payload(number: i32, breaking: bool) -> String {
     format!(r#"{{"migrationNumber":{number},"breaking":{breaking}}}"#)
-}
-
-/// A small random number in `0..bound`, for jitter.
-pub(crate) fn jitter_ms(bound: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    hasher.finish() % bound.max(1)
 }
 
 #[cfg(test)]

@@ -477,18 +477,7 @@ fn round_up_to_minute(time: DateTime<Utc>) -> DateTime<Utc> {
 fn retry_delay(previous: u32) -> Duration {
     let base = RETRY_MIN.as_secs_f64() * 1.5f64.powi(previous.min(64) as i32);
     let capped = base.min(RETRY_MAX.as_secs_f64());
-    Duration::from_secs_f64(capped * (0.5 + jitter()))
-}
-
-/// A number in [0, 1), different on every call; good enough to spread
-/// restarts, with no dependency.
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, RandomState};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let bits = RandomState::new().hash_one(n);
-    (bits >> 11) as f64 / (1u64 << 53) as f64
+    Duration::from_secs_f64(capped * (0.5 + crate::backoff::random_fraction()))
 }
 
 #[cfg(test)]
