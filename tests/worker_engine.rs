@@ -259,6 +259,53 @@ async fn panics_and_bad_payloads_fail_the_job_not_the_worker() {
 }
 
 #[tokio::test]
+async fn an_unreadable_claimed_row_fails_its_job_and_the_rest_run() {
+    let (_db, pool, _utils) = migrated().await;
+    runs_table(&pool).await;
+    // JSON nested deeper than serde_json reads (128 levels): PostgreSQL
+    // stores it, the worker cannot decode it.
+    let deep: i64 = sqlx::query_scalar(
+        "select id from graphile_worker.add_job('record', \
+           (repeat('[', 200) || repeat(']', 200))::json)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // A run_at of -infinity is outside chrono's range: it is read as the
+    // earliest time chrono has, and the job runs.
+    sqlx::query(
+        "select graphile_worker.add_job('record', '{\"tag\": \"ancient\"}', \
+           run_at => '-infinity')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("select graphile_worker.add_job('record', '{\"tag\": \"fine\"}')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let w = worker(&pool).concurrency(4).init().await.unwrap();
+    w.run_once().await.unwrap();
+    let mut ran = tags(&pool).await;
+    ran.sort();
+    assert_eq!(ran, vec!["ancient", "fine"]);
+    let (attempts, locked, error): (i16, bool, String) = sqlx::query_as(
+        "select attempts, locked_at is not null, last_error from graphile_worker.jobs \
+         where id = $1",
+    )
+    .bind(deep)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((attempts, locked), (1, false));
+    assert!(
+        error.starts_with("the job could not be read from the database:")
+            && error.contains("recursion limit"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn named_queue_runs_serially_in_order_under_eight_slots() {
     let (_db, pool, utils) = migrated().await;
     runs_table(&pool).await;

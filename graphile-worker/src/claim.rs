@@ -3,11 +3,24 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use crate::error::Error;
 use crate::job::Job;
 use crate::sql::Statements;
+
+/// What one claim locked.
+#[derive(Debug, Default)]
+pub(crate) struct ClaimBatch {
+    /// Jobs to run, in priority then run_at order.
+    pub(crate) jobs: Vec<Job>,
+    /// Jobs whose row could not be read, with the reason: they fail (and
+    /// use their attempt) rather than stay locked.
+    pub(crate) unreadable: Vec<(i64, String)>,
+    /// Jobs to hand back untouched.
+    pub(crate) give_back: Vec<i64>,
+}
 
 /// Claims jobs for one worker pool and turns the private rows into [`Job`]s.
 #[derive(Debug)]
@@ -24,7 +37,8 @@ pub(crate) struct Claimer {
 
 impl Claimer {
     /// Registers our task identifiers (inserting only the missing ones, so no
-    /// identity values are used up) and caches their ids.
+    /// identity values are used up) and caches their ids, in one round trip
+    /// unless another process is registering the same ones.
     pub(crate) async fn new(
         pool: PgPool,
         sql: Arc<Statements>,
@@ -32,19 +46,28 @@ impl Claimer {
         identifiers: &[String],
         forbidden_flags: Option<Vec<String>>,
     ) -> Result<Self, Error> {
-        sqlx::query(sql.insert_missing_tasks.clone())
-            .bind(identifiers)
-            .execute(&pool)
-            .await?;
-        let rows = sqlx::query(sql.task_ids.clone())
-            .bind(identifiers)
-            .fetch_all(&pool)
-            .await?;
-        let mut task_names = HashMap::new();
-        for row in rows {
-            let id: i32 = row.try_get("id")?;
-            let identifier: String = row.try_get("identifier")?;
-            task_names.insert(id, identifier);
+        let read = |rows: Vec<sqlx::postgres::PgRow>| -> Result<HashMap<i32, String>, Error> {
+            let mut names = HashMap::new();
+            for row in rows {
+                names.insert(row.try_get("id")?, row.try_get("identifier")?);
+            }
+            Ok(names)
+        };
+        let mut task_names = read(
+            sqlx::query(sql.insert_missing_tasks.clone())
+                .bind(identifiers)
+                .fetch_all(&pool)
+                .await?,
+        )?;
+        if task_names.len() < identifiers.len() {
+            // Another process inserted some of them after this statement's
+            // snapshot was taken: read them now that they are committed.
+            task_names = read(
+                sqlx::query(sql.task_ids.clone())
+                    .bind(identifiers)
+                    .fetch_all(&pool)
+                    .await?,
+            )?;
         }
         Ok(Self {
             pool,
@@ -58,9 +81,15 @@ impl Claimer {
     }
 
     /// Locks up to `limit` runnable jobs, ordered by priority then run_at.
-    pub(crate) async fn claim(&self, limit: usize) -> Result<Vec<Job>, Error> {
+    ///
+    /// Once the statement has run, its jobs are locked by this pool whatever
+    /// happens next, so nothing after it fails the whole claim: a row that
+    /// cannot be read becomes a failed job with the reason, and if the queue
+    /// names cannot be looked up the jobs are handed back.
+    pub(crate) async fn claim(&self, limit: usize) -> Result<ClaimBatch, Error> {
+        let mut batch = ClaimBatch::default();
         if limit == 0 || self.task_ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(batch);
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = match &self.forbidden_flags {
@@ -82,33 +111,50 @@ impl Claimer {
                     .await?
             }
         };
-        let mut jobs = Vec::with_capacity(rows.len());
-        let mut missing_queues = Vec::new();
-        let mut queue_ids = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let queue_id: Option<i32> = row.try_get("job_queue_id")?;
-            if let Some(id) = queue_id
-                && !self.lock_cache().contains_key(&id)
-            {
-                missing_queues.push(id);
-            }
-            queue_ids.push(queue_id);
-        }
-        if !missing_queues.is_empty() {
-            self.load_queue_names(&missing_queues).await?;
+        let mut rows: Vec<(i64, Option<i32>, PgRow)> = rows
+            .into_iter()
+            .filter_map(|row| match (row.try_get(0), row.try_get(1)) {
+                (Ok(id), Ok(queue_id)) => Some((id, queue_id, row)),
+                (id, queue_id) => {
+                    // Both columns are integers the claim itself selected.
+                    tracing::error!(?id, ?queue_id, "unreadable claimed row left for recovery");
+                    None
+                }
+            })
+            .collect();
+        let missing_queues: Vec<i32> = {
+            let cache = self.lock_cache();
+            rows.iter()
+                .filter_map(|(_, queue_id, _)| *queue_id)
+                .filter(|id| !cache.contains_key(id))
+                .collect()
+        };
+        if !missing_queues.is_empty()
+            && let Err(e) = self.load_queue_names(&missing_queues).await
+        {
+            tracing::warn!(error = %e, "could not read queue names; handing the claimed jobs back");
+            batch.give_back = rows.into_iter().map(|(id, _, _)| id).collect();
+            return Ok(batch);
         }
         let names = self.lock_cache().clone();
-        for (row, queue_id) in rows.iter().zip(queue_ids) {
-            let task_id: i32 = row.try_get("task_id")?;
-            let task_identifier = self.task_names.get(&task_id).cloned().unwrap_or_default();
-            jobs.push(Job::from_row_with_names(
-                row,
-                task_identifier,
-                queue_id.and_then(|id| names.get(&id).cloned()),
-            )?);
+        batch.jobs.reserve(rows.len());
+        for (id, queue_id, row) in rows.drain(..) {
+            let task_identifier = row
+                .try_get(2)
+                .ok()
+                .and_then(|task_id: i32| self.task_names.get(&task_id).cloned())
+                .unwrap_or_default();
+            let queue_name = queue_id.and_then(|q| names.get(&q).cloned());
+            match Job::from_claim_row(&row, task_identifier, queue_name) {
+                Ok(job) => batch.jobs.push(job),
+                Err(e) => batch.unreadable.push((
+                    id,
+                    format!("the job could not be read from the database: {e}"),
+                )),
+            }
         }
-        jobs.sort_by_key(|j| (j.priority, j.run_at));
-        Ok(jobs)
+        batch.jobs.sort_by_key(|j| (j.priority, j.run_at));
+        Ok(batch)
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<i32, String>> {

@@ -83,6 +83,11 @@ pub enum Error {
         "the database returned no row for job key `{0}`; the job was not scheduled, retry the call"
     )]
     JobNotScheduled(String),
+
+    /// A part of the worker stopped in a way it is built never to (a bug):
+    /// please report it with the message.
+    #[error("internal error: {0}; this is a bug in graphile-worker-rs, please report it")]
+    Internal(String),
 }
 
 /// Why installing or upgrading the worker schema failed.

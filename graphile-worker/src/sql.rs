@@ -132,10 +132,15 @@ impl Statements {
                  (select 1 from {s}._private_jobs j where j.job_queue_id = q.id)"
             )),
             insert_missing_tasks: stmt(format!(
-                "insert into {s}._private_tasks (identifier) \
-                 select i from unnest($1::text[]) as i \
-                 where not exists (select 1 from {s}._private_tasks t where t.identifier = i) \
-                 on conflict do nothing"
+                "with wanted as (select distinct i from unnest($1::text[]) as i), \
+                 inserted as ( \
+                   insert into {s}._private_tasks (identifier) \
+                   select i from wanted \
+                   where not exists (select 1 from {s}._private_tasks t where t.identifier = i) \
+                   on conflict do nothing \
+                   returning id, identifier) \
+                 select id, identifier from {s}._private_tasks where identifier = any($1::text[]) \
+                 union all select id, identifier from inserted"
             )),
             task_ids: stmt(format!(
                 "select id, identifier from {s}._private_tasks where identifier = any($1::text[])"
@@ -308,7 +313,7 @@ fn add_jobs_in_input_order(s: &str, specs_array: &str) -> String {
 fn claim(s: &str, flags_filter: &str) -> String {
     format!(
         "with candidates as ( \
-           select jobs.id, jobs.job_queue_id, jobs.priority, jobs.run_at \
+           select jobs.ctid as tid, jobs.job_queue_id, jobs.priority, jobs.run_at \
            from {s}._private_jobs as jobs \
            where jobs.is_available = true \
              and jobs.run_at <= now() \
@@ -320,20 +325,25 @@ fn claim(s: &str, flags_filter: &str) -> String {
            order by jobs.priority asc, jobs.run_at asc \
            limit $3 \
            for update skip locked), \
-         chosen as ( \
-           select id, job_queue_id from ( \
-             select id, job_queue_id, row_number() over \
-               (partition by job_queue_id order by priority, run_at) as rn \
-             from candidates) c \
-           where job_queue_id is null or rn = 1), \
+         queue_heads as ( \
+           select distinct on (job_queue_id) tid, job_queue_id from candidates \
+           where job_queue_id is not null \
+           order by job_queue_id, priority, run_at), \
          locked_queues as ( \
            update {s}._private_job_queues as queues set locked_by = $1, locked_at = now() \
-           from chosen where queues.id = chosen.job_queue_id) \
+           from queue_heads where queues.id = queue_heads.job_queue_id) \
          update {s}._private_jobs as jobs \
          set attempts = jobs.attempts + 1, locked_by = $1, locked_at = now() \
-         from chosen where jobs.id = chosen.id \
-         returning jobs.id, jobs.job_queue_id, jobs.task_id, jobs.payload, jobs.priority, \
-           jobs.run_at, jobs.attempts, jobs.max_attempts, jobs.last_error, jobs.created_at, \
-           jobs.updated_at, jobs.key, jobs.locked_at, jobs.locked_by, jobs.revision, jobs.flags"
+         where jobs.ctid = any(array( \
+           select tid from candidates where job_queue_id is null \
+           union all select tid from queue_heads)) \
+         returning {CLAIM_RETURNING}"
     )
 }
+
+/// The claim's columns. `Job::from_claim_row` reads them by position: keep
+/// the two in step.
+const CLAIM_RETURNING: &str = "jobs.id, jobs.job_queue_id, jobs.task_id, jobs.payload, \
+    jobs.priority, jobs.run_at, jobs.attempts, jobs.max_attempts, jobs.last_error, \
+    jobs.created_at, jobs.updated_at, jobs.key, jobs.locked_at, jobs.locked_by, jobs.revision, \
+    jobs.flags";

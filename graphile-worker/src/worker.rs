@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 use crate::backoff::{Backoff, random_u64};
-use crate::claim::Claimer;
+use crate::claim::{ClaimBatch, Claimer};
 use crate::completion::{Completer, HeldJobs, Outcome, lock_held};
 use crate::cron::{
     Clock, CronItem, CronPattern, duplicate_identifier, parse_crontab, run_scheduler,
@@ -330,6 +330,7 @@ impl WorkerOptions {
 
         let utils = WorkerUtils::new(pool.clone(), &self.schema);
         utils.migrate().await?;
+
         let pool_id = format!("pool-{:018x}", random_u64() as u128 & ((1 << 72) - 1));
         let identifiers = tasks.identifiers();
         let forbidden = (!self.forbidden_flags.is_empty()).then(|| self.forbidden_flags.clone());
@@ -596,7 +597,7 @@ impl Worker {
             background.spawn(sweeper.run(inner.shutdown.subscribe()));
         }
 
-        let result = self.dispatch(false).await;
+        let result = self.spawn_dispatch(false).await;
         inner.shutdown.send_replace(true);
         background.shutdown().await;
         result?;
@@ -609,11 +610,20 @@ impl Worker {
     /// Runs every job that is ready now (including ones that become ready
     /// while it runs, such as the next job of a named queue), then returns.
     pub async fn run_once(&self) -> Result<(), Error> {
-        self.dispatch(true).await
+        self.spawn_dispatch(true).await
     }
 
-    async fn dispatch(&self, once: bool) -> Result<(), Error> {
-        let inner = &self.inner;
+    /// Runs the dispatch loop on the runtime's worker threads rather than
+    /// the caller's (often `main`'s `block_on`): jobs it starts then go to
+    /// a worker's local queue instead of waking a thread for each.
+    async fn spawn_dispatch(&self, once: bool) -> Result<(), Error> {
+        match tokio::spawn(Self::dispatch(self.inner.clone(), once)).await {
+            Ok(result) => result,
+            Err(e) => Err(Error::Internal(format!("the dispatch loop failed: {e}"))),
+        }
+    }
+
+    async fn dispatch(inner: Arc<Inner>, once: bool) -> Result<(), Error> {
         let held: HeldJobs = HeldJobs::default();
         let (completer, writer) = Completer::start(
             inner.pool.clone(),
@@ -636,10 +646,9 @@ impl Worker {
                 stale_threshold: inner.stale_worker_threshold,
                 health: health.clone(),
             };
-            // Register before holding any lock.
-            if let Err(e) = heartbeat.beat(true).await {
-                tracing::warn!(error = %e, "could not register the worker; will retry");
-            }
+            // The first beat registers the worker, beside the first claim.
+            // Until it lands the worker is unknown to recovery, which only
+            // ever takes jobs from registered workers that went silent.
             Some(tokio::spawn(heartbeat.run(heartbeat_stopped)))
         } else {
             None
@@ -651,12 +660,17 @@ impl Worker {
         let mut written_at_claim = 0;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
         let mut pace = Pace::new();
-        // The claim runs in the background while jobs keep starting.
-        let mut claiming: Option<JoinHandle<Claimed>> = None;
+        // Claims run in the background while jobs keep starting; under load
+        // a second one starts while the first is in flight, so that the
+        // database claims on two connections at once.
+        let mut claims: JoinSet<Claimed> = JoinSet::new();
+        // Jobs asked for by the claims in flight.
+        let mut claiming_jobs = 0;
         let mut paused_until: Option<tokio::time::Instant> = None;
-        // A wake-up that arrives while a claim is in flight may announce a
-        // job that claim did not see: look again after it.
-        let mut woken_during_claim = false;
+        // Counts wake-ups (notifications, poll ticks). A claim that started
+        // before the latest one may not have seen the job it announced, so
+        // a short result from it does not mean the queue is empty.
+        let mut wake_epoch: u64 = 0;
 
         loop {
             // Reap finished jobs so their slots count as free.
@@ -702,38 +716,58 @@ impl Worker {
                 }
                 // The pace that filled the buffer is out of date: start
                 // again from claiming for free slots only.
-                pace = Pace::new();
+                pace.reset();
             }
 
             let ahead = pace.ahead(inner.local_queue_size);
             let capacity = inner.concurrency + ahead;
-            let have = running.len() + buffer.len();
+            let have = running.len() + buffer.len() + claiming_jobs;
             let want = capacity.saturating_sub(have);
-            let refill = buffer.len() <= ahead / 2;
-            if claiming.is_none()
-                && paused_until.is_none()
-                && !exhausted
-                && want > 0
-                && refill
-                && health.may_claim()
-            {
+            // Refill when half the lookahead is used up. When jobs run
+            // faster than one connection can claim them, the buffer empties
+            // while a claim is in flight: then a second claim for the other
+            // half starts beside it, so that two connections claim at once.
+            let refill = if claims.is_empty() {
+                want > 0 && buffer.len() <= ahead / 2
+            } else {
+                claims.len() < MAX_CLAIMS && want >= (ahead / 2).max(OVERLAP_MIN)
+            };
+            if refill && paused_until.is_none() && !exhausted && health.may_claim() {
                 let announced = inner.wakeups.take();
-                let limit = if announced > 0 && running.len() + buffer.len() == 0 {
-                    want.min(usize::try_from(announced).unwrap_or(usize::MAX).max(1))
+                // Half the lookahead at a time keeps two claims in turn.
+                let batch = want.min((ahead / 2).max(inner.concurrency));
+                let limit = if announced > 0 && have == 0 {
+                    batch.min(usize::try_from(announced).unwrap_or(usize::MAX).max(1))
                 } else {
-                    want
+                    batch
                 };
                 written_at_claim = completer.written();
-                let engine = self.inner.clone();
-                claiming = Some(tokio::spawn(async move {
+                tracing::trace!(
+                    limit,
+                    ahead,
+                    buffered = buffer.len(),
+                    running = running.len(),
+                    in_flight = claims.len(),
+                    "claiming"
+                );
+                claiming_jobs += limit;
+                let engine = inner.clone();
+                let epoch = wake_epoch;
+                let finished_before = pace.finished_total;
+                claims.spawn(async move {
                     match engine.claimer.claim(limit).await {
-                        Ok(jobs) => Claimed::Jobs { jobs, limit },
-                        Err(e) => Claimed::Failed(e),
+                        Ok(batch) => Claimed::Jobs {
+                            batch,
+                            limit,
+                            epoch,
+                            finished_before,
+                        },
+                        Err(e) => Claimed::Failed { error: e, limit },
                     }
-                }));
+                });
             }
 
-            if once && exhausted && buffer.is_empty() && running.is_empty() && claiming.is_none() {
+            if once && exhausted && buffer.is_empty() && running.is_empty() && claims.is_empty() {
                 // Outcomes still being written may unlock more work (the
                 // next job of a named queue): look once more after they land.
                 if completer.settled_since(written_at_claim).await {
@@ -744,28 +778,45 @@ impl Worker {
             }
 
             tokio::select! {
-                claimed = async {
-                    match claiming.as_mut() {
-                        Some(claim) => claim.await,
-                        None => std::future::pending().await,
-                    }
-                }, if claiming.is_some() => {
-                    claiming = None;
+                Some(claimed) = claims.join_next(), if !claims.is_empty() => {
                     match claimed {
-                        Ok(Claimed::Jobs { jobs, limit }) => {
+                        Ok(Claimed::Jobs { batch, limit, epoch, finished_before }) => {
+                            claiming_jobs -= limit;
+                            settle_rejects(&held, &completer, &batch);
+                            let jobs = batch.jobs;
                             backoff.reset();
-                            exhausted = jobs.len() < limit && !woken_during_claim;
-                            woken_during_claim = false;
+                            exhausted = jobs.len() < limit && epoch == wake_epoch;
+                            tracing::trace!(
+                                claimed = jobs.len(),
+                                limit,
+                                buffered = buffer.len(),
+                                running = running.len(),
+                                "claim returned"
+                            );
+                            if jobs.len() < limit {
+                                pace.caught_up();
+                            } else if buffer.is_empty()
+                                && running.len() < inner.concurrency
+                                && pace.finished_total > finished_before
+                            {
+                                // Jobs finished while this claim was in
+                                // flight and left slots idle: they are short.
+                                pace.starved(inner.concurrency);
+                            }
                             let now = Instant::now();
                             lock_held(&held).extend(jobs.iter().map(|j| j.id));
                             buffer.extend(jobs.into_iter().map(|j| (j, now)));
                         }
-                        Ok(Claimed::Failed(e)) => {
+                        Ok(Claimed::Failed { error, limit }) => {
+                            claiming_jobs -= limit;
                             let delay = backoff.next_delay();
-                            tracing::warn!(error = %e, "could not claim jobs; retrying in {delay:?}");
+                            tracing::warn!(error = %error, "could not claim jobs; retrying in {delay:?}");
                             paused_until = Some(tokio::time::Instant::now() + delay);
                         }
                         Err(e) => {
+                            // The claim task itself failed (it cannot panic
+                            // by design); its count is lost, so start over.
+                            claiming_jobs = 0;
                             let delay = backoff.next_delay();
                             tracing::error!(error = %e, "the claim task failed; retrying in {delay:?}");
                             paused_until = Some(tokio::time::Instant::now() + delay);
@@ -780,7 +831,7 @@ impl Worker {
                 }
                 _ = inner.wakeups.notify.notified() => {
                     exhausted = false;
-                    woken_during_claim = claiming.is_some();
+                    wake_epoch += 1;
                 }
                 // Wake when the oldest waiting job reaches its time limit.
                 _ = tokio::time::sleep_until(
@@ -790,19 +841,20 @@ impl Worker {
                 ), if !buffer.is_empty() => {}
                 _ = tokio::time::sleep(inner.poll_interval), if !once => {
                     exhausted = false;
-                    woken_during_claim = claiming.is_some();
+                    wake_epoch += 1;
                 }
                 _ = shutdown.wait_for(|s| *s), if !once => {}
             }
         }
 
-        // A claim still in flight may lock jobs: take them back too.
-        if let Some(claim) = claiming.take()
-            && let Ok(Claimed::Jobs { jobs, .. }) = claim.await
-        {
-            let now = Instant::now();
-            lock_held(&held).extend(jobs.iter().map(|j| j.id));
-            buffer.extend(jobs.into_iter().map(|j| (j, now)));
+        // Claims still in flight may lock jobs: take them back too.
+        while let Some(claimed) = claims.join_next().await {
+            if let Ok(Claimed::Jobs { batch, .. }) = claimed {
+                settle_rejects(&held, &completer, &batch);
+                let now = Instant::now();
+                lock_held(&held).extend(batch.jobs.iter().map(|j| j.id));
+                buffer.extend(batch.jobs.into_iter().map(|j| (j, now)));
+            }
         }
 
         // Shutdown: hand back what never started, ask running tasks to stop,
@@ -839,9 +891,49 @@ impl Worker {
 
 /// What a background claim brought back.
 enum Claimed {
-    Jobs { jobs: Vec<Job>, limit: usize },
-    Failed(Error),
+    /// `limit` is what was asked for; `epoch` the wake-up count and
+    /// `finished_before` the count of finished jobs when the claim started.
+    Jobs {
+        batch: ClaimBatch,
+        limit: usize,
+        epoch: u64,
+        finished_before: u64,
+    },
+    Failed {
+        error: Error,
+        limit: usize,
+    },
 }
+
+/// Fails the claimed jobs that could not be read and hands back those to be
+/// given back; both stay in `held` until written.
+fn settle_rejects(held: &HeldJobs, completer: &Completer, batch: &ClaimBatch) {
+    if batch.unreadable.is_empty() && batch.give_back.is_empty() {
+        return;
+    }
+    {
+        let mut held = lock_held(held);
+        held.extend(batch.unreadable.iter().map(|(id, _)| *id));
+        held.extend(batch.give_back.iter().copied());
+    }
+    for (id, message) in &batch.unreadable {
+        tracing::error!(job_id = id, "{message}");
+        let outcome = Outcome::Failed {
+            message: message.clone(),
+            interrupted: false,
+        };
+        completer.send(*id, outcome, false);
+    }
+    for id in &batch.give_back {
+        completer.send(*id, Outcome::Returned, true);
+    }
+}
+
+/// At most this many claims are in flight at once.
+const MAX_CLAIMS: usize = 2;
+
+/// A claim starts beside one in flight only when it asks for this many jobs.
+const OVERLAP_MIN: usize = 500;
 
 /// How long a claimed job may wait in the local queue before it is handed
 /// back.
@@ -850,16 +942,27 @@ const LOCAL_TTL: Duration = Duration::from_secs(5);
 /// How much work, in time at the current pace, the local queue holds.
 const LOOKAHEAD: Duration = Duration::from_millis(200);
 
+/// How often the pace estimate is refreshed.
+const PACE_WINDOW: Duration = Duration::from_millis(50);
+
 /// Default upper bound of the local queue.
 const DEFAULT_LOCAL_QUEUE: usize = 5000;
 
 /// Estimates how many jobs finish per second, to size the local queue: jobs
 /// are claimed ahead of free slots only as far as they will start soon, so
 /// short jobs share a round trip and long jobs are not hoarded.
+///
+/// Until the first estimate, and whenever claims cannot keep up, the
+/// lookahead grows like TCP's slow start: each claim that comes back full to
+/// a worker starved by short jobs (some finished meanwhile, and now slots are
+/// free with nothing waiting) quadruples it, so a burst of short jobs
+/// reaches full batches within a few round trips.
 struct Pace {
     window_start: Instant,
     finished: u32,
     per_second: f64,
+    boost: usize,
+    finished_total: u64,
 }
 
 impl Pace {
@@ -868,13 +971,24 @@ impl Pace {
             window_start: Instant::now(),
             finished: 0,
             per_second: 0.0,
+            boost: 0,
+            finished_total: 0,
         }
+    }
+
+    /// Forgets the estimate (keeping the count of finished jobs).
+    fn reset(&mut self) {
+        *self = Self {
+            finished_total: self.finished_total,
+            ..Self::new()
+        };
     }
 
     fn record(&mut self, finished: u32) {
         self.finished += finished;
+        self.finished_total += u64::from(finished);
         let elapsed = self.window_start.elapsed();
-        if elapsed >= Duration::from_millis(50) {
+        if elapsed >= PACE_WINDOW {
             let rate = f64::from(self.finished) / elapsed.as_secs_f64();
             self.per_second = (self.per_second + rate) / 2.0;
             self.finished = 0;
@@ -882,9 +996,22 @@ impl Pace {
         }
     }
 
+    /// A claim came back with every job it asked for while the worker had
+    /// free slots and nothing waiting: hold more next time.
+    fn starved(&mut self, floor: usize) {
+        self.boost = self.boost.max(floor).saturating_mul(4);
+    }
+
+    /// A claim came back short: there is no backlog to race through.
+    fn caught_up(&mut self) {
+        self.boost = 0;
+    }
+
     /// How many jobs to hold beyond the running ones, at most `max`.
     fn ahead(&self, max: usize) -> usize {
-        ((self.per_second * LOOKAHEAD.as_secs_f64()) as usize).min(max)
+        ((self.per_second * LOOKAHEAD.as_secs_f64()) as usize)
+            .max(self.boost)
+            .min(max)
     }
 }
 
