@@ -192,7 +192,7 @@ async fn attribute_defaults_apply_and_the_callers_spec_wins_field_by_field() {
 async fn enqueue_many_adds_every_payload_in_order_with_the_task_defaults() {
     let (_db, pool, utils) = migrated().await;
 
-    let jobs = SendEmail::enqueue_many(&utils, ["a@x", "b@x", "c@x"].map(email))
+    let emails = SendEmail::enqueue_many(&utils, ["a@x", "b@x", "c@x"].map(email))
         .await
         .unwrap();
     let reports = BuildReport::enqueue_many(
@@ -205,29 +205,37 @@ async fn enqueue_many_adds_every_payload_in_order_with_the_task_defaults() {
     .await
     .unwrap();
 
-    let recipients: Vec<_> = jobs.iter().map(|j| j.payload["to"].clone()).collect();
-    assert_eq!(recipients, [json!("a@x"), json!("b@x"), json!("c@x")]);
-    assert!(
-        reports
-            .iter()
-            .all(|j| j.queue_name.as_deref() == Some("reports")
-                && j.priority == -2
-                && j.max_attempts == 3)
-    );
-    let stored = stored(&pool).await;
-    assert_eq!(stored.len(), 5);
-    assert_eq!(
-        stored[3].payload,
-        json!({"reportId": 10, "includeDrafts": false})
-    );
-    assert_eq!(
-        stored[4].payload,
-        json!({"reportId": 11, "includeDrafts": false})
-    );
+    // The helpers return only the count; the jobs are read from the table.
+    assert_eq!((emails, reports), (3, 2));
+    let send = |to: &str| Stored {
+        identifier: "send_email".into(),
+        queue: None,
+        priority: 0,
+        max_attempts: 25,
+        key: None,
+        payload: json!({"to": to, "subject": "Welcome"}),
+    };
+    let report = |report_id: i64| Stored {
+        identifier: "reports.build".into(),
+        queue: Some("reports".into()),
+        priority: -2,
+        max_attempts: 3,
+        key: None,
+        payload: json!({"reportId": report_id, "includeDrafts": false}),
+    };
+    let all = vec![
+        send("a@x"),
+        send("b@x"),
+        send("c@x"),
+        report(10),
+        report(11),
+    ];
+    assert_eq!(stored(&pool).await, all);
 
     // An empty batch is a no-op, not an error.
     let none = SendEmail::enqueue_many(&utils, Vec::new()).await.unwrap();
-    assert!(none.is_empty());
+    assert_eq!(none, 0);
+    assert_eq!(stored(&pool).await, all);
 }
 
 #[tokio::test]
@@ -238,9 +246,10 @@ async fn jobs_enqueued_in_a_transaction_exist_only_once_it_commits() {
     SendEmail::enqueue_in(&utils, &mut *tx, email("one@x"))
         .await
         .unwrap();
-    SendEmail::enqueue_many_in(&utils, &mut *tx, [email("two@x"), email("three@x")])
+    let added = SendEmail::enqueue_many_in(&utils, &mut *tx, [email("two@x"), email("three@x")])
         .await
         .unwrap();
+    assert_eq!(added, 2);
     let keyed = JobSpec {
         job_key: Some("report:tx".into()),
         ..JobSpec::default()

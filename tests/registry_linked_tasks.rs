@@ -177,9 +177,10 @@ async fn typed_jobs_enqueued_in_a_rolled_back_transaction_never_run() {
     let (_db, pool, utils) = setup().await;
 
     let mut tx = pool.begin().await.unwrap();
-    RecordVisit::enqueue_many_in(&utils, &mut *tx, [visit("/a"), visit("/b")])
+    let added = RecordVisit::enqueue_many_in(&utils, &mut *tx, [visit("/a"), visit("/b")])
         .await
         .unwrap();
+    assert_eq!(added, 2);
     tx.rollback().await.unwrap();
     let mut tx = pool.begin().await.unwrap();
     RecordVisit::enqueue_in(&utils, &mut *tx, visit("/c"))

@@ -167,14 +167,24 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
     let doc_enqueue_with = format!(
         " Adds a `{id}` job with this payload; options set in `spec` win over the task's defaults."
     );
+    // The bulk helpers return `add_jobs_count`'s count: one per spec, a spec
+    // whose job key updated an existing job included. A `#[task]`'s default
+    // spec has no job key, so here that is one new job per payload.
+    let doc_count = |with_jobs: &str| {
+        format!(
+            " Returns how many jobs were added: one per payload, since the task's default options carry no job key. No rows are read back; `WorkerUtils::{with_jobs}` returns the jobs when you need them."
+        )
+    };
+    let doc_count_many = doc_count("add_jobs");
+    let doc_count_many_in = doc_count("add_jobs_with");
     let doc_enqueue_many = format!(
-        " Adds one `{id}` job per payload in a single statement; returns the jobs in order."
+        " Adds one `{id}` job per payload in a single statement, each with the task's default options."
     );
     let doc_enqueue_in = format!(
         " Adds a `{id}` job through `executor`, such as the caller's open transaction: the job exists only if it commits."
     );
     let doc_enqueue_many_in = format!(
-        " Adds one `{id}` job per payload through `executor` in a single statement, such as the caller's open transaction."
+        " Adds one `{id}` job per payload through `executor` in a single statement, such as the caller's open transaction, each with the task's default options."
     );
     let result = quote!(::core::result::Result);
     let enqueue_impl = quote! {
@@ -198,11 +208,13 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
             }
 
             #[doc = #doc_enqueue_many]
+            #[doc = ""]
+            #[doc = #doc_count_many]
             #vis async fn enqueue_many(
                 utils: &#gw::WorkerUtils,
                 payloads: impl ::core::iter::IntoIterator<Item = Self>,
-            ) -> #result<::std::vec::Vec<#gw::Job>, #gw::Error> {
-                #gw::WorkerUtils::add_jobs(utils, payloads).await
+            ) -> #result<::core::primitive::u64, #gw::Error> {
+                #gw::WorkerUtils::add_jobs_count(utils, payloads).await
             }
 
             #[doc = #doc_enqueue_in]
@@ -224,15 +236,17 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
             }
 
             #[doc = #doc_enqueue_many_in]
+            #[doc = ""]
+            #[doc = #doc_count_many_in]
             #vis async fn enqueue_many_in<'e, E>(
                 utils: &#gw::WorkerUtils,
                 executor: E,
                 payloads: impl ::core::iter::IntoIterator<Item = Self>,
-            ) -> #result<::std::vec::Vec<#gw::Job>, #gw::Error>
+            ) -> #result<::core::primitive::u64, #gw::Error>
             where
                 E: #gw::PgExecutor<'e>,
             {
-                #gw::WorkerUtils::add_jobs_with(utils, executor, payloads).await
+                #gw::WorkerUtils::add_jobs_count_with(utils, executor, payloads).await
             }
         }
     };
