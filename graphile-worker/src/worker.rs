@@ -671,6 +671,11 @@ impl Worker {
         // before the latest one may not have seen the job it announced, so
         // a short result from it does not mean the queue is empty.
         let mut wake_epoch: u64 = 0;
+        let mut next_poll = tokio::time::Instant::now() + inner.poll_interval;
+        // run_once never polls: its timer only serves pauses and time limits.
+        let idle_deadline = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        let timer = tokio::time::sleep_until(next_poll);
+        tokio::pin!(timer);
 
         loop {
             // Reap finished jobs so their slots count as free.
@@ -777,6 +782,20 @@ impl Worker {
                 break;
             }
 
+            // One timer for everything timed: the end of a pause after a
+            // failed claim, the oldest waiting job's time limit, and the
+            // next poll. It is only re-armed when its deadline moves.
+            let mut deadline = if once { idle_deadline } else { next_poll };
+            if let Some(until) = paused_until {
+                deadline = deadline.min(until);
+            }
+            if let Some((_, since)) = buffer.front() {
+                deadline = deadline.min((*since + LOCAL_TTL).into());
+            }
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+
             tokio::select! {
                 Some(claimed) = claims.join_next(), if !claims.is_empty() => {
                     match claimed {
@@ -823,9 +842,6 @@ impl Worker {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(paused_until.unwrap_or_else(tokio::time::Instant::now)), if paused_until.is_some() => {
-                    paused_until = None;
-                }
                 Some(_) = running.join_next(), if !running.is_empty() => {
                     pace.record(1);
                 }
@@ -833,15 +849,18 @@ impl Worker {
                     exhausted = false;
                     wake_epoch += 1;
                 }
-                // Wake when the oldest waiting job reaches its time limit.
-                _ = tokio::time::sleep_until(
-                    buffer
-                        .front()
-                        .map_or_else(tokio::time::Instant::now, |(_, since)| (*since + LOCAL_TTL).into()),
-                ), if !buffer.is_empty() => {}
-                _ = tokio::time::sleep(inner.poll_interval), if !once => {
-                    exhausted = false;
-                    wake_epoch += 1;
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if paused_until.is_some_and(|until| until <= now) {
+                        paused_until = None;
+                    }
+                    if !once && next_poll <= now {
+                        exhausted = false;
+                        wake_epoch += 1;
+                        next_poll = now + inner.poll_interval;
+                    }
+                    // Jobs past their time limit are handed back at the
+                    // top of the loop.
                 }
                 _ = shutdown.wait_for(|s| *s), if !once => {}
             }
