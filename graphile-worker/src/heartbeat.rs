@@ -62,10 +62,17 @@ impl Heartbeat {
     /// Beats until `stop` turns true, then deregisters. Database errors and
     /// beats that hang are logged and retried; after failing for longer than
     /// the stale threshold the worker stops claiming until a beat succeeds.
-    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// `registered` says the caller's own first beat just succeeded.
+    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>, mut registered: bool) {
         let mut last_ok = Instant::now();
-        let mut registered = false;
-        loop {
+        // Just registered: the next beat is due after one interval.
+        if registered {
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        }
+        while !*stop.borrow() {
             // A beat that hangs (a lock, a half-open connection) counts as a
             // failure after half the stale threshold; a merely slow one
             // (a busy server) still gets through.

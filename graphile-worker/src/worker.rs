@@ -115,15 +115,16 @@ impl WorkerOptions {
         self
     }
 
-    /// Use this pool. It needs at least concurrency + 2 connections: one
-    /// listens for new jobs, one writes outcomes.
+    /// Use this pool. Give it at least concurrency + 4 connections: besides
+    /// what running tasks use, one listens for new jobs, one writes
+    /// outcomes, and under load two claim jobs at once.
     pub fn pg_pool(mut self, pool: PgPool) -> Self {
         self.pg_pool = Some(pool);
         self
     }
 
     /// Size of the pool created from [`database_url`](Self::database_url);
-    /// default `max(10, concurrency + 2)`.
+    /// default `max(10, concurrency + 4)`.
     pub fn max_pool_size(mut self, size: u32) -> Self {
         self.max_pool_size = Some(size);
         self
@@ -172,8 +173,10 @@ impl WorkerOptions {
     /// so that short jobs start without a round trip each. The worker holds
     /// only about 200 ms of work at its current pace (none while jobs are
     /// slow), up to this bound; jobs waiting longer than 5 s are handed back.
-    /// Default 5000. `0` claims one job per free slot only, like Node
-    /// graphile-worker without its local queue.
+    /// A burst of short jobs grows the lookahead fourfold per claim, and
+    /// when jobs finish faster than one connection claims them a second
+    /// claim runs beside the first. Default 5000. `0` claims one job per
+    /// free slot only, like Node graphile-worker without its local queue.
     pub fn local_queue_size(mut self, size: usize) -> Self {
         self.local_queue_size = Some(size);
         self
@@ -315,7 +318,7 @@ impl WorkerOptions {
             (None, Some(url)) => {
                 let size = self
                     .max_pool_size
-                    .unwrap_or_else(|| (self.concurrency as u32 + 2).max(10));
+                    .unwrap_or_else(|| (self.concurrency as u32).saturating_add(4).max(10));
                 PgPoolOptions::new()
                     .max_connections(size)
                     .connect(&url)
@@ -646,10 +649,17 @@ impl Worker {
                 stale_threshold: inner.stale_worker_threshold,
                 health: health.clone(),
             };
-            // The first beat registers the worker, beside the first claim.
-            // Until it lands the worker is unknown to recovery, which only
-            // ever takes jobs from registered workers that went silent.
-            Some(tokio::spawn(heartbeat.run(heartbeat_stopped)))
+            // Register before the first claim: recovery only takes jobs from
+            // registered workers, so a job that kills its worker at once
+            // would otherwise stay locked until the 4-hour sweep.
+            let registered = match heartbeat.beat(true).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not register the worker; will retry");
+                    false
+                }
+            };
+            Some(tokio::spawn(heartbeat.run(heartbeat_stopped, registered)))
         } else {
             None
         };
@@ -667,9 +677,9 @@ impl Worker {
         // Jobs asked for by the claims in flight.
         let mut claiming_jobs = 0;
         let mut paused_until: Option<tokio::time::Instant> = None;
-        // Counts wake-ups (notifications, poll ticks). A claim that started
-        // before the latest one may not have seen the job it announced, so
-        // a short result from it does not mean the queue is empty.
+        // Counts events that make a claim's short result inconclusive:
+        // wake-ups (notifications, poll ticks), whose jobs a claim that
+        // started before them may not have seen, and overlapping claims.
         let mut wake_epoch: u64 = 0;
         let mut next_poll = tokio::time::Instant::now() + inner.poll_interval;
         // run_once never polls: its timer only serves pauses and time limits.
@@ -726,6 +736,9 @@ impl Worker {
 
             let ahead = pace.ahead(inner.local_queue_size);
             let capacity = inner.concurrency + ahead;
+            if claims.is_empty() {
+                claiming_jobs = 0;
+            }
             let have = running.len() + buffer.len() + claiming_jobs;
             let want = capacity.saturating_sub(have);
             // Refill when half the lookahead is used up. When jobs run
@@ -757,7 +770,15 @@ impl Worker {
                 );
                 claiming_jobs += limit;
                 let engine = inner.clone();
-                let epoch = wake_epoch;
+                // Two claims skip each other's rows, so either may come back
+                // short with jobs left: neither result then proves the
+                // queue empty.
+                let epoch = if claims.is_empty() {
+                    Some(wake_epoch)
+                } else {
+                    wake_epoch += 1;
+                    None
+                };
                 let finished_before = pace.finished_total;
                 claims.spawn(async move {
                     match engine.claimer.claim(limit).await {
@@ -800,11 +821,11 @@ impl Worker {
                 Some(claimed) = claims.join_next(), if !claims.is_empty() => {
                     match claimed {
                         Ok(Claimed::Jobs { batch, limit, epoch, finished_before }) => {
-                            claiming_jobs -= limit;
+                            claiming_jobs = claiming_jobs.saturating_sub(limit);
                             settle_rejects(&held, &completer, &batch);
                             let jobs = batch.jobs;
                             backoff.reset();
-                            exhausted = jobs.len() < limit && epoch == wake_epoch;
+                            exhausted = jobs.len() < limit && epoch == Some(wake_epoch);
                             tracing::trace!(
                                 claimed = jobs.len(),
                                 limit,
@@ -824,18 +845,18 @@ impl Worker {
                             }
                             let now = Instant::now();
                             lock_held(&held).extend(jobs.iter().map(|j| j.id));
-                            buffer.extend(jobs.into_iter().map(|j| (j, now)));
+                            buffer_in_order(&mut buffer, jobs, now);
                         }
                         Ok(Claimed::Failed { error, limit }) => {
-                            claiming_jobs -= limit;
+                            claiming_jobs = claiming_jobs.saturating_sub(limit);
                             let delay = backoff.next_delay();
                             tracing::warn!(error = %error, "could not claim jobs; retrying in {delay:?}");
                             paused_until = Some(tokio::time::Instant::now() + delay);
                         }
                         Err(e) => {
                             // The claim task itself failed (it cannot panic
-                            // by design); its count is lost, so start over.
-                            claiming_jobs = 0;
+                            // by design) and took its count with it; the
+                            // count restarts once no claim is in flight.
                             let delay = backoff.next_delay();
                             tracing::error!(error = %e, "the claim task failed; retrying in {delay:?}");
                             paused_until = Some(tokio::time::Instant::now() + delay);
@@ -910,18 +931,39 @@ impl Worker {
 
 /// What a background claim brought back.
 enum Claimed {
-    /// `limit` is what was asked for; `epoch` the wake-up count and
-    /// `finished_before` the count of finished jobs when the claim started.
+    /// `limit` is what was asked for; `epoch` the wake-up count when the
+    /// claim started (`None` if it overlapped another), `finished_before`
+    /// the count of finished jobs then.
     Jobs {
         batch: ClaimBatch,
         limit: usize,
-        epoch: u64,
+        epoch: Option<u64>,
         finished_before: u64,
     },
     Failed {
         error: Error,
         limit: usize,
     },
+}
+
+/// Appends claimed jobs to the local queue, keeping it in the order jobs
+/// start: priority, then run_at. Each claim returns its jobs in that order,
+/// but two overlapping claims can come back in either order. (The time-limit
+/// check looks at the front, which may then be younger than a job behind it
+/// by one claim's duration.)
+fn buffer_in_order(buffer: &mut VecDeque<(Job, Instant)>, jobs: Vec<Job>, claimed_at: Instant) {
+    let in_order = match (buffer.back(), jobs.first()) {
+        (Some((last, _)), Some(first)) => {
+            (last.priority, last.run_at) <= (first.priority, first.run_at)
+        }
+        _ => true,
+    };
+    buffer.extend(jobs.into_iter().map(|j| (j, claimed_at)));
+    if !in_order {
+        buffer
+            .make_contiguous()
+            .sort_by_key(|(j, _)| (j.priority, j.run_at));
+    }
 }
 
 /// Fails the claimed jobs that could not be read and hands back those to be
@@ -1071,5 +1113,61 @@ async fn watch_signals(handle: ShutdownHandle) {
         if tokio::signal::ctrl_c().await.is_ok() {
             handle.shutdown_now();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn job(id: i64, priority: i16, second: u32) -> Job {
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, second).single();
+        let at = at.unwrap_or_default();
+        Job {
+            id,
+            queue_name: None,
+            task_identifier: "t".into(),
+            payload: serde_json::Value::Null,
+            priority,
+            run_at: at,
+            attempts: 1,
+            max_attempts: 25,
+            last_error: None,
+            created_at: at,
+            updated_at: at,
+            key: None,
+            locked_at: None,
+            locked_by: None,
+            revision: 0,
+            flags: None,
+        }
+    }
+
+    fn ids(buffer: &VecDeque<(Job, Instant)>) -> Vec<i64> {
+        buffer.iter().map(|(j, _)| j.id).collect()
+    }
+
+    #[test]
+    fn a_later_claim_that_returns_first_does_not_jump_the_queue() {
+        let now = Instant::now();
+        let mut buffer = VecDeque::new();
+        // The second claim skipped the first's rows, so it holds the
+        // lower-priority jobs, and it came back first.
+        buffer_in_order(&mut buffer, vec![job(5, 1, 0), job(6, 1, 1)], now);
+        buffer_in_order(&mut buffer, vec![job(1, 0, 0), job(2, 0, 5)], now);
+        assert_eq!(ids(&buffer), vec![1, 2, 5, 6]);
+        // Ties keep claim order; run_at breaks ties in priority.
+        buffer_in_order(&mut buffer, vec![job(3, 0, 3), job(7, 1, 1)], now);
+        assert_eq!(ids(&buffer), vec![1, 3, 2, 5, 6, 7]);
+    }
+
+    #[test]
+    fn batches_in_order_are_appended() {
+        let now = Instant::now();
+        let mut buffer = VecDeque::new();
+        buffer_in_order(&mut buffer, vec![job(1, 0, 0), job(2, 0, 1)], now);
+        buffer_in_order(&mut buffer, vec![job(3, 0, 1), job(4, 2, 0)], now);
+        assert_eq!(ids(&buffer), vec![1, 2, 3, 4]);
     }
 }
