@@ -305,6 +305,105 @@ async fn an_unreadable_claimed_row_fails_its_job_and_the_rest_run() {
     );
 }
 
+/// A task whose payload decoder panics, before the task's future exists.
+struct DecoderPanics;
+
+impl Serialize for DecoderPanics {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit()
+    }
+}
+
+impl<'de> Deserialize<'de> for DecoderPanics {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("the decoder gave up")
+    }
+}
+
+impl Task for DecoderPanics {
+    const IDENTIFIER: &'static str = "decoder_panics";
+    async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_panic_while_decoding_the_payload_fails_the_job_and_releases_it() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    let doomed = utils
+        .add_raw_job("decoder_panics", json!({}), JobSpec::default())
+        .await
+        .unwrap();
+    utils
+        .add_raw_job("record", json!({"tag": "after"}), JobSpec::default())
+        .await
+        .unwrap();
+    let w = worker(&pool)
+        .register::<DecoderPanics>()
+        .concurrency(1)
+        .init()
+        .await
+        .unwrap();
+    w.run_once().await.unwrap();
+    assert_eq!(tags(&pool).await, vec!["after"]);
+    let (attempts, locked, error): (i16, bool, String) = sqlx::query_as(
+        "select attempts, locked_at is not null, last_error from graphile_worker.jobs \
+         where id = $1",
+    )
+    .bind(doomed.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((attempts, locked), (1, false));
+    assert_eq!(error, "task panicked: the decoder gave up");
+}
+
+/// Named queues let one job through per claim; a claim that scanned a full
+/// batch of one queue's backlog must not read as "nothing else to do".
+#[tokio::test]
+async fn a_backlog_in_one_named_queue_does_not_hold_back_other_jobs() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    let queued: Vec<NewJob> = (0..40)
+        .map(|n| NewJob {
+            spec: JobSpec {
+                queue_name: Some("backlog".into()),
+                priority: Some(-1),
+                ..Default::default()
+            },
+            ..NewJob::new("serial", json!({"n": n}))
+        })
+        .collect();
+    utils.add_raw_jobs(&queued).await.unwrap();
+    let free: Vec<NewJob> = (0..20)
+        .map(|n| NewJob::new("record", json!({"tag": format!("free-{n}")})))
+        .collect();
+    utils.add_raw_jobs(&free).await.unwrap();
+    // Without a local queue each claim asks for the free slots only, so it
+    // scans just the queue's first jobs.
+    let w = worker(&pool)
+        .concurrency(4)
+        .local_queue_size(0)
+        .init()
+        .await
+        .unwrap();
+    w.run_once().await.unwrap();
+    assert_eq!(count(&pool, "select count(*) from runs").await, 60);
+    // The free jobs run beside the queue (each queued job takes 5 ms or
+    // more), not after it.
+    let queued_after_last_free = count(
+        &pool,
+        "select count(*) from runs where tag like 'serial-%' \
+         and id > (select max(id) from runs where tag like 'free-%')",
+    )
+    .await;
+    assert!(
+        queued_after_last_free >= 20,
+        "only {queued_after_last_free} of 40 queued jobs ran after the last free one"
+    );
+}
+
 #[tokio::test]
 async fn named_queue_runs_serially_in_order_under_eight_slots() {
     let (_db, pool, utils) = migrated().await;

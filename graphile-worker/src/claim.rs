@@ -3,12 +3,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use crate::error::Error;
 use crate::job::Job;
 use crate::sql::Statements;
+
+/// Position of the candidate count in the claim's result, after the
+/// columns of `Job::from_claim_row`.
+const CANDIDATES_COLUMN: usize = 16;
 
 /// What one claim locked.
 #[derive(Debug, Default)]
@@ -20,6 +23,10 @@ pub(crate) struct ClaimBatch {
     pub(crate) unreadable: Vec<(i64, String)>,
     /// Jobs to hand back untouched.
     pub(crate) give_back: Vec<i64>,
+    /// How many runnable jobs the claim looked at (at most its limit). Fewer
+    /// than the limit means nothing else was runnable; a full count with
+    /// few jobs claimed means named queues held the rest back.
+    pub(crate) candidates: usize,
 }
 
 /// Claims jobs for one worker pool and turns the private rows into [`Job`]s.
@@ -111,17 +118,25 @@ impl Claimer {
                     .await?
             }
         };
-        let mut rows: Vec<(i64, Option<i32>, PgRow)> = rows
-            .into_iter()
-            .filter_map(|row| match (row.try_get(0), row.try_get(1)) {
-                (Ok(id), Ok(queue_id)) => Some((id, queue_id, row)),
-                (id, queue_id) => {
-                    // Both columns are integers the claim itself selected.
-                    tracing::error!(?id, ?queue_id, "unreadable claimed row left for recovery");
-                    None
-                }
-            })
-            .collect();
+        batch.candidates = rows
+            .first()
+            .and_then(|row| row.try_get::<i64, _>(CANDIDATES_COLUMN).ok())
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(rows.len());
+        let mut readable = Vec::with_capacity(rows.len());
+        for row in rows {
+            match (row.try_get::<i64, _>(0), row.try_get::<Option<i32>, _>(1)) {
+                (Ok(id), Ok(queue_id)) => readable.push((id, queue_id, row)),
+                (Ok(id), Err(e)) => batch.unreadable.push((
+                    id,
+                    format!("the job could not be read from the database: {e}"),
+                )),
+                // The id is a bigint the claim itself selected; without it
+                // the row cannot even be named.
+                (Err(e), _) => tracing::error!(error = %e, "claimed a row without a readable id"),
+            }
+        }
+        let mut rows = readable;
         let missing_queues: Vec<i32> = {
             let cache = self.lock_cache();
             rows.iter()

@@ -3,7 +3,7 @@
 //! one statement per kind, so under load many jobs share one round trip and
 //! an idle worker writes each outcome at once.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,10 +30,39 @@ pub(crate) enum Outcome {
 
 /// Jobs this pool holds locks on (claimed and not yet written back), for the
 /// heartbeat to keep their locks fresh.
-pub(crate) type HeldJobs = Arc<Mutex<HashSet<i64>>>;
+pub(crate) type HeldJobs = Arc<Mutex<Held>>;
 
-pub(crate) fn lock_held(held: &HeldJobs) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+pub(crate) fn lock_held(held: &HeldJobs) -> std::sync::MutexGuard<'_, Held> {
     held.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Claimed job ids, counted: a job handed back can be claimed again before
+/// the hand-back is written, and writing it must not drop the new claim.
+#[derive(Debug, Default)]
+pub(crate) struct Held(HashMap<i64, u32>);
+
+impl Held {
+    /// Counts a claim of each of `ids`.
+    pub(crate) fn extend(&mut self, ids: impl IntoIterator<Item = i64>) {
+        for id in ids {
+            *self.0.entry(id).or_default() += 1;
+        }
+    }
+
+    /// Forgets one claim of `id`, once its outcome is written.
+    pub(crate) fn release(&mut self, id: i64) {
+        if let Some(count) = self.0.get_mut(&id) {
+            *count -= 1;
+            if *count == 0 {
+                self.0.remove(&id);
+            }
+        }
+    }
+
+    /// Every held id.
+    pub(crate) fn ids(&self) -> Vec<i64> {
+        self.0.keys().copied().collect()
+    }
 }
 
 /// Sends outcomes to the writer task.
@@ -148,7 +177,7 @@ impl Writer {
             {
                 let mut held = lock_held(&self.held);
                 for report in &batch {
-                    held.remove(&report.job_id);
+                    held.release(report.job_id);
                 }
             }
             let count = u64::try_from(batch.len()).unwrap_or(u64::MAX);

@@ -53,11 +53,19 @@ pub(crate) async fn run_job(
             };
         };
         let ctx = JobContext::new(job, utils, cancel.clone());
-        let future = match handler(ctx) {
-            Ok(future) => future,
-            Err(e) => {
+        // Decoding the payload and any synchronous start of the task run
+        // here, before its future exists: a panic there fails the job too.
+        let future = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx))) {
+            Ok(Ok(future)) => future,
+            Ok(Err(e)) => {
                 return Outcome::Failed {
                     message: e.to_string(),
+                    interrupted: false,
+                };
+            }
+            Err(panic) => {
+                return Outcome::Failed {
+                    message: format!("task panicked: {}", panic_message(panic)),
                     interrupted: false,
                 };
             }

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::completion::{HeldJobs, lock_held};
+use crate::listen::Wakeups;
 use crate::sql::Statements;
 
 /// Whether this worker may claim: false once heartbeats have failed for
@@ -31,6 +32,11 @@ impl Health {
     pub(crate) fn may_claim(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
+
+    /// A beat just succeeded: claiming may resume.
+    pub(crate) fn mark_healthy(&self) {
+        self.healthy.store(true, Ordering::Relaxed);
+    }
 }
 
 pub(crate) struct Heartbeat {
@@ -42,13 +48,14 @@ pub(crate) struct Heartbeat {
     pub(crate) interval: Duration,
     pub(crate) stale_threshold: Duration,
     pub(crate) health: Arc<Health>,
+    pub(crate) wakeups: Arc<Wakeups>,
 }
 
 impl Heartbeat {
     /// Beats once. With `with_metadata` the worker's metadata is stored too
     /// (also re-creating the row if a sweeper removed it).
     pub(crate) async fn beat(&self, with_metadata: bool) -> Result<(), sqlx::Error> {
-        let ids: Vec<i64> = lock_held(&self.held).iter().copied().collect();
+        let ids: Vec<i64> = lock_held(&self.held).ids();
         let metadata = with_metadata.then(|| self.metadata.to_string());
         sqlx::query(self.sql.heartbeat.clone())
             .bind(&self.pool_id)
@@ -86,6 +93,8 @@ impl Heartbeat {
                     registered = true;
                     last_ok = Instant::now();
                     if !self.health.healthy.swap(true, Ordering::Relaxed) {
+                        // The dispatcher stopped claiming; wake it.
+                        self.wakeups.notify.notify_one();
                         tracing::info!("heartbeats resumed; claiming jobs again");
                     }
                 }

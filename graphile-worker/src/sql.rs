@@ -311,6 +311,14 @@ fn add_jobs_in_input_order(s: &str, specs_array: &str) -> String {
 /// The claim: lock up to `$3` runnable jobs of our tasks (`$2`) for pool
 /// `$1`, at most one per named queue, and count the attempt.
 fn claim(s: &str, flags_filter: &str) -> String {
+    // Rows are updated by ctid, found while locking them: no second index
+    // lookup. A candidate that another transaction updated after this
+    // statement's snapshot was taken is locked at its new version, which
+    // the snapshot cannot see, so it is simply not claimed this time; that
+    // is why queues are locked from the jobs actually claimed, never from
+    // the candidates. The candidate count (the last column) tells the
+    // worker whether more jobs may be waiting: a backlog in one named
+    // queue yields a single job however many were scanned.
     format!(
         "with candidates as ( \
            select jobs.ctid as tid, jobs.job_queue_id, jobs.priority, jobs.run_at \
@@ -326,23 +334,26 @@ fn claim(s: &str, flags_filter: &str) -> String {
            limit $3 \
            for update skip locked), \
          queue_heads as ( \
-           select distinct on (job_queue_id) tid, job_queue_id from candidates \
+           select distinct on (job_queue_id) tid from candidates \
            where job_queue_id is not null \
            order by job_queue_id, priority, run_at), \
+         claimed as ( \
+           update {s}._private_jobs as jobs \
+           set attempts = jobs.attempts + 1, locked_by = $1, locked_at = now() \
+           where jobs.ctid = any(array( \
+             select tid from candidates where job_queue_id is null \
+             union all select tid from queue_heads)) \
+           returning {CLAIM_RETURNING}), \
          locked_queues as ( \
            update {s}._private_job_queues as queues set locked_by = $1, locked_at = now() \
-           from queue_heads where queues.id = queue_heads.job_queue_id) \
-         update {s}._private_jobs as jobs \
-         set attempts = jobs.attempts + 1, locked_by = $1, locked_at = now() \
-         where jobs.ctid = any(array( \
-           select tid from candidates where job_queue_id is null \
-           union all select tid from queue_heads)) \
-         returning {CLAIM_RETURNING}"
+           where queues.id in (select job_queue_id from claimed where job_queue_id is not null)) \
+         select claimed.*, (select count(*) from candidates) as candidates from claimed"
     )
 }
 
-/// The claim's columns. `Job::from_claim_row` reads them by position: keep
-/// the two in step.
+/// The claim's columns, followed in its result by the candidate count.
+/// `Job::from_claim_row` and `Claimer::claim` read them by position: keep
+/// them in step.
 const CLAIM_RETURNING: &str = "jobs.id, jobs.job_queue_id, jobs.task_id, jobs.payload, \
     jobs.priority, jobs.run_at, jobs.attempts, jobs.max_attempts, jobs.last_error, \
     jobs.created_at, jobs.updated_at, jobs.key, jobs.locked_at, jobs.locked_by, jobs.revision, \

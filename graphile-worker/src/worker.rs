@@ -648,12 +648,17 @@ impl Worker {
                 interval: inner.heartbeat_interval,
                 stale_threshold: inner.stale_worker_threshold,
                 health: health.clone(),
+                wakeups: inner.wakeups.clone(),
             };
             // Register before the first claim: recovery only takes jobs from
             // registered workers, so a job that kills its worker at once
             // would otherwise stay locked until the 4-hour sweep.
             let registered = match heartbeat.beat(true).await {
-                Ok(()) => true,
+                Ok(()) => {
+                    // An earlier run may have ended while heartbeats failed.
+                    health.mark_healthy();
+                    true
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not register the worker; will retry");
                     false
@@ -681,6 +686,11 @@ impl Worker {
         // wake-ups (notifications, poll ticks), whose jobs a claim that
         // started before them may not have seen, and overlapping claims.
         let mut wake_epoch: u64 = 0;
+        // The last claim found as many jobs as it asked for: only then may a
+        // second claim start beside one in flight. (After a short result
+        // every claim would overlap the previous one and none would ever
+        // prove the queue empty.)
+        let mut backlog = false;
         let mut next_poll = tokio::time::Instant::now() + inner.poll_interval;
         // run_once never polls: its timer only serves pauses and time limits.
         let idle_deadline = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -694,6 +704,9 @@ impl Worker {
                 finished += 1;
             }
             pace.record(finished);
+            if *shutdown.borrow() {
+                break;
+            }
             // Start buffered jobs in free slots.
             while running.len() < inner.concurrency {
                 let Some((job, _)) = buffer.pop_front() else {
@@ -705,22 +718,14 @@ impl Worker {
                 let abort = inner.abort.subscribe();
                 let completer = completer.clone();
                 running.spawn(async move {
-                    let id = job.id;
-                    let queued = job.queue_name.is_some();
+                    let guard = OutcomeGuard {
+                        job_id: job.id,
+                        queued: job.queue_name.is_some(),
+                        completer: Some(completer),
+                    };
                     let outcome = run_job(job, handler, utils, cancel, abort).await;
-                    let frees_work = queued
-                        || matches!(
-                            outcome,
-                            Outcome::Failed {
-                                interrupted: true,
-                                ..
-                            }
-                        );
-                    completer.send(id, outcome, frees_work);
+                    guard.send(outcome);
                 });
-            }
-            if *shutdown.borrow() {
-                break;
             }
             // Jobs that waited too long locally go back for others to take.
             if let Some((_, since)) = buffer.front()
@@ -748,7 +753,7 @@ impl Worker {
             let refill = if claims.is_empty() {
                 want > 0 && buffer.len() <= ahead / 2
             } else {
-                claims.len() < MAX_CLAIMS && want >= (ahead / 2).max(OVERLAP_MIN)
+                backlog && claims.len() < MAX_CLAIMS && want >= (ahead / 2).max(OVERLAP_MIN)
             };
             if refill && paused_until.is_none() && !exhausted && health.may_claim() {
                 let announced = inner.wakeups.take();
@@ -781,14 +786,23 @@ impl Worker {
                 };
                 let finished_before = pace.finished_total;
                 claims.spawn(async move {
-                    match engine.claimer.claim(limit).await {
-                        Ok(batch) => Claimed::Jobs {
+                    // A claim that never answers (a half-open connection)
+                    // would otherwise stop claiming for good.
+                    match tokio::time::timeout(CLAIM_TIMEOUT, engine.claimer.claim(limit)).await {
+                        Ok(Ok(batch)) => Claimed::Jobs {
                             batch,
                             limit,
                             epoch,
                             finished_before,
                         },
-                        Err(e) => Claimed::Failed { error: e, limit },
+                        Ok(Err(e)) => Claimed::Failed {
+                            error: e.to_string(),
+                            limit,
+                        },
+                        Err(_) => Claimed::Failed {
+                            error: format!("no answer within {CLAIM_TIMEOUT:?}"),
+                            limit,
+                        },
                     }
                 });
             }
@@ -823,9 +837,19 @@ impl Worker {
                         Ok(Claimed::Jobs { batch, limit, epoch, finished_before }) => {
                             claiming_jobs = claiming_jobs.saturating_sub(limit);
                             settle_rejects(&held, &completer, &batch);
+                            if batch.give_back.is_empty() {
+                                backoff.reset();
+                            } else {
+                                // The claim worked but its jobs could not be
+                                // prepared: pause as after a failed claim.
+                                paused_until = Some(tokio::time::Instant::now() + backoff.next_delay());
+                            }
+                            // A full scan says more jobs may be waiting, even
+                            // when named queues let only a few through.
+                            let full = batch.candidates >= limit;
+                            backlog = full;
+                            exhausted = !full && epoch == Some(wake_epoch);
                             let jobs = batch.jobs;
-                            backoff.reset();
-                            exhausted = jobs.len() < limit && epoch == Some(wake_epoch);
                             tracing::trace!(
                                 claimed = jobs.len(),
                                 limit,
@@ -833,7 +857,7 @@ impl Worker {
                                 running = running.len(),
                                 "claim returned"
                             );
-                            if jobs.len() < limit {
+                            if !full {
                                 pace.caught_up();
                             } else if buffer.is_empty()
                                 && running.len() < inner.concurrency
@@ -941,16 +965,14 @@ enum Claimed {
         finished_before: u64,
     },
     Failed {
-        error: Error,
+        error: String,
         limit: usize,
     },
 }
 
 /// Appends claimed jobs to the local queue, keeping it in the order jobs
 /// start: priority, then run_at. Each claim returns its jobs in that order,
-/// but two overlapping claims can come back in either order. (The time-limit
-/// check looks at the front, which may then be younger than a job behind it
-/// by one claim's duration.)
+/// but two overlapping claims can come back in either order.
 fn buffer_in_order(buffer: &mut VecDeque<(Job, Instant)>, jobs: Vec<Job>, claimed_at: Instant) {
     let in_order = match (buffer.back(), jobs.first()) {
         (Some((last, _)), Some(first)) => {
@@ -960,9 +982,63 @@ fn buffer_in_order(buffer: &mut VecDeque<(Job, Instant)>, jobs: Vec<Job>, claime
     };
     buffer.extend(jobs.into_iter().map(|j| (j, claimed_at)));
     if !in_order {
-        buffer
-            .make_contiguous()
-            .sort_by_key(|(j, _)| (j.priority, j.run_at));
+        let buffer = buffer.make_contiguous();
+        buffer.sort_by_key(|(j, _)| (j.priority, j.run_at));
+        // The time-limit check looks at the front only, so claim times must
+        // not decrease along the queue: after a merge every job counts from
+        // the oldest claim among them.
+        if let Some(oldest) = buffer.iter().map(|(_, since)| *since).min() {
+            for (_, since) in buffer.iter_mut() {
+                *since = oldest;
+            }
+        }
+    }
+}
+
+/// Sends a running job's outcome, or, if the job's task ends without one (a
+/// panic outside the task's own future, or the task being dropped), a
+/// failure, so that no claimed job is left locked while the worker lives.
+struct OutcomeGuard {
+    job_id: i64,
+    queued: bool,
+    completer: Option<Completer>,
+}
+
+impl OutcomeGuard {
+    fn send(mut self, outcome: Outcome) {
+        if let Some(completer) = self.completer.take() {
+            // A finished queued job unlocks its queue; an interrupted one
+            // can run again at once.
+            let frees_work = self.queued
+                || matches!(
+                    outcome,
+                    Outcome::Failed {
+                        interrupted: true,
+                        ..
+                    }
+                );
+            completer.send(self.job_id, outcome, frees_work);
+        }
+    }
+}
+
+impl Drop for OutcomeGuard {
+    fn drop(&mut self) {
+        let Some(completer) = self.completer.take() else {
+            return;
+        };
+        let outcome = if std::thread::panicking() {
+            Outcome::Failed {
+                message: "the worker panicked while running this job".into(),
+                interrupted: false,
+            }
+        } else {
+            Outcome::Failed {
+                message: crate::execute::SHUTDOWN_MESSAGE.into(),
+                interrupted: true,
+            }
+        };
+        completer.send(self.job_id, outcome, true);
     }
 }
 
@@ -989,6 +1065,10 @@ fn settle_rejects(held: &HeldJobs, completer: &Completer, batch: &ClaimBatch) {
         completer.send(*id, Outcome::Returned, true);
     }
 }
+
+/// How long a claim may take before it is given up. Jobs it may still have
+/// locked wait for the stale-lock sweep.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// At most this many claims are in flight at once.
 const MAX_CLAIMS: usize = 2;
