@@ -35,7 +35,7 @@ struct Migration {
 
 macro_rules! migrations {
     ($($n:literal => $file:literal),* $(,)?) => {
-        [$(Migration { number: $n, sql: include_str!(concat!("../../migrations/", $file)) }),*]
+        [$(Migration { number: $n, sql: include_str!(concat!("../migrations/", $file)) }),*]
     };
 }
 
