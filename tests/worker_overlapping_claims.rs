@@ -1,0 +1,145 @@
+//! Draining a large backlog, where the worker claims on two connections at
+//! once: named queues still run one job at a time and in order, and every
+//! job runs exactly once.
+
+mod common;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use common::{count, migrated};
+use graphile_worker::{JobContext, JobSpec, NewJob, Task, TaskError, Worker};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Runs of `Tick` (this file holds one test, so one worker counts here).
+static TICKS: AtomicI64 = AtomicI64::new(0);
+
+/// Counts its runs, nothing else: short jobs, so that claims overlap.
+#[derive(Serialize, Deserialize)]
+struct Tick {}
+
+impl Task for Tick {
+    const IDENTIFIER: &'static str = "tick";
+    async fn run(self, _ctx: JobContext) -> Result<(), TaskError> {
+        TICKS.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Records its run and how many jobs of its queue were running with it.
+#[derive(Serialize, Deserialize)]
+struct InQueue {
+    queue: String,
+    n: i32,
+}
+
+impl Task for InQueue {
+    const IDENTIFIER: &'static str = "in_queue";
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        let pool = ctx.utils().pool();
+        let err = |e: sqlx::Error| TaskError::new(e.to_string());
+        let others: i32 = sqlx::query_scalar(
+            "update queue_state set running = running + 1 where queue = $1 returning running - 1",
+        )
+        .bind(&self.queue)
+        .fetch_one(pool)
+        .await
+        .map_err(err)?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        sqlx::query("insert into queue_runs (queue, n, others) values ($1, $2, $3)")
+            .bind(&self.queue)
+            .bind(self.n)
+            .bind(others)
+            .execute(pool)
+            .await
+            .map_err(err)?;
+        sqlx::query("update queue_state set running = running - 1 where queue = $1")
+            .bind(&self.queue)
+            .execute(pool)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_large_backlog_with_named_queues_drains_exactly_once_and_in_queue_order() {
+    let (_db, pool, utils) = migrated().await;
+    sqlx::raw_sql(
+        "create table queue_state (queue text primary key, running int not null);
+         insert into queue_state select 'q' || i, 0 from generate_series(0, 3) i;
+         create table queue_runs (id serial primary key, queue text, n int, others int);",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    const FREE: i64 = 10_000;
+    const PER_QUEUE: i32 = 60;
+    let free: Vec<NewJob> = (0..FREE).map(|_| NewJob::new("tick", json!({}))).collect();
+    utils.add_raw_jobs(&free).await.unwrap();
+    // Queued jobs interleaved across the queues, each queue's in run_at order.
+    let start = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let queued: Vec<NewJob> = (0..PER_QUEUE)
+        .flat_map(|n| {
+            (0..4).map(move |q| NewJob {
+                spec: JobSpec {
+                    queue_name: Some(format!("q{q}")),
+                    run_at: Some(start + chrono::Duration::milliseconds(i64::from(n))),
+                    ..Default::default()
+                },
+                ..NewJob::new("in_queue", json!({"queue": format!("q{q}"), "n": n}))
+            })
+        })
+        .collect();
+    utils.add_raw_jobs(&queued).await.unwrap();
+    sqlx::query("analyze graphile_worker._private_jobs")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let worker = Worker::options()
+        .pg_pool(pool.clone())
+        .handle_signals(false)
+        .concurrency(24)
+        .register::<Tick>()
+        .register::<InQueue>()
+        .init()
+        .await
+        .unwrap();
+    worker.run_once().await.unwrap();
+
+    assert_eq!(
+        count(&pool, "select count(*) from graphile_worker.jobs").await,
+        0,
+        "jobs left behind"
+    );
+    assert_eq!(TICKS.load(Ordering::Relaxed), FREE);
+    assert_eq!(
+        count(&pool, "select count(*) from queue_runs").await,
+        i64::from(4 * PER_QUEUE)
+    );
+    assert_eq!(
+        count(&pool, "select count(*) from queue_runs where others <> 0").await,
+        0,
+        "two jobs of one named queue ran at once"
+    );
+    for q in 0..4 {
+        let order: Vec<i32> =
+            sqlx::query_scalar("select n from queue_runs where queue = $1 order by id")
+                .bind(format!("q{q}"))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(order, (0..PER_QUEUE).collect::<Vec<_>>(), "queue q{q}");
+    }
+    // Nothing stays locked: no job, no queue.
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from graphile_worker._private_job_queues where locked_by is not null"
+        )
+        .await,
+        0
+    );
+}
