@@ -404,6 +404,61 @@ async fn a_backlog_in_one_named_queue_does_not_hold_back_other_jobs() {
     );
 }
 
+/// Dropping the future of `run()` (a `select!`, a timeout) stops the worker
+/// as cancellation should: its running job is interrupted and handed back
+/// with the attempt refunded, and nothing more is claimed.
+#[tokio::test]
+async fn dropping_the_run_future_stops_the_worker_and_hands_its_job_back() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    let hung = utils
+        .add_raw_job("hang", json!({}), JobSpec::default())
+        .await
+        .unwrap();
+    let w = worker(&pool)
+        .concurrency(2)
+        .poll_interval(Duration::from_millis(50))
+        .init()
+        .await
+        .unwrap();
+    let started = eventually(Duration::from_secs(10), "the job to start", || async {
+        (count(
+            &pool,
+            "select count(*) from runs where tag = 'hang-started'",
+        )
+        .await
+            == 1)
+            .then_some(())
+    });
+    tokio::select! {
+        result = w.run() => panic!("run() ended on its own: {result:?}"),
+        () = started => {}
+    }
+    // The run() future is gone.
+    eventually(
+        Duration::from_secs(10),
+        "the interrupted job to be handed back",
+        || async {
+            let (attempts, locked): (i16, bool) = sqlx::query_as(
+                "select attempts, locked_at is not null from graphile_worker.jobs where id = $1",
+            )
+            .bind(hung.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (attempts == 0 && !locked).then_some(())
+        },
+    )
+    .await;
+    utils
+        .add_raw_job("record", json!({"tag": "late"}), JobSpec::default())
+        .await
+        .unwrap();
+    // Ten poll intervals: a live dispatch loop would have run it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(tags(&pool).await, vec!["hang-started"]);
+}
+
 #[tokio::test]
 async fn named_queue_runs_serially_in_order_under_eight_slots() {
     let (_db, pool, utils) = migrated().await;

@@ -10,7 +10,7 @@ use crate::job::Job;
 use crate::sql::Statements;
 
 /// Position of the candidate count in the claim's result, after the
-/// columns of `Job::from_claim_row`.
+/// columns of `Job::from_claim_row`; the expected count follows it.
 const CANDIDATES_COLUMN: usize = 16;
 
 /// What one claim locked.
@@ -27,6 +27,11 @@ pub(crate) struct ClaimBatch {
     /// than the limit means nothing else was runnable; a full count with
     /// few jobs claimed means named queues held the rest back.
     pub(crate) candidates: usize,
+    /// How many jobs the claim meant to lock: more than it did means a
+    /// runnable job changed under it and was skipped this time.
+    pub(crate) expected: usize,
+    /// How many jobs it locked (to run, to fail, or to hand back).
+    pub(crate) claimed: usize,
 }
 
 /// Claims jobs for one worker pool and turns the private rows into [`Job`]s.
@@ -118,16 +123,23 @@ impl Claimer {
                     .await?
             }
         };
-        batch.candidates = rows
-            .first()
-            .and_then(|row| row.try_get::<i64, _>(CANDIDATES_COLUMN).ok())
-            .and_then(|n| usize::try_from(n).ok())
-            .unwrap_or(rows.len());
+        let counted = |column: usize| {
+            rows.first()
+                .and_then(|row| row.try_get::<i64, _>(column).ok())
+                .and_then(|n| usize::try_from(n).ok())
+        };
+        batch.candidates = counted(CANDIDATES_COLUMN).unwrap_or(rows.len());
+        batch.expected = counted(CANDIDATES_COLUMN + 1).unwrap_or(0);
         let mut readable = Vec::with_capacity(rows.len());
         for row in rows {
-            match (row.try_get::<i64, _>(0), row.try_get::<Option<i32>, _>(1)) {
-                (Ok(id), Ok(queue_id)) => readable.push((id, queue_id, row)),
-                (Ok(id), Err(e)) => batch.unreadable.push((
+            match (
+                row.try_get::<Option<i64>, _>(0),
+                row.try_get::<Option<i32>, _>(1),
+            ) {
+                // The row that only carries the counts.
+                (Ok(None), _) => {}
+                (Ok(Some(id)), Ok(queue_id)) => readable.push((id, queue_id, row)),
+                (Ok(Some(id)), Err(e)) => batch.unreadable.push((
                     id,
                     format!("the job could not be read from the database: {e}"),
                 )),
@@ -137,6 +149,7 @@ impl Claimer {
             }
         }
         let mut rows = readable;
+        batch.claimed = rows.len() + batch.unreadable.len();
         let missing_queues: Vec<i32> = {
             let cache = self.lock_cache();
             rows.iter()

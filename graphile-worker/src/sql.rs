@@ -316,9 +316,11 @@ fn claim(s: &str, flags_filter: &str) -> String {
     // statement's snapshot was taken is locked at its new version, which
     // the snapshot cannot see, so it is simply not claimed this time; that
     // is why queues are locked from the jobs actually claimed, never from
-    // the candidates. The candidate count (the last column) tells the
-    // worker whether more jobs may be waiting: a backlog in one named
-    // queue yields a single job however many were scanned.
+    // the candidates. Two counts end every row: the candidates scanned
+    // (a full scan means more jobs may be waiting, as a backlog in one
+    // named queue yields one job however many were scanned) and the jobs
+    // meant to be claimed (more than were means some were skipped). With
+    // nothing claimed, one row of nulls still carries them.
     format!(
         "with candidates as ( \
            select jobs.ctid as tid, jobs.job_queue_id, jobs.priority, jobs.run_at \
@@ -346,8 +348,14 @@ fn claim(s: &str, flags_filter: &str) -> String {
            returning {CLAIM_RETURNING}), \
          locked_queues as ( \
            update {s}._private_job_queues as queues set locked_by = $1, locked_at = now() \
-           where queues.id in (select job_queue_id from claimed where job_queue_id is not null)) \
-         select claimed.*, (select count(*) from candidates) as candidates from claimed"
+           where queues.id in (select job_queue_id from claimed where job_queue_id is not null)), \
+         counts as ( \
+           select count(*) as candidates, \
+             count(*) filter (where job_queue_id is null) \
+               + (select count(*) from queue_heads) as expected \
+           from candidates) \
+         select claimed.*, counts.candidates, counts.expected \
+         from counts left join claimed on true"
     )
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::backoff::{Backoff, random_u64};
 use crate::claim::{ClaimBatch, Claimer};
@@ -618,9 +618,11 @@ impl Worker {
 
     /// Runs the dispatch loop on the runtime's worker threads rather than
     /// the caller's (often `main`'s `block_on`): jobs it starts then go to
-    /// a worker's local queue instead of waking a thread for each.
+    /// a worker's local queue instead of waking a thread for each. Dropping
+    /// the caller's future still stops the loop, as if it ran inline.
     async fn spawn_dispatch(&self, once: bool) -> Result<(), Error> {
-        match tokio::spawn(Self::dispatch(self.inner.clone(), once)).await {
+        let mut task = AbortOnDrop(tokio::spawn(Self::dispatch(self.inner.clone(), once)));
+        match (&mut task.0).await {
             Ok(result) => result,
             Err(e) => Err(Error::Internal(format!("the dispatch loop failed: {e}"))),
         }
@@ -653,14 +655,23 @@ impl Worker {
             // Register before the first claim: recovery only takes jobs from
             // registered workers, so a job that kills its worker at once
             // would otherwise stay locked until the 4-hour sweep.
-            let registered = match heartbeat.beat(true).await {
-                Ok(()) => {
+            let limit = inner
+                .heartbeat_interval
+                .max(inner.stale_worker_threshold / 2);
+            let registered = match tokio::time::timeout(limit, heartbeat.beat(true)).await {
+                Ok(Ok(())) => {
                     // An earlier run may have ended while heartbeats failed.
                     health.mark_healthy();
                     true
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "could not register the worker; will retry");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "no answer to the worker's registration within {limit:?}; will retry"
+                    );
                     false
                 }
             };
@@ -717,12 +728,14 @@ impl Worker {
                 let cancel = cancel_rx.clone();
                 let abort = inner.abort.subscribe();
                 let completer = completer.clone();
+                // Made before the task: a task dropped before its first poll
+                // drops the guard too, which still reports the job.
+                let guard = OutcomeGuard {
+                    job_id: job.id,
+                    queued: job.queue_name.is_some(),
+                    completer: Some(completer),
+                };
                 running.spawn(async move {
-                    let guard = OutcomeGuard {
-                        job_id: job.id,
-                        queued: job.queue_name.is_some(),
-                        completer: Some(completer),
-                    };
                     let outcome = run_job(job, handler, utils, cancel, abort).await;
                     guard.send(outcome);
                 });
@@ -785,22 +798,19 @@ impl Worker {
                     None
                 };
                 let finished_before = pace.finished_total;
+                // No client-side time limit: a claim given up on may still
+                // commit on the server, and its jobs would then stay locked
+                // by a live worker until the 4-hour sweep.
                 claims.spawn(async move {
-                    // A claim that never answers (a half-open connection)
-                    // would otherwise stop claiming for good.
-                    match tokio::time::timeout(CLAIM_TIMEOUT, engine.claimer.claim(limit)).await {
-                        Ok(Ok(batch)) => Claimed::Jobs {
+                    match engine.claimer.claim(limit).await {
+                        Ok(batch) => Claimed::Jobs {
                             batch,
                             limit,
                             epoch,
                             finished_before,
                         },
-                        Ok(Err(e)) => Claimed::Failed {
+                        Err(e) => Claimed::Failed {
                             error: e.to_string(),
-                            limit,
-                        },
-                        Err(_) => Claimed::Failed {
-                            error: format!("no answer within {CLAIM_TIMEOUT:?}"),
                             limit,
                         },
                     }
@@ -848,7 +858,10 @@ impl Worker {
                             // when named queues let only a few through.
                             let full = batch.candidates >= limit;
                             backlog = full;
-                            exhausted = !full && epoch == Some(wake_epoch);
+                            // A job skipped because it changed under the
+                            // claim is still runnable: look again.
+                            let complete = batch.claimed >= batch.expected;
+                            exhausted = !full && complete && epoch == Some(wake_epoch);
                             let jobs = batch.jobs;
                             tracing::trace!(
                                 claimed = jobs.len(),
@@ -950,6 +963,15 @@ impl Worker {
             let _ = heartbeat.await;
         }
         Ok(())
+    }
+}
+
+/// Aborts a task when dropped (a finished task is unaffected).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -1059,16 +1081,13 @@ fn settle_rejects(held: &HeldJobs, completer: &Completer, batch: &ClaimBatch) {
             message: message.clone(),
             interrupted: false,
         };
-        completer.send(*id, outcome, false);
+        // It may have held its named queue, which unlocks now.
+        completer.send(*id, outcome, true);
     }
     for id in &batch.give_back {
         completer.send(*id, Outcome::Returned, true);
     }
 }
-
-/// How long a claim may take before it is given up. Jobs it may still have
-/// locked wait for the stale-lock sweep.
-const CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// At most this many claims are in flight at once.
 const MAX_CLAIMS: usize = 2;
