@@ -681,7 +681,10 @@ impl Worker {
         };
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let mut running: JoinSet<()> = JoinSet::new();
-        let mut buffer: VecDeque<(Job, Instant)> = VecDeque::new();
+        let mut buffer = LocalQueue {
+            jobs: VecDeque::new(),
+            completer: completer.clone(),
+        };
         let mut exhausted = false;
         let mut written_at_claim = 0;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
@@ -952,6 +955,8 @@ impl Worker {
                 }
             }
         }
+        // The writer ends once every sender is gone, the local queue's too.
+        drop(buffer);
         drop(completer);
         let _ = writer.await;
         let _ = sqlx::query(inner.utils.statements().unlock_own_queues.clone())
@@ -963,6 +968,34 @@ impl Worker {
             let _ = heartbeat.await;
         }
         Ok(())
+    }
+}
+
+/// Claimed jobs waiting to start. If the dispatch loop is dropped (its
+/// caller's future was), the jobs still waiting are handed back.
+struct LocalQueue {
+    jobs: VecDeque<(Job, Instant)>,
+    completer: Completer,
+}
+
+impl std::ops::Deref for LocalQueue {
+    type Target = VecDeque<(Job, Instant)>;
+    fn deref(&self) -> &Self::Target {
+        &self.jobs
+    }
+}
+
+impl std::ops::DerefMut for LocalQueue {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.jobs
+    }
+}
+
+impl Drop for LocalQueue {
+    fn drop(&mut self) {
+        for (job, _) in self.jobs.drain(..) {
+            self.completer.send(job.id, Outcome::Returned, true);
+        }
     }
 }
 
