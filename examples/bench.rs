@@ -464,19 +464,7 @@ async fn startup(side: Side) -> Result<f64> {
     settle(&pool).await;
     pool.close().await;
     let ms = match side {
-        Side::Ours => {
-            let start = Instant::now();
-            let worker = Worker::options()
-                .database_url(&db.url)
-                .concurrency(CONCURRENCY)
-                .handle_signals(false)
-                .register::<BenchNoop>()
-                .init()
-                .await?;
-            worker.run_once().await?;
-            worker.utils().pool().close().await;
-            start.elapsed().as_secs_f64() * 1e3
-        }
+        Side::Ours => ours_run_once_ms(&db).await?,
         node_side => {
             let env = [("BENCH_MODE", node_side.mode().to_owned())];
             reported_ms(&run_node(&db, NODE_STARTUP, &env).await?)?
@@ -537,6 +525,22 @@ async fn enqueue(method: Enqueue, count: usize) -> Result<f64> {
 }
 
 /// Jobs per second draining `count` queued trivial jobs.
+/// Milliseconds for our worker on its defaults to start, run every job that
+/// is ready, and shut down (closing its pool).
+async fn ours_run_once_ms(db: &TestDatabase) -> Result<f64> {
+    let start = Instant::now();
+    let worker = Worker::options()
+        .database_url(&db.url)
+        .concurrency(CONCURRENCY)
+        .handle_signals(false)
+        .register::<BenchNoop>()
+        .init()
+        .await?;
+    worker.run_once().await?;
+    worker.utils().pool().close().await;
+    Ok(start.elapsed().as_secs_f64() * 1e3)
+}
+
 async fn drain(side: Side, count: usize) -> Result<f64> {
     let db = migrated_database().await?;
     let pool = db.pool(2).await;
@@ -550,19 +554,7 @@ async fn drain(side: Side, count: usize) -> Result<f64> {
     .await?;
     settle(&pool).await;
     let ms = match side {
-        Side::Ours => {
-            let start = Instant::now();
-            let worker = Worker::options()
-                .database_url(&db.url)
-                .concurrency(CONCURRENCY)
-                .handle_signals(false)
-                .register::<BenchNoop>()
-                .init()
-                .await?;
-            worker.run_once().await?;
-            worker.utils().pool().close().await;
-            start.elapsed().as_secs_f64() * 1e3
-        }
+        Side::Ours => ours_run_once_ms(&db).await?,
         node_side => {
             let env = [("BENCH_MODE", node_side.mode().to_owned())];
             reported_ms(&run_node(&db, NODE_DRAIN, &env).await?)?

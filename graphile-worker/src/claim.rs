@@ -9,8 +9,9 @@ use crate::error::Error;
 use crate::job::Job;
 use crate::sql::Statements;
 
-/// Position of the candidate count in the claim's result, after the
-/// columns of `Job::from_claim_row`; the expected count follows it.
+/// Positions in the claim's result: the task id follows the columns of
+/// `Job::from_positional_row`, then the candidate and expected counts.
+const TASK_ID_COLUMN: usize = 15;
 const CANDIDATES_COLUMN: usize = 16;
 
 /// What one claim locked.
@@ -168,12 +169,12 @@ impl Claimer {
         batch.jobs.reserve(rows.len());
         for (id, queue_id, row) in rows.drain(..) {
             let task_identifier = row
-                .try_get(2)
+                .try_get(TASK_ID_COLUMN)
                 .ok()
                 .and_then(|task_id: i32| self.task_names.get(&task_id).cloned())
                 .unwrap_or_default();
             let queue_name = queue_id.and_then(|q| names.get(&q).cloned());
-            match Job::from_claim_row(&row, task_identifier, queue_name) {
+            match Job::from_positional_row(&row, task_identifier, queue_name) {
                 Ok(job) => batch.jobs.push(job),
                 Err(e) => batch.unreadable.push((
                     id,

@@ -183,9 +183,11 @@ impl WorkerUtils {
             .bind(batch.preserve_run_at)
             .try_map(|row: PgRow| {
                 let input = order.place(row.try_get_raw(2)?.as_str().map_err(sqlx::Error::Decode)?);
+                let job_queue_id: Option<i32> = row.try_get(1)?;
+                let queue_name = job_queue_id.and(queue_name.clone());
                 Ok((
                     input,
-                    typed_job(&row, T::IDENTIFIER, queue_name.as_deref())?,
+                    Job::from_positional_row(&row, T::IDENTIFIER.to_owned(), queue_name)?,
                 ))
             })
             .fetch_all(executor)
@@ -422,30 +424,6 @@ impl<P: Serialize> Serialize for TypedSpecs<'_, P> {
         }
         seq.end()
     }
-}
-
-/// A row of `add_jobs_rows` as a [`Job`] of task `identifier`, whose queue
-/// (if the row has one) is `queue_name`.
-fn typed_job(row: &PgRow, identifier: &str, queue_name: Option<&str>) -> Result<Job, sqlx::Error> {
-    let job_queue_id: Option<i32> = row.try_get(1)?;
-    Ok(Job {
-        id: row.try_get(0)?,
-        queue_name: job_queue_id.and(queue_name).map(str::to_owned),
-        task_identifier: identifier.to_owned(),
-        payload: row.try_get(2)?,
-        priority: row.try_get(3)?,
-        run_at: row.try_get(4)?,
-        attempts: row.try_get(5)?,
-        max_attempts: row.try_get(6)?,
-        last_error: row.try_get(7)?,
-        created_at: row.try_get(8)?,
-        updated_at: row.try_get(9)?,
-        key: row.try_get(10)?,
-        locked_at: row.try_get(11)?,
-        locked_by: row.try_get(12)?,
-        revision: row.try_get(13)?,
-        flags: row.try_get(14)?,
-    })
 }
 
 #[cfg(test)]

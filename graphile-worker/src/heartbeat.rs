@@ -33,9 +33,9 @@ impl Health {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// A beat just succeeded: claiming may resume.
-    pub(crate) fn mark_healthy(&self) {
-        self.healthy.store(true, Ordering::Relaxed);
+    /// A beat just succeeded: claiming may resume. True if it had stopped.
+    pub(crate) fn mark_healthy(&self) -> bool {
+        !self.healthy.swap(true, Ordering::Relaxed)
     }
 }
 
@@ -92,7 +92,7 @@ impl Heartbeat {
                 Ok(()) => {
                     registered = true;
                     last_ok = Instant::now();
-                    if !self.health.healthy.swap(true, Ordering::Relaxed) {
+                    if self.health.mark_healthy() {
                         // The dispatcher stopped claiming; wake it.
                         self.wakeups.notify.notify_one();
                         tracing::info!("heartbeats resumed; claiming jobs again");

@@ -98,12 +98,12 @@ impl Job {
 }
 
 impl Job {
-    /// Reads a row of the claim statement, whose columns come in the order
-    /// `sql::CLAIM_RETURNING` lists them: by position, and timestamps
-    /// converted directly from PostgreSQL's binary form. Claims return
-    /// thousands of rows at a time, and looking columns up by name and
-    /// going through chrono's calendar arithmetic was most of the cost.
-    pub(crate) fn from_claim_row(
+    /// Reads a row whose columns start with `sql::POSITIONAL_JOB_COLUMNS`
+    /// (claims and typed bulk inserts): by position, and timestamps
+    /// converted directly from PostgreSQL's binary form. Such statements
+    /// return thousands of rows at a time, and looking columns up by name
+    /// and going through chrono's calendar arithmetic was most of the cost.
+    pub(crate) fn from_positional_row(
         row: &PgRow,
         task_identifier: String,
         queue_name: Option<String>,
@@ -112,19 +112,19 @@ impl Job {
             id: row.try_get(0)?,
             queue_name,
             task_identifier,
-            payload: row.try_get(3)?,
-            priority: row.try_get(4)?,
-            run_at: timestamp(row, 5)?,
-            attempts: row.try_get(6)?,
-            max_attempts: row.try_get(7)?,
-            last_error: row.try_get(8)?,
-            created_at: timestamp(row, 9)?,
-            updated_at: timestamp(row, 10)?,
-            key: row.try_get(11)?,
-            locked_at: optional_timestamp(row, 12)?,
-            locked_by: row.try_get(13)?,
-            revision: row.try_get(14)?,
-            flags: row.try_get(15)?,
+            payload: row.try_get(2)?,
+            priority: row.try_get(3)?,
+            run_at: timestamp(row, 4)?,
+            attempts: row.try_get(5)?,
+            max_attempts: row.try_get(6)?,
+            last_error: row.try_get(7)?,
+            created_at: timestamp(row, 8)?,
+            updated_at: timestamp(row, 9)?,
+            key: row.try_get(10)?,
+            locked_at: optional_timestamp(row, 11)?,
+            locked_by: row.try_get(12)?,
+            revision: row.try_get(13)?,
+            flags: row.try_get(14)?,
         })
     }
 }

@@ -102,9 +102,7 @@ impl Statements {
             // The bare rows, for callers that know every spec's task and
             // queue name (typed batches share them): no joins, no sort.
             add_jobs_rows: stmt(format!(
-                "select j.id, j.job_queue_id, j.payload, j.priority, j.run_at, j.attempts, \
-                 j.max_attempts, j.last_error, j.created_at, j.updated_at, j.key, j.locked_at, \
-                 j.locked_by, j.revision, j.flags from {s}.add_jobs({specs}, $2::boolean) as j"
+                "select {POSITIONAL_JOB_COLUMNS} from {s}.add_jobs({specs}, $2::boolean)"
             )),
             remove_job: stmt(jobs_from(s, "remove_job($1::text)")),
             complete_jobs: stmt(jobs_from(s, "complete_jobs($1::bigint[])") + " order by j.id"),
@@ -345,7 +343,7 @@ fn claim(s: &str, flags_filter: &str) -> String {
            where jobs.ctid = any(array( \
              select tid from candidates where job_queue_id is null \
              union all select tid from queue_heads)) \
-           returning {CLAIM_RETURNING}), \
+           returning {POSITIONAL_JOB_COLUMNS}, task_id), \
          locked_queues as ( \
            update {s}._private_job_queues as queues set locked_by = $1, locked_at = now() \
            where queues.id in (select job_queue_id from claimed where job_queue_id is not null)), \
@@ -359,10 +357,8 @@ fn claim(s: &str, flags_filter: &str) -> String {
     )
 }
 
-/// The claim's columns, followed in its result by the candidate count.
-/// `Job::from_claim_row` and `Claimer::claim` read them by position: keep
-/// them in step.
-const CLAIM_RETURNING: &str = "jobs.id, jobs.job_queue_id, jobs.task_id, jobs.payload, \
-    jobs.priority, jobs.run_at, jobs.attempts, jobs.max_attempts, jobs.last_error, \
-    jobs.created_at, jobs.updated_at, jobs.key, jobs.locked_at, jobs.locked_by, jobs.revision, \
-    jobs.flags";
+/// The columns `Job::from_positional_row` reads, by position (the task and
+/// queue names are the caller's). Unqualified, for statements with one
+/// source of job rows.
+const POSITIONAL_JOB_COLUMNS: &str = "id, job_queue_id, payload, priority, run_at, attempts, \
+    max_attempts, last_error, created_at, updated_at, key, locked_at, locked_by, revision, flags";

@@ -661,7 +661,7 @@ impl Worker {
             let registered = match tokio::time::timeout(limit, heartbeat.beat(true)).await {
                 Ok(Ok(())) => {
                     // An earlier run may have ended while heartbeats failed.
-                    health.mark_healthy();
+                    let _ = health.mark_healthy();
                     true
                 }
                 Ok(Err(e)) => {
@@ -747,9 +747,7 @@ impl Worker {
             if let Some((_, since)) = buffer.front()
                 && since.elapsed() > LOCAL_TTL
             {
-                for (job, _) in buffer.drain(..) {
-                    completer.send(job.id, Outcome::Returned, true);
-                }
+                buffer.hand_back();
                 // The pace that filled the buffer is out of date: start
                 // again from claiming for free slots only.
                 pace.reset();
@@ -939,9 +937,7 @@ impl Worker {
 
         // Shutdown: hand back what never started, ask running tasks to stop,
         // give them the grace period, then interrupt the rest.
-        for (job, _) in buffer.drain(..) {
-            completer.send(job.id, Outcome::Returned, true);
-        }
+        buffer.hand_back();
         cancel_tx.send_replace(true);
         let grace = tokio::time::sleep(inner.shutdown_grace);
         tokio::pin!(grace);
@@ -991,11 +987,18 @@ impl std::ops::DerefMut for LocalQueue {
     }
 }
 
-impl Drop for LocalQueue {
-    fn drop(&mut self) {
+impl LocalQueue {
+    /// Returns every waiting job to the database, its attempt refunded.
+    fn hand_back(&mut self) {
         for (job, _) in self.jobs.drain(..) {
             self.completer.send(job.id, Outcome::Returned, true);
         }
+    }
+}
+
+impl Drop for LocalQueue {
+    fn drop(&mut self) {
+        self.hand_back();
     }
 }
 
