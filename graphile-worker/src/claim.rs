@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use sqlx::{PgPool, Row};
 
+use crate::completion::ClaimRef;
 use crate::error::Error;
 use crate::job::Job;
 use crate::sql::Statements;
@@ -13,6 +14,11 @@ use crate::sql::Statements;
 /// `Job::from_positional_row`, then the candidate and expected counts.
 const TASK_ID_COLUMN: usize = 15;
 const CANDIDATES_COLUMN: usize = 16;
+/// `updated_at`, which the claim stamps: it identifies the claim.
+const UPDATED_AT_COLUMN: usize = 9;
+
+/// Queue names cached at most; past this the cache starts over.
+const MAX_CACHED_QUEUES: usize = 10_000;
 
 /// What one claim locked.
 #[derive(Debug, Default)]
@@ -21,9 +27,9 @@ pub(crate) struct ClaimBatch {
     pub(crate) jobs: Vec<Job>,
     /// Jobs whose row could not be read, with the reason: they fail (and
     /// use their attempt) rather than stay locked.
-    pub(crate) unreadable: Vec<(i64, String)>,
+    pub(crate) unreadable: Vec<(ClaimRef, String)>,
     /// Jobs to hand back untouched.
-    pub(crate) give_back: Vec<i64>,
+    pub(crate) give_back: Vec<ClaimRef>,
     /// How many runnable jobs the claim looked at (at most its limit). Fewer
     /// than the limit means nothing else was runnable; a full count with
     /// few jobs claimed means named queues held the rest back.
@@ -141,7 +147,7 @@ impl Claimer {
                 (Ok(None), _) => {}
                 (Ok(Some(id)), Ok(queue_id)) => readable.push((id, queue_id, row)),
                 (Ok(Some(id)), Err(e)) => batch.unreadable.push((
-                    id,
+                    claim_ref(id, &row),
                     format!("the job could not be read from the database: {e}"),
                 )),
                 // The id is a bigint the claim itself selected; without it
@@ -152,7 +158,12 @@ impl Claimer {
         let mut rows = readable;
         batch.claimed = rows.len() + batch.unreadable.len();
         let missing_queues: Vec<i32> = {
-            let cache = self.lock_cache();
+            let mut cache = self.lock_cache();
+            // Queues come and go (cleanup deletes unused ones): a cache that
+            // grew past its bound starts over rather than grow forever.
+            if cache.len() > MAX_CACHED_QUEUES {
+                cache.clear();
+            }
             rows.iter()
                 .filter_map(|(_, queue_id, _)| *queue_id)
                 .filter(|id| !cache.contains_key(id))
@@ -162,10 +173,12 @@ impl Claimer {
             && let Err(e) = self.load_queue_names(&missing_queues).await
         {
             tracing::warn!(error = %e, "could not read queue names; handing the claimed jobs back");
-            batch.give_back = rows.into_iter().map(|(id, _, _)| id).collect();
+            batch.give_back = rows
+                .iter()
+                .map(|(id, _, row)| claim_ref(*id, row))
+                .collect();
             return Ok(batch);
         }
-        let names = self.lock_cache().clone();
         batch.jobs.reserve(rows.len());
         for (id, queue_id, row) in rows.drain(..) {
             let task_identifier = row
@@ -173,11 +186,11 @@ impl Claimer {
                 .ok()
                 .and_then(|task_id: i32| self.task_names.get(&task_id).cloned())
                 .unwrap_or_default();
-            let queue_name = queue_id.and_then(|q| names.get(&q).cloned());
+            let queue_name = queue_id.and_then(|q| self.lock_cache().get(&q).cloned());
             match Job::from_positional_row(&row, task_identifier, queue_name) {
                 Ok(job) => batch.jobs.push(job),
                 Err(e) => batch.unreadable.push((
-                    id,
+                    claim_ref(id, &row),
                     format!("the job could not be read from the database: {e}"),
                 )),
             }
@@ -203,5 +216,14 @@ impl Claimer {
             cache.insert(row.try_get("id")?, row.try_get("queue_name")?);
         }
         Ok(())
+    }
+}
+
+/// The claim of job `id` in claimed row `row`, fenced on the `updated_at` the
+/// claim stamped when it can be read.
+fn claim_ref(id: i64, row: &sqlx::postgres::PgRow) -> ClaimRef {
+    ClaimRef {
+        id,
+        claimed_at: row.try_get(UPDATED_AT_COLUMN).ok(),
     }
 }

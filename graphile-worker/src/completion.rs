@@ -2,12 +2,30 @@
 //! jobs are collected while the previous write is in flight and written with
 //! one statement per kind, so under load many jobs share one round trip and
 //! an idle worker writes each outcome at once.
+//!
+//! What the writer promises:
+//!
+//! - **Every outcome lands, or is dropped for a reason that retrying cannot
+//!   fix.** Failed writes are retried with backoff for as long as the worker
+//!   lives (a database restart, a failover, a standby answering "read-only"),
+//!   and the job stays held, its lock refreshed, until written. An error no
+//!   retry can fix (bad data) splits the batch so the other rows still land.
+//! - **A write only touches the claim it belongs to.** Each outcome carries
+//!   the `updated_at` its claim stamped; a write retried after an ambiguous
+//!   commit cannot unlock or refund a later claim of the same job, and an
+//!   attempt is refunded only to a job nobody changed meanwhile (a job
+//!   disarmed by `remove_job` or key replacement stays dead).
+//! - **Messages are storable**: NUL characters are replaced and the length
+//!   is bounded before they reach PostgreSQL.
+//! - **Rows locked by other transactions do not hold the batch back**: they
+//!   are skipped and retried shortly after, alone.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -65,6 +83,23 @@ impl Held {
     }
 }
 
+/// The claim an outcome belongs to: the job id and the `updated_at` the
+/// claim stamped (unknown only for a claimed row that could not be read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClaimRef {
+    pub(crate) id: i64,
+    pub(crate) claimed_at: Option<DateTime<Utc>>,
+}
+
+impl ClaimRef {
+    pub(crate) fn of(job: &crate::Job) -> Self {
+        Self {
+            id: job.id,
+            claimed_at: Some(job.updated_at),
+        }
+    }
+}
+
 /// Sends outcomes to the writer task.
 #[derive(Clone, Debug)]
 pub(crate) struct Completer {
@@ -72,7 +107,8 @@ pub(crate) struct Completer {
     progress: Arc<Progress>,
 }
 
-/// Counts of outcomes sent and written, to tell when all are written.
+/// Counts of outcomes sent and settled (written, or dropped for good), to
+/// tell when all are settled and how many wait.
 #[derive(Debug, Default)]
 struct Progress {
     sent: AtomicU64,
@@ -104,13 +140,19 @@ impl Completer {
         (Self { tx, progress }, handle)
     }
 
-    /// How many outcomes have been written so far.
+    /// How many outcomes have been settled so far.
     pub(crate) fn written(&self) -> u64 {
         self.progress.written.load(Ordering::Acquire)
     }
 
-    /// Waits until every outcome sent so far is written; true if any was
-    /// written after `mark` (a value of [`written`](Self::written)).
+    /// How many outcomes were sent and are not settled yet.
+    pub(crate) fn unwritten(&self) -> u64 {
+        let sent = self.progress.sent.load(Ordering::Acquire);
+        sent.saturating_sub(self.written())
+    }
+
+    /// Waits until every outcome sent so far is settled; true if any was
+    /// settled after `mark` (a value of [`written`](Self::written)).
     pub(crate) async fn settled_since(&self, mark: u64) -> bool {
         loop {
             let notified = self.progress.changed.notified();
@@ -125,10 +167,10 @@ impl Completer {
     /// Queues an outcome for writing. `frees_work` says whether writing it
     /// can make a job runnable at once (its named queue unlocks, or the job
     /// itself goes back): then the dispatcher is woken to look again.
-    pub(crate) fn send(&self, job_id: i64, outcome: Outcome, frees_work: bool) {
+    pub(crate) fn send(&self, claim: ClaimRef, outcome: Outcome, frees_work: bool) {
         self.progress.sent.fetch_add(1, Ordering::AcqRel);
         let report = Report {
-            job_id,
+            claim,
             outcome,
             frees_work,
         };
@@ -136,7 +178,7 @@ impl Completer {
             // Only after the writer stopped, which happens after every
             // sender is gone; the job stays locked for recovery.
             tracing::error!(
-                job_id,
+                job_id = claim.id,
                 "outcome writer is gone; job left locked for recovery"
             );
         }
@@ -145,10 +187,17 @@ impl Completer {
 
 const MAX_BATCH: usize = 5000;
 
+/// The longest failure message stored, in bytes.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// How long outcomes for rows locked by another transaction wait before
+/// they are tried again.
+const BUSY_RETRY: Duration = Duration::from_millis(250);
+
 /// One outcome on its way to the writer.
 #[derive(Debug)]
 struct Report {
-    job_id: i64,
+    claim: ClaimRef,
     outcome: Outcome,
     frees_work: bool,
 }
@@ -164,109 +213,340 @@ struct Writer {
 
 impl Writer {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Report>) {
-        let mut batch = Vec::with_capacity(256);
-        while let Some(first) = rx.recv().await {
-            batch.push(first);
+        let mut batch: Vec<Report> = Vec::with_capacity(256);
+        // Outcomes of rows that another transaction had locked.
+        let mut busy: Vec<Report> = Vec::new();
+        let mut retry_busy_at = tokio::time::Instant::now();
+        let mut closed = false;
+        loop {
+            if !busy.is_empty() && tokio::time::Instant::now() >= retry_busy_at {
+                batch.append(&mut busy);
+            }
+            if batch.is_empty() {
+                match (busy.is_empty(), closed) {
+                    (true, true) => break,
+                    (true, false) => match rx.recv().await {
+                        Some(report) => batch.push(report),
+                        None => break,
+                    },
+                    (false, true) => {
+                        tokio::time::sleep_until(retry_busy_at).await;
+                        continue;
+                    }
+                    (false, false) => {
+                        tokio::select! {
+                            report = rx.recv() => match report {
+                                Some(report) => batch.push(report),
+                                None => closed = true,
+                            },
+                            _ = tokio::time::sleep_until(retry_busy_at) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
+                    Ok(report) => batch.push(report),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
                 }
             }
-            write_batch(&self.pool, &self.sql, &self.pool_id, &batch).await;
+            let still_busy = self.write(&batch).await;
+            let settled: Vec<&Report> = batch
+                .iter()
+                .filter(|r| !still_busy.contains(&r.claim))
+                .collect();
             {
                 let mut held = lock_held(&self.held);
-                for report in &batch {
-                    held.release(report.job_id);
+                for report in &settled {
+                    held.release(report.claim.id);
                 }
             }
-            let count = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+            let frees_work = settled.iter().any(|r| r.frees_work);
+            let count = u64::try_from(settled.len()).unwrap_or(u64::MAX);
             self.progress.written.fetch_add(count, Ordering::AcqRel);
             self.progress.changed.notify_waiters();
             // An unlocked queue may hold the next runnable job, and a
             // returned job can run again.
-            if batch.iter().any(|r| r.frees_work) {
+            if frees_work {
                 self.wakeups.notify.notify_one();
+            }
+            if !still_busy.is_empty() {
+                if busy.is_empty() {
+                    retry_busy_at = tokio::time::Instant::now() + BUSY_RETRY;
+                }
+                let (wait, done): (Vec<Report>, Vec<Report>) =
+                    batch.drain(..).partition(|r| still_busy.contains(&r.claim));
+                drop(done);
+                busy.extend(wait);
             }
             batch.clear();
         }
     }
-}
 
-async fn write_batch(pool: &PgPool, sql: &Statements, pool_id: &str, batch: &[Report]) {
-    let mut completed = Vec::new();
-    let mut returned = Vec::new();
-    let mut failed_ids = Vec::new();
-    let mut failed_messages = Vec::new();
-    let mut failed_interrupted = Vec::new();
-    for Report {
-        job_id: id,
-        outcome,
-        ..
-    } in batch
-    {
-        match outcome {
-            Outcome::Completed => completed.push(*id),
-            Outcome::Returned => returned.push(*id),
-            Outcome::Failed {
-                message,
-                interrupted,
-            } => {
-                failed_ids.push(*id);
-                failed_messages.push(message.as_str());
-                failed_interrupted.push(*interrupted);
+    /// Writes `batch`, one statement per kind of outcome, retrying what can
+    /// be retried until it lands. Returns the claims whose rows another
+    /// transaction had locked, to try again later.
+    async fn write(&self, batch: &[Report]) -> Vec<ClaimRef> {
+        let mut busy = Vec::new();
+        for kind in [Kind::Complete, Kind::Fail, Kind::Return] {
+            let reports: Vec<&Report> = batch.iter().filter(|r| kind.matches(r)).collect();
+            if !reports.is_empty() {
+                busy.extend(self.write_kind(kind, &reports).await);
             }
         }
+        busy
     }
-    if !completed.is_empty() {
-        retry("complete jobs", || {
-            sqlx::query(sql.complete_own_jobs.clone())
-                .bind(&completed)
-                .bind(pool_id)
-                .execute(pool)
-        })
-        .await;
-    }
-    if !failed_ids.is_empty() {
-        retry("fail jobs", || {
-            sqlx::query(sql.fail_own_jobs.clone())
-                .bind(&failed_ids)
-                .bind(&failed_messages)
-                .bind(pool_id)
-                .bind(&failed_interrupted)
-                .execute(pool)
-        })
-        .await;
-    }
-    if !returned.is_empty() {
-        retry("return jobs", || {
-            sqlx::query(sql.return_own_jobs.clone())
-                .bind(&returned)
-                .bind(pool_id)
-                .execute(pool)
-        })
-        .await;
-    }
-}
 
-/// Retries a write on any database error, with growing delays, for about a
-/// minute. If it still fails the jobs stay locked by this pool, and dead-worker
-/// recovery or the stale-lock sweep brings them back.
-async fn retry<F, Fut, T>(what: &str, mut op: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
-{
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-    for attempt in 1..=25 {
-        match op().await {
-            Ok(_) => return,
+    /// Writes the reports of one kind; on an error that retrying cannot fix,
+    /// writes them one at a time so that only the bad row is lost.
+    async fn write_kind(&self, kind: Kind, reports: &[&Report]) -> Vec<ClaimRef> {
+        match self.write_retrying(kind, reports).await {
+            Ok(busy) => busy,
+            Err(e) if reports.len() > 1 => {
+                tracing::warn!(error = %e, "could not {} as a batch; writing them one at a time", kind.verb());
+                let mut busy = Vec::new();
+                for report in reports {
+                    match self
+                        .write_retrying(kind, std::slice::from_ref(report))
+                        .await
+                    {
+                        Ok(b) => busy.extend(b),
+                        Err(e) => log_dropped(kind, report, &e),
+                    }
+                }
+                busy
+            }
             Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(attempt, error = %e, "could not {what}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
+                if let Some(report) = reports.first() {
+                    log_dropped(kind, report, &e);
+                }
+                Vec::new()
             }
         }
     }
-    tracing::error!("giving up: could not {what}; the jobs stay locked until recovered");
+
+    /// Retries retryable errors until the write lands; returns the busy
+    /// claims, or the first error retrying cannot fix.
+    async fn write_retrying(
+        &self,
+        kind: Kind,
+        reports: &[&Report],
+    ) -> Result<Vec<ClaimRef>, sqlx::Error> {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        let mut attempt: u32 = 0;
+        loop {
+            match self.write_once(kind, reports).await {
+                Ok(busy) => {
+                    if attempt > 0 {
+                        tracing::info!(attempt, "wrote job outcomes after retrying");
+                    }
+                    return Ok(busy);
+                }
+                Err(e) if is_retryable(&e) => {
+                    attempt += 1;
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        attempt,
+                        error = %e,
+                        jobs = reports.len(),
+                        "could not {}; retrying in {delay:?} (the jobs stay held until written)",
+                        kind.verb()
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One try: the write itself, then, if it touched fewer rows than asked,
+    /// which of the rest are still this claim's (locked by another
+    /// transaction: busy). The others were taken from this worker (by
+    /// recovery or a sweep) and have nothing left to write.
+    async fn write_once(
+        &self,
+        kind: Kind,
+        reports: &[&Report],
+    ) -> Result<Vec<ClaimRef>, sqlx::Error> {
+        let ids: Vec<i64> = reports.iter().map(|r| r.claim.id).collect();
+        let claimed: Vec<Option<DateTime<Utc>>> =
+            reports.iter().map(|r| r.claim.claimed_at).collect();
+        let written: i64 = match kind {
+            Kind::Complete => {
+                sqlx::query_scalar(self.sql.complete_own_jobs.clone())
+                    .bind(&ids)
+                    .bind(&self.pool_id)
+                    .bind(&claimed)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+            Kind::Fail => {
+                let mut messages = Vec::with_capacity(reports.len());
+                let mut interrupted = Vec::with_capacity(reports.len());
+                for report in reports {
+                    if let Outcome::Failed {
+                        message,
+                        interrupted: i,
+                    } = &report.outcome
+                    {
+                        messages.push(storable_message(message));
+                        interrupted.push(*i);
+                    }
+                }
+                sqlx::query_scalar(self.sql.fail_own_jobs.clone())
+                    .bind(&ids)
+                    .bind(&messages)
+                    .bind(&self.pool_id)
+                    .bind(&interrupted)
+                    .bind(&claimed)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+            Kind::Return => {
+                sqlx::query_scalar(self.sql.return_own_jobs.clone())
+                    .bind(&ids)
+                    .bind(&self.pool_id)
+                    .bind(&claimed)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+        };
+        if usize::try_from(written).unwrap_or(0) >= reports.len() {
+            return Ok(Vec::new());
+        }
+        let still_mine: Vec<i64> = sqlx::query_scalar(self.sql.still_held.clone())
+            .bind(&ids)
+            .bind(&self.pool_id)
+            .bind(&claimed)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(reports
+            .iter()
+            .map(|r| r.claim)
+            .filter(|c| still_mine.contains(&c.id))
+            .collect())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Complete,
+    Fail,
+    Return,
+}
+
+impl Kind {
+    fn matches(self, report: &Report) -> bool {
+        matches!(
+            (self, &report.outcome),
+            (Kind::Complete, Outcome::Completed)
+                | (Kind::Fail, Outcome::Failed { .. })
+                | (Kind::Return, Outcome::Returned)
+        )
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Kind::Complete => "complete jobs",
+            Kind::Fail => "record job failures",
+            Kind::Return => "return jobs",
+        }
+    }
+}
+
+fn log_dropped(kind: Kind, report: &Report, error: &sqlx::Error) {
+    tracing::error!(
+        job_id = report.claim.id,
+        error = %error,
+        "could not {} and retrying cannot help; the job stays locked until the 4-hour sweep frees it",
+        kind.verb()
+    );
+}
+
+/// Whether an error may go away by itself: connection trouble, a server
+/// starting up, shutting down or read-only during a failover, lock and
+/// serialization conflicts, exhausted resources. Errors in the data or the
+/// statement (SQLSTATE classes 22, 23, 42, 0A, …) never do.
+pub(crate) fn is_retryable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let class = code.as_deref().map(|c| c.get(..2).unwrap_or(c));
+            !matches!(
+                class,
+                Some(
+                    "0A" | "21"
+                        | "22"
+                        | "23"
+                        | "27"
+                        | "28"
+                        | "2B"
+                        | "2F"
+                        | "39"
+                        | "3F"
+                        | "42"
+                        | "44"
+                        | "P0"
+                )
+            )
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// A failure message PostgreSQL can store: NUL characters (which `text`
+/// cannot hold) become U+FFFD, and the length is bounded.
+pub(crate) fn storable_message(message: &str) -> String {
+    let mut out = if message.contains('\0') {
+        message.replace('\0', "\u{FFFD}")
+    } else {
+        message.to_owned()
+    };
+    if out.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str("… (truncated)");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_lose_nul_and_excess_length() {
+        assert_eq!(storable_message("bad\0byte"), "bad\u{FFFD}byte");
+        assert_eq!(storable_message("fine"), "fine");
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let stored = storable_message(&long);
+        assert!(stored.len() <= MAX_MESSAGE_BYTES + "… (truncated)".len());
+        assert!(stored.ends_with("… (truncated)"));
+    }
+
+    #[test]
+    fn counted_claims_are_released_one_at_a_time() {
+        let mut held = Held::default();
+        held.extend([1, 1, 2]);
+        held.release(1);
+        let mut ids = held.ids();
+        ids.sort();
+        assert_eq!(ids, vec![1, 2]);
+        held.release(1);
+        assert_eq!(held.ids(), vec![2]);
+    }
 }

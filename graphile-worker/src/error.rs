@@ -16,7 +16,9 @@ pub enum Error {
     Migrate(#[from] MigrateError),
 
     /// The schema name cannot be used.
-    #[error("invalid schema name {name:?}: {reason}; choose a non-empty name of at most 63 bytes")]
+    #[error(
+        "invalid schema name {name:?}: {reason}; choose a non-empty name of at most 63 bytes without NUL or `$body$`"
+    )]
     InvalidSchema {
         /// The name as given.
         name: String,

@@ -22,14 +22,15 @@ pub(crate) const SHUTDOWN_MESSAGE: &str =
 
 /// Runs `job` with `handler` and returns what to record.
 ///
-/// `cancel` is what the task sees through [`JobContext`]; `abort` fires when
-/// the shutdown grace period is over and the task must stop now.
+/// `cancel` is what the task sees through [`JobContext`]; either of `aborts`
+/// fires when the task must stop now (the shutdown grace period is over, a
+/// second shutdown signal came, or the worker lost its heartbeat).
 pub(crate) async fn run_job(
     job: Job,
     handler: Option<Handler>,
     utils: WorkerUtils,
     cancel: watch::Receiver<bool>,
-    mut abort: watch::Receiver<bool>,
+    aborts: [watch::Receiver<bool>; 2],
 ) -> Outcome {
     let span = tracing::info_span!(
         "job",
@@ -88,7 +89,7 @@ pub(crate) async fn run_job(
                 },
             },
             // Dropping the task's future stops it at its current await.
-            _ = abort.wait_for(|a| *a) => {
+            _ = aborted(aborts) => {
                 Outcome::Failed { message: SHUTDOWN_MESSAGE.to_string(), interrupted: true }
             }
         }
@@ -131,6 +132,20 @@ pub(crate) async fn run_job(
         Outcome::Returned => {}
     }
     outcome
+}
+
+/// Completes when either receiver turns true (a closed channel never does:
+/// its sender is only dropped once nobody can abort any more).
+async fn aborted([mut a, mut b]: [watch::Receiver<bool>; 2]) {
+    async fn fired(rx: &mut watch::Receiver<bool>) {
+        if rx.wait_for(|v| *v).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+    tokio::select! {
+        _ = fired(&mut a) => {}
+        _ = fired(&mut b) => {}
+    }
 }
 
 /// Polls a task future, turning a panic during a poll into an error.

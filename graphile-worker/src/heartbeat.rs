@@ -1,131 +1,410 @@
-//! Heartbeats: the worker registers in `_private_workers`, refreshes its row
-//! and the locks of the jobs it holds every `heartbeat_interval`, and
-//! deregisters on a clean shutdown.
+//! Liveness: the worker registers in `_private_workers` and proves it is
+//! alive every `heartbeat_interval`, on a connection and a thread of its own,
+//! so that neither tasks holding the pool nor tasks hogging the runtime can
+//! make a live worker look dead. The locks of the jobs it holds are kept
+//! fresh separately ([`refresh_locks`]), never in the liveness statement, so
+//! an application transaction holding a job's row lock cannot block it.
+//!
+//! [`Health`] turns the time of the last beat that reached the database into
+//! what the dispatcher may do. Peers declare a worker dead once its last
+//! heartbeat is older than the stale threshold `T`, so measured from the
+//! moment the last successful beat was *sent* (the database stamped it no
+//! earlier):
+//!
+//! | since the last beat | the worker |
+//! |---|---|
+//! | < T/2 | claims and starts jobs |
+//! | T/2 .. 3T/4 | claims and starts nothing |
+//! | > 3T/4 | also stops its running jobs: peers may soon run them again |
+//!
+//! A beat that finds the worker's row gone learns that a peer declared it
+//! dead and recovered its jobs: the running ones are stopped the same way,
+//! and the worker registers again. Either event starts a new *generation*;
+//! jobs claimed in an older one are never started.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
-use tokio::sync::watch;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::{oneshot, watch};
 
 use crate::completion::{HeldJobs, lock_held};
 use crate::listen::Wakeups;
 use crate::sql::Statements;
 
-/// Whether this worker may claim: false once heartbeats have failed for
-/// longer than the stale threshold (others may already treat it as dead).
+/// What the dispatcher may do, derived from the last beat that landed.
 #[derive(Debug)]
 pub(crate) struct Health {
-    healthy: AtomicBool,
+    state: Mutex<HealthState>,
+    /// The stale threshold; `None` when recovery is off (always healthy).
+    threshold: Option<Duration>,
 }
 
-impl Default for Health {
-    fn default() -> Self {
+#[derive(Debug, Default)]
+struct HealthState {
+    /// When the last beat that reached the database was sent.
+    last_ok: Option<Instant>,
+    generation: u64,
+    /// The `last_ok` whose loss already started a new generation.
+    lost: Option<Instant>,
+}
+
+/// The dispatcher's view of [`Health`] at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Standing {
+    /// Jobs may be claimed and started.
+    pub(crate) fresh: bool,
+    /// Changes whenever jobs held so far may have been taken over.
+    pub(crate) generation: u64,
+    /// When the standing changes next unless a beat lands first.
+    pub(crate) next_change: Option<Instant>,
+}
+
+impl Health {
+    pub(crate) fn new(threshold: Option<Duration>) -> Self {
         Self {
-            healthy: AtomicBool::new(true),
+            state: Mutex::new(HealthState::default()),
+            threshold,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the last beat (a new run registers again).
+    pub(crate) fn reset(&self) {
+        let mut state = self.lock();
+        state.last_ok = None;
+        state.lost = None;
+    }
+
+    /// A beat sent at `sent` reached the database.
+    pub(crate) fn beat_landed(&self, sent: Instant) {
+        let mut state = self.lock();
+        if state.last_ok.is_none_or(|last| last < sent) {
+            state.last_ok = Some(sent);
+        }
+    }
+
+    /// The worker's row was gone: its jobs were recovered by a peer.
+    pub(crate) fn declared_dead(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.lost = state.last_ok;
+        state.last_ok = None;
+    }
+
+    /// Whether the recovery sweep may run (a worker cut off from the
+    /// database cannot tell who else is).
+    pub(crate) fn may_sweep(&self) -> bool {
+        self.standing(Instant::now()).fresh
+    }
+
+    /// Where the worker stands at `now`; starts a new generation the first
+    /// time the last beat is found older than 3/4 of the threshold.
+    pub(crate) fn standing(&self, now: Instant) -> Standing {
+        let Some(threshold) = self.threshold else {
+            return Standing {
+                fresh: true,
+                generation: 0,
+                next_change: None,
+            };
+        };
+        let mut state = self.lock();
+        let Some(last_ok) = state.last_ok else {
+            return Standing {
+                fresh: false,
+                generation: state.generation,
+                next_change: None,
+            };
+        };
+        let late_at = last_ok + threshold / 2;
+        let lost_at = last_ok + threshold.mul_f64(0.75);
+        if now < late_at {
+            return Standing {
+                fresh: true,
+                generation: state.generation,
+                next_change: Some(late_at),
+            };
+        }
+        if now >= lost_at && state.lost != Some(last_ok) {
+            state.lost = Some(last_ok);
+            state.generation += 1;
+            tracing::error!(
+                "no heartbeat has reached the database for {:?}; stopping running jobs, which peers may soon recover (stale_worker_threshold is {threshold:?})",
+                now - last_ok
+            );
+        }
+        Standing {
+            fresh: false,
+            generation: state.generation,
+            next_change: (now < lost_at).then_some(lost_at),
         }
     }
 }
 
-impl Health {
-    pub(crate) fn may_claim(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
-    /// A beat just succeeded: claiming may resume. True if it had stopped.
-    pub(crate) fn mark_healthy(&self) -> bool {
-        !self.healthy.swap(true, Ordering::Relaxed)
-    }
+/// Starts the heartbeat thread for `pool_id`. It registers the worker,
+/// beats until `stop` turns true (or its sender is dropped), then
+/// deregisters and reports on the returned receiver.
+pub(crate) fn spawn(
+    beat: Heartbeat,
+    stop: watch::Receiver<bool>,
+) -> Result<oneshot::Receiver<()>, std::io::Error> {
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("graphile-worker-heartbeat".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start the heartbeat thread's runtime");
+                    return;
+                }
+            };
+            runtime.block_on(beat.run(stop));
+            let _ = done_tx.send(());
+        })?;
+    Ok(done_rx)
 }
 
+/// The liveness loop of one worker.
 pub(crate) struct Heartbeat {
-    pub(crate) pool: PgPool,
+    pub(crate) options: PgConnectOptions,
     pub(crate) sql: Arc<Statements>,
     pub(crate) pool_id: String,
     pub(crate) metadata: serde_json::Value,
-    pub(crate) held: HeldJobs,
     pub(crate) interval: Duration,
     pub(crate) stale_threshold: Duration,
     pub(crate) health: Arc<Health>,
     pub(crate) wakeups: Arc<Wakeups>,
 }
 
+/// What one beat found.
+enum Beat {
+    Alive,
+    /// The row was gone (a peer recovered the worker's jobs).
+    Gone,
+}
+
 impl Heartbeat {
-    /// Beats once. With `with_metadata` the worker's metadata is stored too
-    /// (also re-creating the row if a sweeper removed it).
-    pub(crate) async fn beat(&self, with_metadata: bool) -> Result<(), sqlx::Error> {
-        let ids: Vec<i64> = lock_held(&self.held).ids();
-        let metadata = with_metadata.then(|| self.metadata.to_string());
-        sqlx::query(self.sql.heartbeat.clone())
+    async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
+        PgConnection::connect_with(&self.options).await
+    }
+
+    async fn register(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query(self.sql.register_worker.clone())
             .bind(&self.pool_id)
-            .bind(metadata)
-            .bind(&ids)
-            .execute(&self.pool)
+            .bind(self.metadata.to_string())
+            .execute(conn)
             .await?;
         Ok(())
     }
 
-    /// Beats until `stop` turns true, then deregisters. Database errors and
-    /// beats that hang are logged and retried; after failing for longer than
-    /// the stale threshold the worker stops claiming until a beat succeeds.
-    /// `registered` says the caller's own first beat just succeeded.
-    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>, mut registered: bool) {
-        let mut last_ok = Instant::now();
-        // Just registered: the next beat is due after one interval.
-        if registered {
-            tokio::select! {
-                _ = tokio::time::sleep(self.interval) => {}
-                _ = stop.wait_for(|s| *s) => {}
-            }
+    async fn beat(&self, conn: &mut PgConnection) -> Result<Beat, sqlx::Error> {
+        let updated = sqlx::query(self.sql.worker_alive.clone())
+            .bind(&self.pool_id)
+            .execute(conn)
+            .await?
+            .rows_affected();
+        Ok(if updated == 0 {
+            Beat::Gone
+        } else {
+            Beat::Alive
+        })
+    }
+
+    /// One round: connect if needed, then register or beat. A beat that
+    /// finds the row gone registers again.
+    async fn round(
+        &self,
+        conn: &mut Option<PgConnection>,
+        registered: &mut bool,
+    ) -> Result<(), sqlx::Error> {
+        if conn.is_none() {
+            *conn = Some(self.connect().await?);
         }
+        let Some(c) = conn.as_mut() else {
+            return Ok(());
+        };
+        if *registered {
+            if let Beat::Alive = self.beat(c).await? {
+                return Ok(());
+            }
+            self.health.declared_dead();
+            self.wakeups.notify.notify_one();
+            tracing::error!(
+                pool_id = %self.pool_id,
+                "this worker was declared dead by a peer (its heartbeat was older than stale_worker_threshold, {:?}) and its jobs were recovered; stopping the jobs it was running, which may run again elsewhere, and registering again",
+                self.stale_threshold
+            );
+        }
+        self.register(c).await?;
+        *registered = true;
+        Ok(())
+    }
+
+    /// Beats until `stop` turns true, then deregisters.
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut conn: Option<PgConnection> = None;
+        let mut registered = false;
+        // A beat that hangs (a half-open connection, a stalled server) is
+        // given up on well before it could matter; the connection is
+        // replaced.
+        let limit = (self.stale_threshold / 4).max(Duration::from_millis(50));
+        let mut failing_since: Option<Instant> = None;
         while !*stop.borrow() {
-            // A beat that hangs (a lock, a half-open connection) counts as a
-            // failure after half the stale threshold; a merely slow one
-            // (a busy server) still gets through.
-            let limit = self.interval.max(self.stale_threshold / 2);
-            let outcome = match tokio::time::timeout(limit, self.beat(true)).await {
-                Ok(result) => result.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer within {limit:?}")),
-            };
+            let sent = Instant::now();
+            let outcome =
+                match tokio::time::timeout(limit, self.round(&mut conn, &mut registered)).await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer within {limit:?}")),
+                };
             match outcome {
                 Ok(()) => {
-                    registered = true;
-                    last_ok = Instant::now();
-                    if self.health.mark_healthy() {
-                        // The dispatcher stopped claiming; wake it.
-                        self.wakeups.notify.notify_one();
-                        tracing::info!("heartbeats resumed; claiming jobs again");
+                    self.health.beat_landed(sent);
+                    if failing_since.take().is_some() {
+                        tracing::info!("heartbeats resumed");
                     }
+                    // Claiming may resume.
+                    self.wakeups.notify.notify_one();
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "heartbeat failed; will retry");
-                    if last_ok.elapsed() > self.stale_threshold
-                        && self.health.healthy.swap(false, Ordering::Relaxed)
-                    {
-                        tracing::error!(
-                            "no heartbeat for longer than the stale threshold; not claiming new jobs until heartbeats resume"
-                        );
-                    }
+                    conn = None;
+                    let since = *failing_since.get_or_insert(sent);
+                    tracing::warn!(error = %e, failing_for = ?since.elapsed(), "heartbeat failed; will retry");
+                    // The dispatcher's timer tracks the standing too; this
+                    // only makes sure the change is seen promptly.
+                    self.wakeups.notify.notify_one();
                 }
             }
             // Retry sooner after a failure.
-            let wait = if registered && last_ok.elapsed() < self.interval {
+            let wait = if failing_since.is_none() {
                 self.interval
             } else {
-                self.interval.min(Duration::from_secs(1))
+                self.interval.min(Duration::from_millis(500))
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
-        if let Err(e) = sqlx::query(self.sql.deregister.clone())
-            .bind(&self.pool_id)
-            .execute(&self.pool)
-            .await
-        {
-            tracing::warn!(error = %e, "could not deregister the worker; it will be swept as stale");
+        if !registered {
+            return;
         }
+        for attempt in 1..=3 {
+            let result = async {
+                let mut c = match conn.take() {
+                    Some(c) => c,
+                    None => self.connect().await?,
+                };
+                sqlx::query(self.sql.deregister.clone())
+                    .bind(&self.pool_id)
+                    .execute(&mut c)
+                    .await?;
+                let _ = c.close().await;
+                Ok::<(), sqlx::Error>(())
+            };
+            match tokio::time::timeout(limit.max(Duration::from_secs(1)), result).await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) if attempt == 3 => {
+                    tracing::warn!(error = %e, "could not deregister the worker; it will be swept as stale");
+                }
+                Err(_) if attempt == 3 => {
+                    tracing::warn!(
+                        "could not deregister the worker in time; it will be swept as stale"
+                    );
+                }
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+}
+
+/// Keeps the locks of the jobs this worker holds (and their queues) fresh,
+/// every `interval`, until `stop` turns true, so that no 4-hour sweep (ours
+/// or Node's) takes a long-running job. Rows another transaction has locked
+/// are skipped this time rather than waited for.
+pub(crate) async fn refresh_locks(
+    pool: PgPool,
+    sql: Arc<Statements>,
+    pool_id: String,
+    held: HeldJobs,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let ids = lock_held(&held).ids();
+        if ids.is_empty() {
+            continue;
+        }
+        let refresh = sqlx::query(sql.refresh_locks.clone())
+            .bind(&pool_id)
+            .bind(&ids)
+            .execute(&pool);
+        match tokio::time::timeout(interval.max(Duration::from_secs(1)), refresh).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not refresh the locks of held jobs; will retry")
+            }
+            Err(_) => tracing::warn!("refreshing the locks of held jobs took too long; will retry"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standing_follows_the_last_beat() {
+        let t = Duration::from_secs(60);
+        let health = Health::new(Some(t));
+        let start = Instant::now();
+        // Not registered yet.
+        assert!(!health.standing(start).fresh);
+        health.beat_landed(start);
+        let s = health.standing(start + Duration::from_secs(29));
+        assert!(s.fresh);
+        assert_eq!(s.next_change, Some(start + Duration::from_secs(30)));
+        let late = health.standing(start + Duration::from_secs(31));
+        assert!(!late.fresh);
+        assert_eq!(late.generation, 0);
+        let lost = health.standing(start + Duration::from_secs(46));
+        assert_eq!(lost.generation, 1);
+        // Only once per lost beat.
+        assert_eq!(
+            health.standing(start + Duration::from_secs(50)).generation,
+            1
+        );
+        health.beat_landed(start + Duration::from_secs(50));
+        let back = health.standing(start + Duration::from_secs(51));
+        assert!(back.fresh);
+        assert_eq!(back.generation, 1);
+    }
+
+    #[test]
+    fn declared_dead_starts_a_generation_and_waits_for_registration() {
+        let health = Health::new(Some(Duration::from_secs(60)));
+        let now = Instant::now();
+        health.beat_landed(now);
+        health.declared_dead();
+        let s = health.standing(now);
+        assert!(!s.fresh);
+        assert_eq!(s.generation, 1);
+    }
+
+    #[test]
+    fn without_recovery_always_fresh() {
+        let health = Health::new(None);
+        assert!(health.standing(Instant::now()).fresh);
     }
 }

@@ -34,7 +34,9 @@ pub struct Job {
     pub last_error: Option<String>,
     /// When the job was created.
     pub created_at: DateTime<Utc>,
-    /// When the job was last changed through the SQL functions.
+    /// When the job was last changed: by the SQL functions, or by a Rust
+    /// worker claiming it or recording its outcome (the claim's stamp fences
+    /// that worker's later writes to the claim it belongs to).
     pub updated_at: DateTime<Utc>,
     /// The job key, if any.
     pub key: Option<String>,

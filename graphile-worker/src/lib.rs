@@ -8,6 +8,7 @@ mod claim;
 mod completion;
 mod context;
 mod cron;
+mod dispatch;
 mod enqueue;
 mod error;
 mod execute;

@@ -177,7 +177,10 @@ async fn migrate_to(conn: &mut PgConnection, schema: &Schema, last: i32) -> Resu
         );
     }
 
-    ensure_registry(conn, schema).await
+    let beyond_ours = status
+        .latest
+        .is_some_and(|latest| latest > HIGHEST_MIGRATION);
+    ensure_registry(conn, schema, beyond_ours).await
 }
 
 async fn check_server_version(conn: &mut PgConnection) -> Result<(), Error> {
@@ -363,10 +366,27 @@ async fn registry_present(conn: &mut PgConnection, schema: &Schema) -> Result<bo
     .await
 }
 
+/// Where the worker-registry part of migration 20 starts.
+const REGISTRY_MARKER: &str = "-- The worker registry.";
+
+/// The worker-registry part of migration 20: its table and functions only.
+fn registry_section(sql: &'static str) -> Result<&'static str, Error> {
+    sql.find(REGISTRY_MARKER)
+        .map(|at| &sql[at..])
+        .ok_or_else(|| Error::Internal("migration 20 lost its worker-registry marker".into()))
+}
+
 /// Makes sure the worker registry of migration 20 exists. A database whose
 /// migration 20 was installed by Node 0.18 lacks it; migration 20 is
-/// re-runnable, so it is applied again (without a ledger row).
-async fn ensure_registry(conn: &mut PgConnection, schema: &Schema) -> Result<(), Error> {
+/// re-runnable, so it is applied again (without a ledger row). On a database
+/// already past our last migration (a newer Node installed 21 or later),
+/// only the registry part is created: the rest of our migration 20 would
+/// replace that version's `add_job`/`add_jobs` with older ones.
+async fn ensure_registry(
+    conn: &mut PgConnection,
+    schema: &Schema,
+    beyond_ours: bool,
+) -> Result<(), Error> {
     if registry_present(conn, schema).await? {
         return Ok(());
     }
@@ -374,6 +394,11 @@ async fn ensure_registry(conn: &mut PgConnection, schema: &Schema) -> Result<(),
     let failed = |source| MigrateError::Failed {
         migration: migration.number,
         source,
+    };
+    let sql = if beyond_ours {
+        registry_section(migration.sql)?
+    } else {
+        migration.sql
     };
     let mut tx = conn.begin().await?;
     // Concurrent `create or replace function` calls fail with "tuple
@@ -391,7 +416,7 @@ async fn ensure_registry(conn: &mut PgConnection, schema: &Schema) -> Result<(),
         if registry_present(&mut tx, schema).await? {
             return Ok(false);
         }
-        let body = substitute(migration.sql, schema);
+        let body = substitute(sql, schema);
         sqlx::raw_sql(AssertSqlSafe(body)).execute(&mut *tx).await?;
         Ok::<bool, sqlx::Error>(true)
     }
@@ -462,6 +487,20 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&notify_payload(2, false)).unwrap();
         assert_eq!(parsed["migrationNumber"], 2);
         assert_eq!(parsed["breaking"], false);
+    }
+
+    #[test]
+    fn the_registry_section_holds_the_whole_registry_and_nothing_else() {
+        let section = registry_section(MIGRATIONS[REGISTRY_MIGRATION].sql).unwrap();
+        assert!(section.contains("_private_workers ("));
+        for function in REGISTRY_FUNCTIONS {
+            assert!(
+                section.contains(&format!(".{function}(")),
+                "{function} missing"
+            );
+        }
+        assert!(!section.contains(".add_job("));
+        assert!(!section.contains(".add_jobs("));
     }
 
     #[test]

@@ -48,13 +48,16 @@ pub(crate) async fn recover_stale(
     if !locked {
         return Ok(RecoveryReport::default());
     }
-    let mut workers: Vec<String> = sqlx::query_scalar(sql.list_stale_workers.clone())
+    // The rows stay locked until this transaction ends, so a heartbeat
+    // cannot land between finding a worker stale and forgetting it; one that
+    // landed before is seen by the lock's re-check. A worker never recovers
+    // its own jobs: if its own heartbeat looks stale, it is the one cut off,
+    // and it stops its jobs instead.
+    let workers: Vec<String> = sqlx::query_scalar(sql.lock_stale_workers.clone())
         .bind(threshold.as_secs_f64())
+        .bind(own_id)
         .fetch_all(&mut *tx)
         .await?;
-    // A worker never recovers its own jobs: if its own heartbeat looks
-    // stale, it is the one cut off, and it stops claiming instead.
-    workers.retain(|w| Some(w.as_str()) != own_id);
     if workers.is_empty() {
         return Ok(RecoveryReport::default());
     }
@@ -107,7 +110,7 @@ impl Sweeper {
                 _ = stop.wait_for(|s| *s) => return,
             }
             // A worker whose own heartbeats fail cannot tell who is dead.
-            if !self.health.may_claim() {
+            if !self.health.may_sweep() {
                 continue;
             }
             if let Err(e) = recover_stale(

@@ -32,6 +32,10 @@ impl Schema {
             Some("it contains a NUL character")
         } else if name.len() > 63 {
             Some("it is longer than PostgreSQL's 63-byte identifier limit")
+        } else if name.contains("$body$") {
+            // Inside a `$body$ … $body$` function body the quoted name would
+            // end the body early.
+            Some("it contains `$body$`, which the migrations use to quote function bodies")
         } else {
             None
         };
@@ -95,5 +99,7 @@ mod tests {
         assert!(Schema::new("a\0b").validate().is_err());
         assert!(Schema::new(&"x".repeat(64)).validate().is_err());
         assert!(Schema::new(&"x".repeat(63)).validate().is_ok());
+        assert!(Schema::new("a$body$b").validate().is_err());
+        assert!(Schema::new("a$b").validate().is_ok());
     }
 }

@@ -33,14 +33,18 @@ pub(crate) struct Statements {
     pub(crate) complete_own_jobs: SqlStr,
     pub(crate) fail_own_jobs: SqlStr,
     pub(crate) return_own_jobs: SqlStr,
+    pub(crate) still_held: SqlStr,
+    pub(crate) return_strays: SqlStr,
     pub(crate) unlock_own_queues: SqlStr,
     pub(crate) reset_stale_locks: SqlStr,
     // Heartbeats and recovery.
-    pub(crate) heartbeat: SqlStr,
+    pub(crate) register_worker: SqlStr,
+    pub(crate) worker_alive: SqlStr,
+    pub(crate) refresh_locks: SqlStr,
     pub(crate) deregister: SqlStr,
     pub(crate) list_workers: SqlStr,
     pub(crate) recovery_lock: SqlStr,
-    pub(crate) list_stale_workers: SqlStr,
+    pub(crate) lock_stale_workers: SqlStr,
     pub(crate) recover_dead_worker_jobs: SqlStr,
     pub(crate) delete_stale_workers: SqlStr,
     pub(crate) notify_jobs: SqlStr,
@@ -148,41 +152,89 @@ impl Statements {
             )),
             claim_jobs: stmt(claim(s, "")),
             claim_jobs_with_flags: stmt(claim(s, "and (jobs.flags ?| $4::text[]) is not true")),
+            // Outcome writes. $1 ids, $2 pool id, $3 the updated_at each
+            // claim stamped: a write touches a job only while this claim
+            // holds it (see `OWN_CLAIM`), skips rows another transaction
+            // has locked (the writer retries them), unlocks the job's named
+            // queue, and returns how many jobs it wrote.
             complete_own_jobs: stmt(format!(
-                "with j as (delete from {s}._private_jobs as jobs \
-                   where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 \
-                   returning jobs.job_queue_id) \
-                 update {s}._private_job_queues as queues set locked_by = null, locked_at = null \
-                 where queues.id in (select job_queue_id from j where job_queue_id is not null) \
-                   and queues.locked_by = $2"
+                "with f as (select * from unnest($1::bigint[], $3::timestamptz[]) as f(id, claimed_at)), \
+                 target as (select jobs.id from {s}._private_jobs as jobs join f on f.id = jobs.id \
+                   where jobs.locked_by = $2 and {OWN_CLAIM} for update of jobs skip locked), \
+                 j as (delete from {s}._private_jobs as jobs where jobs.id in (select id from target) \
+                   returning jobs.job_queue_id), \
+                 {UNLOCK_QUEUES} \
+                 select count(*) from j",
+                UNLOCK_QUEUES = unlock_queues_of_j(s, "$2"),
             )),
             // $1 ids, $2 messages, $3 pool id, $4 per-job "interrupted"
-            // flags: an interrupted job gets its attempt back and no backoff.
+            // flags, $5 claim stamps: an interrupted job gets its attempt
+            // back and no backoff, unless someone else changed it since the
+            // claim (a job disarmed by remove_job must stay dead).
             fail_own_jobs: stmt(format!(
-                "with f as (select * from unnest($1::bigint[], $2::text[], $4::boolean[]) \
-                   as f(id, message, interrupted)), \
+                "with f as (select * from unnest($1::bigint[], $2::text[], $4::boolean[], $5::timestamptz[]) \
+                   as f(id, message, interrupted, claimed_at)), \
+                 target as (select jobs.id, f.message, f.interrupted, \
+                     (f.claimed_at is null or jobs.updated_at = f.claimed_at) as untouched \
+                   from {s}._private_jobs as jobs join f on f.id = jobs.id \
+                   where jobs.locked_by = $3 and {OWN_CLAIM} for update of jobs skip locked), \
                  j as (update {s}._private_jobs as jobs set \
-                     last_error = f.message, \
-                     run_at = case when f.interrupted then greatest(now(), jobs.run_at) \
+                     last_error = t.message, \
+                     run_at = case when t.interrupted then greatest(now(), jobs.run_at) \
                        else greatest(now(), jobs.run_at) \
                          + exp(least(jobs.attempts, 10)) * interval '1 second' end, \
-                     attempts = case when f.interrupted then greatest(0, jobs.attempts - 1) \
-                       else jobs.attempts end, \
-                     locked_by = null, locked_at = null \
-                   from f where jobs.id = f.id and jobs.locked_by = $3 \
-                   returning jobs.job_queue_id) \
-                 update {s}._private_job_queues as queues set locked_by = null, locked_at = null \
-                 where queues.id in (select job_queue_id from j where job_queue_id is not null) \
-                   and queues.locked_by = $3"
+                     attempts = case when t.interrupted and t.untouched \
+                       then greatest(0, jobs.attempts - 1) else jobs.attempts end, \
+                     updated_at = now(), locked_by = null, locked_at = null \
+                   from target as t where jobs.id = t.id \
+                   returning jobs.job_queue_id), \
+                 {UNLOCK_QUEUES} \
+                 select count(*) from j",
+                UNLOCK_QUEUES = unlock_queues_of_j(s, "$3"),
             )),
             return_own_jobs: stmt(format!(
-                "with j as (update {s}._private_jobs as jobs set \
-                     attempts = greatest(0, jobs.attempts - 1), locked_by = null, locked_at = null \
-                   where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 \
-                   returning jobs.job_queue_id) \
-                 update {s}._private_job_queues as queues set locked_by = null, locked_at = null \
-                 where queues.id in (select job_queue_id from j where job_queue_id is not null) \
-                   and queues.locked_by = $2"
+                "with f as (select * from unnest($1::bigint[], $3::timestamptz[]) as f(id, claimed_at)), \
+                 target as (select jobs.id, \
+                     (f.claimed_at is null or jobs.updated_at = f.claimed_at) as untouched \
+                   from {s}._private_jobs as jobs join f on f.id = jobs.id \
+                   where jobs.locked_by = $2 and {OWN_CLAIM} for update of jobs skip locked), \
+                 j as (update {s}._private_jobs as jobs set \
+                     attempts = case when t.untouched then greatest(0, jobs.attempts - 1) \
+                       else jobs.attempts end, \
+                     updated_at = now(), locked_by = null, locked_at = null \
+                   from target as t where jobs.id = t.id \
+                   returning jobs.job_queue_id), \
+                 {UNLOCK_QUEUES} \
+                 select count(*) from j",
+                UNLOCK_QUEUES = unlock_queues_of_j(s, "$2"),
+            )),
+            // Of the claims ($1 ids, $3 stamps) an outcome write skipped,
+            // those still held by pool $2: their rows were locked by another
+            // transaction. The others were taken from us (recovered, swept).
+            still_held: stmt(format!(
+                "select jobs.id from unnest($1::bigint[], $3::timestamptz[]) as f(id, claimed_at) \
+                 join {s}._private_jobs as jobs on jobs.id = f.id \
+                 where jobs.locked_by = $2 and {OWN_CLAIM}"
+            )),
+            // Jobs locked by pool $1 that it does not know it holds ($2, the
+            // held ids): a claim whose answer was lost after it committed.
+            // They go back with their attempt refunded if nobody touched
+            // them since the claim (which stamped updated_at = locked_at),
+            // and the queues of pool $1 holding no held job are unlocked.
+            return_strays: stmt(format!(
+                "with strays as (select jobs.id from {s}._private_jobs as jobs \
+                   where jobs.locked_by = $1 and not (jobs.id = any($2::bigint[])) \
+                   for update skip locked), \
+                 j as (update {s}._private_jobs as jobs set \
+                     attempts = case when jobs.updated_at = jobs.locked_at \
+                       then greatest(0, jobs.attempts - 1) else jobs.attempts end, \
+                     updated_at = now(), locked_by = null, locked_at = null \
+                   from strays where jobs.id = strays.id returning jobs.id), \
+                 q as (update {s}._private_job_queues as queues set locked_by = null, locked_at = null \
+                   where queues.locked_by = $1 and not exists (select 1 from {s}._private_jobs as held \
+                     where held.job_queue_id = queues.id and held.locked_by = $1 \
+                       and held.id = any($2::bigint[])) returning 1) \
+                 select (select count(*) from j), (select count(*) from q)"
             )),
             unlock_own_queues: stmt(format!(
                 "update {s}._private_job_queues set locked_by = null, locked_at = null \
@@ -197,17 +249,30 @@ impl Statements {
                    where locked_at < now() - interval '4 hours' returning id) \
                  select (select count(*) from j), (select count(*) from q)"
             )),
-            // $1 pool id, $2 metadata (null keeps it), $3 ids of the jobs we
-            // hold: their locks, and their queues', are kept fresh so no
-            // sweep takes them for stale. Only those: a lock we hold by
-            // mistake (an outcome that could not be written) must age.
-            heartbeat: stmt(format!(
-                "with j as (update {s}._private_jobs set locked_at = now() \
-                   where id = any($3::bigint[]) and locked_by = $1 returning job_queue_id), \
-                 q as (update {s}._private_job_queues set locked_at = now() \
-                   where locked_by = $1 and id in (select job_queue_id from j) returning 1) \
-                 select {s}.worker_heartbeat($1::text, $2::json)::text, \
-                   (select count(*) from j), (select count(*) from q)"
+            // The worker registry, written directly rather than through
+            // worker_heartbeat(), which would silently re-create the row of
+            // a worker that peers declared dead.
+            register_worker: stmt(format!(
+                "insert into {s}._private_workers as w (id, last_heartbeat_at, metadata) \
+                 values ($1, now(), $2::jsonb) \
+                 on conflict (id) do update set last_heartbeat_at = now(), metadata = excluded.metadata"
+            )),
+            worker_alive: stmt(format!(
+                "update {s}._private_workers set last_heartbeat_at = now() where id = $1"
+            )),
+            // $1 pool id, $2 ids of the jobs we hold: their locks, and their
+            // queues', are kept fresh so no 4-hour sweep takes them. Only
+            // those: a lock held by mistake must age. Rows locked by other
+            // transactions are skipped, not waited for.
+            refresh_locks: stmt(format!(
+                "with j as (update {s}._private_jobs as jobs set locked_at = now() \
+                   where jobs.id in (select id from {s}._private_jobs \
+                     where id = any($2::bigint[]) and locked_by = $1 for update skip locked) \
+                   returning jobs.job_queue_id) \
+                 update {s}._private_job_queues as queues set locked_at = now() \
+                 where queues.id in (select id from {s}._private_job_queues \
+                   where locked_by = $1 and id in (select job_queue_id from j) \
+                   for update skip locked)"
             )),
             deregister: stmt(format!("select {s}.worker_deregister($1::text)::text")),
             list_workers: stmt(format!(
@@ -216,8 +281,15 @@ impl Statements {
                  from {s}._private_workers w order by w.started_at, w.id"
             )),
             recovery_lock: stmt("select pg_try_advisory_xact_lock(hashtext($1::text))".into()),
-            list_stale_workers: stmt(format!(
-                "select worker_id from {s}.list_stale_workers($1::float8 * interval '1 second')"
+            // Stale workers ($1 threshold in seconds), except $2, locked
+            // until the recovery commits: a heartbeat committed meanwhile
+            // takes its row out of the set (the lock re-checks it), and one
+            // arriving later finds the row gone.
+            lock_stale_workers: stmt(format!(
+                "select id from {s}._private_workers \
+                 where last_heartbeat_at < now() - $1::float8 * interval '1 second' \
+                   and id is distinct from $2::text \
+                 order by id for update skip locked"
             )),
             recover_dead_worker_jobs: stmt(format!(
                 "select {s}.recover_dead_worker_jobs($1::text[], $2::float8 * interval '1 second')"
@@ -278,7 +350,7 @@ fn add_jobs_in_input_order(s: &str, specs_array: &str) -> String {
            select r.*, row_number() over (partition by r.sig order by r.ordinality) as k \
            from (select named.*, case when named.key is not null then jsonb_build_array(named.key) \
              else jsonb_build_array(named.task_name, named.job_queue_id is not null, \
-               named.queue_label, named.payload::jsonb, named.run_at, named.priority, \
+               named.queue_label, named.payload::text, named.run_at, named.priority, \
                named.max_attempts, named.flags) end as sig from named) r), \
          spec_sigs as ( \
            select p.n, p.identifier, p.queue_name, \
@@ -287,7 +359,7 @@ fn add_jobs_in_input_order(s: &str, specs_array: &str) -> String {
              case when sp.job_key is not null then jsonb_build_array(sp.job_key) \
              else jsonb_build_array(coalesce(t.identifier, nt.identifier), \
                sp.queue_name is not null, coalesce(q.queue_name, nq.queue_name), \
-               coalesce(sp.payload, '{{}}'::json)::jsonb, coalesce(sp.run_at, now()), \
+               coalesce(sp.payload, '{{}}'::json)::text, coalesce(sp.run_at, now()), \
                coalesce(sp.priority, 0), coalesce(sp.max_attempts, 25), \
                (select jsonb_object_agg(f.flag, true) from unnest(sp.flags) as f(flag))) \
              end as sig \
@@ -339,7 +411,7 @@ fn claim(s: &str, flags_filter: &str) -> String {
            order by job_queue_id, priority, run_at), \
          claimed as ( \
            update {s}._private_jobs as jobs \
-           set attempts = jobs.attempts + 1, locked_by = $1, locked_at = now() \
+           set attempts = jobs.attempts + 1, locked_by = $1, locked_at = now(), updated_at = now() \
            where jobs.ctid = any(array( \
              select tid from candidates where job_queue_id is null \
              union all select tid from queue_heads)) \
@@ -354,6 +426,26 @@ fn claim(s: &str, flags_filter: &str) -> String {
            from candidates) \
          select claimed.*, counts.candidates, counts.expected \
          from counts left join claimed on true"
+    )
+}
+
+/// Whether a job row (`jobs`) still belongs to the claim `f` an outcome is
+/// for. The claim stamped `updated_at`; nothing of ours changes it while the
+/// job is held, so a different value means someone else changed the job
+/// since: a later claim after a write whose answer was lost (the write must
+/// not touch it), or `remove_job` / key replacement disarming it, which also
+/// makes it permanently failed (`attempts = max_attempts`, so it can never
+/// be claimed again and is safe to settle).
+const OWN_CLAIM: &str = "(f.claimed_at is null or jobs.updated_at = f.claimed_at \
+    or jobs.attempts >= jobs.max_attempts)";
+
+/// The CTE that unlocks the named queues of the job rows `j` returned,
+/// where pool `owner` holds them.
+fn unlock_queues_of_j(s: &str, owner: &str) -> String {
+    format!(
+        "q as (update {s}._private_job_queues as queues set locked_by = null, locked_at = null \
+         where queues.id in (select job_queue_id from j where job_queue_id is not null) \
+           and queues.locked_by = {owner} returning 1)"
     )
 }
 

@@ -1,26 +1,24 @@
-//! The worker: options, start-up, the dispatch loop, and shutdown.
+//! The worker: options, start-up, running (the loop itself is in
+//! [`crate::dispatch`]), and shutdown signals.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::backoff::{Backoff, random_u64};
-use crate::claim::{ClaimBatch, Claimer};
-use crate::completion::{Completer, HeldJobs, Outcome, lock_held};
+use crate::backoff::random_u64;
+use crate::claim::Claimer;
 use crate::cron::{
     Clock, CronItem, CronPattern, duplicate_identifier, parse_crontab, run_scheduler,
 };
+use crate::dispatch::{DEFAULT_LOCAL_QUEUE, dispatch};
 use crate::error::Error;
-use crate::execute::run_job;
-use crate::heartbeat::{Health, Heartbeat};
-use crate::job::Job;
+use crate::heartbeat::Health;
 use crate::listen::{Wakeups, listen};
 use crate::recovery::Sweeper;
 use crate::registry::{TaskSet, registered_tasks};
@@ -190,15 +188,19 @@ impl WorkerOptions {
         self
     }
 
-    /// How often the worker refreshes its heartbeat and the locks of the
-    /// jobs it holds; default 10 s. Must be well below the stale threshold.
+    /// How often the worker refreshes its heartbeat (on a connection and a
+    /// thread of its own) and the locks of the jobs it holds; default 10 s.
+    /// Must be well below the stale threshold.
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval;
         self
     }
 
     /// A registered worker whose last heartbeat is older than this is dead:
-    /// its jobs are retried elsewhere; default 60 s.
+    /// its jobs are retried elsewhere; default 60 s. A worker whose own
+    /// heartbeat is older than half of this stops claiming and starting
+    /// jobs, and past three quarters stops its running jobs too, before any
+    /// peer can take them.
     pub fn stale_worker_threshold(mut self, threshold: Duration) -> Self {
         self.stale_worker_threshold = threshold;
         self
@@ -273,6 +275,22 @@ impl WorkerOptions {
         }
         if self.concurrency == 0 {
             return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        // Durations are added to instants; absurd ones would overflow.
+        for (name, value) in [
+            ("poll_interval", self.poll_interval),
+            ("shutdown_grace_period", self.shutdown_grace),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("stale_worker_threshold", self.stale_worker_threshold),
+            ("recovery_sweep_interval", self.recovery_sweep_interval),
+            ("recovery_delay", self.recovery_delay),
+        ] {
+            if value > MAX_DURATION {
+                return Err(Error::Config(format!(
+                    "{name} ({value:?}) is too long; give at most {} days",
+                    MAX_DURATION.as_secs() / 86_400
+                )));
+            }
         }
         if self.poll_interval.is_zero() {
             return Err(Error::Config("poll_interval must be above zero".into()));
@@ -371,7 +389,10 @@ impl WorkerOptions {
                 recovery_delay: self.recovery_delay,
                 metadata: metadata(&identifiers),
                 cron_items,
-                health: Arc::new(Health::default()),
+                health: Arc::new(Health::new(
+                    self.recovery.then_some(self.stale_worker_threshold),
+                )),
+                run_active: AtomicBool::new(false),
             }),
         })
     }
@@ -430,6 +451,10 @@ impl WorkerOptions {
     }
 }
 
+/// The longest duration accepted for any setting (about 100 years would
+/// overflow some clocks when added to "now"; nobody means more than this).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 /// A worker pool: claims jobs of its tasks and runs them.
 ///
 /// ```no_run
@@ -448,29 +473,45 @@ pub struct Worker {
     inner: Arc<Inner>,
 }
 
+/// What a worker is made of, shared by its runs.
 #[derive(Debug)]
-struct Inner {
-    pool: PgPool,
-    utils: WorkerUtils,
-    pool_id: String,
-    tasks: TaskSet,
-    claimer: Claimer,
-    concurrency: usize,
-    local_queue_size: usize,
-    poll_interval: Duration,
-    shutdown_grace: Duration,
+pub(crate) struct Inner {
+    pub(crate) pool: PgPool,
+    pub(crate) utils: WorkerUtils,
+    pub(crate) pool_id: String,
+    pub(crate) tasks: TaskSet,
+    pub(crate) claimer: Claimer,
+    pub(crate) concurrency: usize,
+    pub(crate) local_queue_size: usize,
+    pub(crate) poll_interval: Duration,
+    pub(crate) shutdown_grace: Duration,
     handle_signals: bool,
-    shutdown: Arc<watch::Sender<bool>>,
-    abort: Arc<watch::Sender<bool>>,
-    wakeups: Arc<Wakeups>,
-    recovery: bool,
-    heartbeat_interval: Duration,
-    stale_worker_threshold: Duration,
+    pub(crate) shutdown: Arc<watch::Sender<bool>>,
+    pub(crate) abort: Arc<watch::Sender<bool>>,
+    pub(crate) wakeups: Arc<Wakeups>,
+    pub(crate) recovery: bool,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) stale_worker_threshold: Duration,
     recovery_sweep_interval: Duration,
     recovery_delay: Duration,
-    metadata: serde_json::Value,
+    pub(crate) metadata: serde_json::Value,
     cron_items: Vec<CronItem>,
-    health: Arc<Health>,
+    pub(crate) health: Arc<Health>,
+    /// A run (or its wind-down) is in progress.
+    run_active: AtomicBool,
+}
+
+impl Inner {
+    /// Called when a run has fully wound down.
+    pub(crate) fn end_run(&self) {
+        self.run_active.store(false, Ordering::Release);
+    }
+
+    /// Forgets a shutdown request once the run it stopped has returned.
+    fn reset_shutdown(&self) {
+        self.shutdown.send_replace(false);
+        self.abort.send_replace(false);
+    }
 }
 
 /// What a worker says about itself in `_private_workers.metadata`.
@@ -603,6 +644,8 @@ impl Worker {
         let result = self.spawn_dispatch(false).await;
         inner.shutdown.send_replace(true);
         background.shutdown().await;
+        // A later run starts afresh.
+        inner.reset_shutdown();
         result?;
         match inner.wakeups.breaking_migration.load(Ordering::Relaxed) {
             0 => Ok(()),
@@ -613,7 +656,9 @@ impl Worker {
     /// Runs every job that is ready now (including ones that become ready
     /// while it runs, such as the next job of a named queue), then returns.
     pub async fn run_once(&self) -> Result<(), Error> {
-        self.spawn_dispatch(true).await
+        let result = self.spawn_dispatch(true).await;
+        self.inner.reset_shutdown();
+        result
     }
 
     /// Runs the dispatch loop on the runtime's worker threads rather than
@@ -621,384 +666,16 @@ impl Worker {
     /// a worker's local queue instead of waking a thread for each. Dropping
     /// the caller's future still stops the loop, as if it ran inline.
     async fn spawn_dispatch(&self, once: bool) -> Result<(), Error> {
-        let mut task = AbortOnDrop(tokio::spawn(Self::dispatch(self.inner.clone(), once)));
+        if self.inner.run_active.swap(true, Ordering::AcqRel) {
+            return Err(Error::Config(
+                "this worker is already running (or still winding down an earlier run); wait for that run to end, or build another worker with init()".into(),
+            ));
+        }
+        let mut task = AbortOnDrop(tokio::spawn(dispatch(self.inner.clone(), once)));
         match (&mut task.0).await {
             Ok(result) => result,
             Err(e) => Err(Error::Internal(format!("the dispatch loop failed: {e}"))),
         }
-    }
-
-    async fn dispatch(inner: Arc<Inner>, once: bool) -> Result<(), Error> {
-        let held: HeldJobs = HeldJobs::default();
-        let (completer, writer) = Completer::start(
-            inner.pool.clone(),
-            inner.utils.statements().clone(),
-            inner.pool_id.clone(),
-            held.clone(),
-            inner.wakeups.clone(),
-        );
-        let mut shutdown = inner.shutdown.subscribe();
-        let health = inner.health.clone();
-        let (stop_heartbeat, heartbeat_stopped) = watch::channel(false);
-        let heartbeat = if inner.recovery {
-            let heartbeat = Heartbeat {
-                pool: inner.pool.clone(),
-                sql: inner.utils.statements().clone(),
-                pool_id: inner.pool_id.clone(),
-                metadata: inner.metadata.clone(),
-                held: held.clone(),
-                interval: inner.heartbeat_interval,
-                stale_threshold: inner.stale_worker_threshold,
-                health: health.clone(),
-                wakeups: inner.wakeups.clone(),
-            };
-            // Register before the first claim: recovery only takes jobs from
-            // registered workers, so a job that kills its worker at once
-            // would otherwise stay locked until the 4-hour sweep.
-            let limit = inner
-                .heartbeat_interval
-                .max(inner.stale_worker_threshold / 2);
-            let registered = match tokio::time::timeout(limit, heartbeat.beat(true)).await {
-                Ok(Ok(())) => {
-                    // An earlier run may have ended while heartbeats failed.
-                    let _ = health.mark_healthy();
-                    true
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "could not register the worker; will retry");
-                    false
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        "no answer to the worker's registration within {limit:?}; will retry"
-                    );
-                    false
-                }
-            };
-            Some(tokio::spawn(heartbeat.run(heartbeat_stopped, registered)))
-        } else {
-            None
-        };
-        let (cancel_tx, cancel_rx) = watch::channel(false);
-        let mut running: JoinSet<()> = JoinSet::new();
-        let mut buffer = LocalQueue {
-            jobs: VecDeque::new(),
-            completer: completer.clone(),
-        };
-        let mut exhausted = false;
-        let mut written_at_claim = 0;
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
-        let mut pace = Pace::new();
-        // Claims run in the background while jobs keep starting; under load
-        // a second one starts while the first is in flight, so that the
-        // database claims on two connections at once.
-        let mut claims: JoinSet<Claimed> = JoinSet::new();
-        // Jobs asked for by the claims in flight.
-        let mut claiming_jobs = 0;
-        let mut paused_until: Option<tokio::time::Instant> = None;
-        // Counts events that make a claim's short result inconclusive:
-        // wake-ups (notifications, poll ticks), whose jobs a claim that
-        // started before them may not have seen, and overlapping claims.
-        let mut wake_epoch: u64 = 0;
-        // The last claim found as many jobs as it asked for: only then may a
-        // second claim start beside one in flight. (After a short result
-        // every claim would overlap the previous one and none would ever
-        // prove the queue empty.)
-        let mut backlog = false;
-        let mut next_poll = tokio::time::Instant::now() + inner.poll_interval;
-        // run_once never polls: its timer only serves pauses and time limits.
-        let idle_deadline = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-        let timer = tokio::time::sleep_until(next_poll);
-        tokio::pin!(timer);
-
-        loop {
-            // Reap finished jobs so their slots count as free.
-            let mut finished = 0;
-            while running.try_join_next().is_some() {
-                finished += 1;
-            }
-            pace.record(finished);
-            if *shutdown.borrow() {
-                break;
-            }
-            // Start buffered jobs in free slots.
-            while running.len() < inner.concurrency {
-                let Some((job, _)) = buffer.pop_front() else {
-                    break;
-                };
-                let handler = inner.tasks.handler(&job.task_identifier);
-                let utils = inner.utils.clone();
-                let cancel = cancel_rx.clone();
-                let abort = inner.abort.subscribe();
-                let completer = completer.clone();
-                // Made before the task: a task dropped before its first poll
-                // drops the guard too, which still reports the job.
-                let guard = OutcomeGuard {
-                    job_id: job.id,
-                    queued: job.queue_name.is_some(),
-                    completer: Some(completer),
-                };
-                running.spawn(async move {
-                    let outcome = run_job(job, handler, utils, cancel, abort).await;
-                    guard.send(outcome);
-                });
-            }
-            // Jobs that waited too long locally go back for others to take.
-            if let Some((_, since)) = buffer.front()
-                && since.elapsed() > LOCAL_TTL
-            {
-                buffer.hand_back();
-                // The pace that filled the buffer is out of date: start
-                // again from claiming for free slots only.
-                pace.reset();
-            }
-
-            let ahead = pace.ahead(inner.local_queue_size);
-            let capacity = inner.concurrency + ahead;
-            if claims.is_empty() {
-                claiming_jobs = 0;
-            }
-            let have = running.len() + buffer.len() + claiming_jobs;
-            let want = capacity.saturating_sub(have);
-            // Refill when half the lookahead is used up. When jobs run
-            // faster than one connection can claim them, the buffer empties
-            // while a claim is in flight: then a second claim for the other
-            // half starts beside it, so that two connections claim at once.
-            let refill = if claims.is_empty() {
-                want > 0 && buffer.len() <= ahead / 2
-            } else {
-                backlog && claims.len() < MAX_CLAIMS && want >= (ahead / 2).max(OVERLAP_MIN)
-            };
-            if refill && paused_until.is_none() && !exhausted && health.may_claim() {
-                let announced = inner.wakeups.take();
-                // Half the lookahead at a time keeps two claims in turn.
-                let batch = want.min((ahead / 2).max(inner.concurrency));
-                let limit = if announced > 0 && have == 0 {
-                    batch.min(usize::try_from(announced).unwrap_or(usize::MAX).max(1))
-                } else {
-                    batch
-                };
-                written_at_claim = completer.written();
-                tracing::trace!(
-                    limit,
-                    ahead,
-                    buffered = buffer.len(),
-                    running = running.len(),
-                    in_flight = claims.len(),
-                    "claiming"
-                );
-                claiming_jobs += limit;
-                let engine = inner.clone();
-                // Two claims skip each other's rows, so either may come back
-                // short with jobs left: neither result then proves the
-                // queue empty.
-                let epoch = if claims.is_empty() {
-                    Some(wake_epoch)
-                } else {
-                    wake_epoch += 1;
-                    None
-                };
-                let finished_before = pace.finished_total;
-                // No client-side time limit: a claim given up on may still
-                // commit on the server, and its jobs would then stay locked
-                // by a live worker until the 4-hour sweep.
-                claims.spawn(async move {
-                    match engine.claimer.claim(limit).await {
-                        Ok(batch) => Claimed::Jobs {
-                            batch,
-                            limit,
-                            epoch,
-                            finished_before,
-                        },
-                        Err(e) => Claimed::Failed {
-                            error: e.to_string(),
-                            limit,
-                        },
-                    }
-                });
-            }
-
-            if once && exhausted && buffer.is_empty() && running.is_empty() && claims.is_empty() {
-                // Outcomes still being written may unlock more work (the
-                // next job of a named queue): look once more after they land.
-                if completer.settled_since(written_at_claim).await {
-                    exhausted = false;
-                    continue;
-                }
-                break;
-            }
-
-            // One timer for everything timed: the end of a pause after a
-            // failed claim, the oldest waiting job's time limit, and the
-            // next poll. It is only re-armed when its deadline moves.
-            let mut deadline = if once { idle_deadline } else { next_poll };
-            if let Some(until) = paused_until {
-                deadline = deadline.min(until);
-            }
-            if let Some((_, since)) = buffer.front() {
-                deadline = deadline.min((*since + LOCAL_TTL).into());
-            }
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
-            }
-
-            tokio::select! {
-                Some(claimed) = claims.join_next(), if !claims.is_empty() => {
-                    match claimed {
-                        Ok(Claimed::Jobs { batch, limit, epoch, finished_before }) => {
-                            claiming_jobs = claiming_jobs.saturating_sub(limit);
-                            settle_rejects(&held, &completer, &batch);
-                            if batch.give_back.is_empty() {
-                                backoff.reset();
-                            } else {
-                                // The claim worked but its jobs could not be
-                                // prepared: pause as after a failed claim.
-                                paused_until = Some(tokio::time::Instant::now() + backoff.next_delay());
-                            }
-                            // A full scan says more jobs may be waiting, even
-                            // when named queues let only a few through.
-                            let full = batch.candidates >= limit;
-                            backlog = full;
-                            // A job skipped because it changed under the
-                            // claim is still runnable: look again.
-                            let complete = batch.claimed >= batch.expected;
-                            exhausted = !full && complete && epoch == Some(wake_epoch);
-                            let jobs = batch.jobs;
-                            tracing::trace!(
-                                claimed = jobs.len(),
-                                limit,
-                                buffered = buffer.len(),
-                                running = running.len(),
-                                "claim returned"
-                            );
-                            if !full {
-                                pace.caught_up();
-                            } else if buffer.is_empty()
-                                && running.len() < inner.concurrency
-                                && pace.finished_total > finished_before
-                            {
-                                // Jobs finished while this claim was in
-                                // flight and left slots idle: they are short.
-                                pace.starved(inner.concurrency);
-                            }
-                            let now = Instant::now();
-                            lock_held(&held).extend(jobs.iter().map(|j| j.id));
-                            buffer_in_order(&mut buffer, jobs, now);
-                        }
-                        Ok(Claimed::Failed { error, limit }) => {
-                            claiming_jobs = claiming_jobs.saturating_sub(limit);
-                            let delay = backoff.next_delay();
-                            tracing::warn!(error = %error, "could not claim jobs; retrying in {delay:?}");
-                            paused_until = Some(tokio::time::Instant::now() + delay);
-                        }
-                        Err(e) => {
-                            // The claim task itself failed (it cannot panic
-                            // by design) and took its count with it; the
-                            // count restarts once no claim is in flight.
-                            let delay = backoff.next_delay();
-                            tracing::error!(error = %e, "the claim task failed; retrying in {delay:?}");
-                            paused_until = Some(tokio::time::Instant::now() + delay);
-                        }
-                    }
-                }
-                Some(_) = running.join_next(), if !running.is_empty() => {
-                    pace.record(1);
-                }
-                _ = inner.wakeups.notify.notified() => {
-                    exhausted = false;
-                    wake_epoch += 1;
-                }
-                () = &mut timer => {
-                    let now = tokio::time::Instant::now();
-                    if paused_until.is_some_and(|until| until <= now) {
-                        paused_until = None;
-                    }
-                    if !once && next_poll <= now {
-                        exhausted = false;
-                        wake_epoch += 1;
-                        next_poll = now + inner.poll_interval;
-                    }
-                    // Jobs past their time limit are handed back at the
-                    // top of the loop.
-                }
-                _ = shutdown.wait_for(|s| *s), if !once => {}
-            }
-        }
-
-        // Claims still in flight may lock jobs: take them back too.
-        while let Some(claimed) = claims.join_next().await {
-            if let Ok(Claimed::Jobs { batch, .. }) = claimed {
-                settle_rejects(&held, &completer, &batch);
-                let now = Instant::now();
-                lock_held(&held).extend(batch.jobs.iter().map(|j| j.id));
-                buffer.extend(batch.jobs.into_iter().map(|j| (j, now)));
-            }
-        }
-
-        // Shutdown: hand back what never started, ask running tasks to stop,
-        // give them the grace period, then interrupt the rest.
-        buffer.hand_back();
-        cancel_tx.send_replace(true);
-        let grace = tokio::time::sleep(inner.shutdown_grace);
-        tokio::pin!(grace);
-        loop {
-            tokio::select! {
-                next = running.join_next() => if next.is_none() { break },
-                _ = &mut grace => {
-                    inner.abort.send_replace(true);
-                    while running.join_next().await.is_some() {}
-                    break;
-                }
-            }
-        }
-        // The writer ends once every sender is gone, the local queue's too.
-        drop(buffer);
-        drop(completer);
-        let _ = writer.await;
-        let _ = sqlx::query(inner.utils.statements().unlock_own_queues.clone())
-            .bind(&inner.pool_id)
-            .execute(&inner.pool)
-            .await;
-        stop_heartbeat.send_replace(true);
-        if let Some(heartbeat) = heartbeat {
-            let _ = heartbeat.await;
-        }
-        Ok(())
-    }
-}
-
-/// Claimed jobs waiting to start. If the dispatch loop is dropped (its
-/// caller's future was), the jobs still waiting are handed back.
-struct LocalQueue {
-    jobs: VecDeque<(Job, Instant)>,
-    completer: Completer,
-}
-
-impl std::ops::Deref for LocalQueue {
-    type Target = VecDeque<(Job, Instant)>;
-    fn deref(&self) -> &Self::Target {
-        &self.jobs
-    }
-}
-
-impl std::ops::DerefMut for LocalQueue {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.jobs
-    }
-}
-
-impl LocalQueue {
-    /// Returns every waiting job to the database, its attempt refunded.
-    fn hand_back(&mut self) {
-        for (job, _) in self.jobs.drain(..) {
-            self.completer.send(job.id, Outcome::Returned, true);
-        }
-    }
-}
-
-impl Drop for LocalQueue {
-    fn drop(&mut self) {
-        self.hand_back();
     }
 }
 
@@ -1008,206 +685,6 @@ struct AbortOnDrop<T>(JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// What a background claim brought back.
-enum Claimed {
-    /// `limit` is what was asked for; `epoch` the wake-up count when the
-    /// claim started (`None` if it overlapped another), `finished_before`
-    /// the count of finished jobs then.
-    Jobs {
-        batch: ClaimBatch,
-        limit: usize,
-        epoch: Option<u64>,
-        finished_before: u64,
-    },
-    Failed {
-        error: String,
-        limit: usize,
-    },
-}
-
-/// Appends claimed jobs to the local queue, keeping it in the order jobs
-/// start: priority, then run_at. Each claim returns its jobs in that order,
-/// but two overlapping claims can come back in either order.
-fn buffer_in_order(buffer: &mut VecDeque<(Job, Instant)>, jobs: Vec<Job>, claimed_at: Instant) {
-    let in_order = match (buffer.back(), jobs.first()) {
-        (Some((last, _)), Some(first)) => {
-            (last.priority, last.run_at) <= (first.priority, first.run_at)
-        }
-        _ => true,
-    };
-    buffer.extend(jobs.into_iter().map(|j| (j, claimed_at)));
-    if !in_order {
-        let buffer = buffer.make_contiguous();
-        buffer.sort_by_key(|(j, _)| (j.priority, j.run_at));
-        // The time-limit check looks at the front only, so claim times must
-        // not decrease along the queue: after a merge every job counts from
-        // the oldest claim among them.
-        if let Some(oldest) = buffer.iter().map(|(_, since)| *since).min() {
-            for (_, since) in buffer.iter_mut() {
-                *since = oldest;
-            }
-        }
-    }
-}
-
-/// Sends a running job's outcome, or, if the job's task ends without one (a
-/// panic outside the task's own future, or the task being dropped), a
-/// failure, so that no claimed job is left locked while the worker lives.
-struct OutcomeGuard {
-    job_id: i64,
-    queued: bool,
-    completer: Option<Completer>,
-}
-
-impl OutcomeGuard {
-    fn send(mut self, outcome: Outcome) {
-        if let Some(completer) = self.completer.take() {
-            // A finished queued job unlocks its queue; an interrupted one
-            // can run again at once.
-            let frees_work = self.queued
-                || matches!(
-                    outcome,
-                    Outcome::Failed {
-                        interrupted: true,
-                        ..
-                    }
-                );
-            completer.send(self.job_id, outcome, frees_work);
-        }
-    }
-}
-
-impl Drop for OutcomeGuard {
-    fn drop(&mut self) {
-        let Some(completer) = self.completer.take() else {
-            return;
-        };
-        let outcome = if std::thread::panicking() {
-            Outcome::Failed {
-                message: "the worker panicked while running this job".into(),
-                interrupted: false,
-            }
-        } else {
-            Outcome::Failed {
-                message: crate::execute::SHUTDOWN_MESSAGE.into(),
-                interrupted: true,
-            }
-        };
-        completer.send(self.job_id, outcome, true);
-    }
-}
-
-/// Fails the claimed jobs that could not be read and hands back those to be
-/// given back; both stay in `held` until written.
-fn settle_rejects(held: &HeldJobs, completer: &Completer, batch: &ClaimBatch) {
-    if batch.unreadable.is_empty() && batch.give_back.is_empty() {
-        return;
-    }
-    {
-        let mut held = lock_held(held);
-        held.extend(batch.unreadable.iter().map(|(id, _)| *id));
-        held.extend(batch.give_back.iter().copied());
-    }
-    for (id, message) in &batch.unreadable {
-        tracing::error!(job_id = id, "{message}");
-        let outcome = Outcome::Failed {
-            message: message.clone(),
-            interrupted: false,
-        };
-        // It may have held its named queue, which unlocks now.
-        completer.send(*id, outcome, true);
-    }
-    for id in &batch.give_back {
-        completer.send(*id, Outcome::Returned, true);
-    }
-}
-
-/// At most this many claims are in flight at once.
-const MAX_CLAIMS: usize = 2;
-
-/// A claim starts beside one in flight only when it asks for this many jobs.
-const OVERLAP_MIN: usize = 500;
-
-/// How long a claimed job may wait in the local queue before it is handed
-/// back.
-const LOCAL_TTL: Duration = Duration::from_secs(5);
-
-/// How much work, in time at the current pace, the local queue holds.
-const LOOKAHEAD: Duration = Duration::from_millis(200);
-
-/// How often the pace estimate is refreshed.
-const PACE_WINDOW: Duration = Duration::from_millis(50);
-
-/// Default upper bound of the local queue.
-const DEFAULT_LOCAL_QUEUE: usize = 5000;
-
-/// Estimates how many jobs finish per second, to size the local queue: jobs
-/// are claimed ahead of free slots only as far as they will start soon, so
-/// short jobs share a round trip and long jobs are not hoarded.
-///
-/// Until the first estimate, and whenever claims cannot keep up, the
-/// lookahead grows like TCP's slow start: each claim that comes back full to
-/// a worker starved by short jobs (some finished meanwhile, and now slots are
-/// free with nothing waiting) quadruples it, so a burst of short jobs
-/// reaches full batches within a few round trips.
-struct Pace {
-    window_start: Instant,
-    finished: u32,
-    per_second: f64,
-    boost: usize,
-    finished_total: u64,
-}
-
-impl Pace {
-    fn new() -> Self {
-        Self {
-            window_start: Instant::now(),
-            finished: 0,
-            per_second: 0.0,
-            boost: 0,
-            finished_total: 0,
-        }
-    }
-
-    /// Forgets the estimate (keeping the count of finished jobs).
-    fn reset(&mut self) {
-        *self = Self {
-            finished_total: self.finished_total,
-            ..Self::new()
-        };
-    }
-
-    fn record(&mut self, finished: u32) {
-        self.finished += finished;
-        self.finished_total += u64::from(finished);
-        let elapsed = self.window_start.elapsed();
-        if elapsed >= PACE_WINDOW {
-            let rate = f64::from(self.finished) / elapsed.as_secs_f64();
-            self.per_second = (self.per_second + rate) / 2.0;
-            self.finished = 0;
-            self.window_start = Instant::now();
-        }
-    }
-
-    /// A claim came back with every job it asked for while the worker had
-    /// free slots and nothing waiting: hold more next time.
-    fn starved(&mut self, floor: usize) {
-        self.boost = self.boost.max(floor).saturating_mul(4);
-    }
-
-    /// A claim came back short: there is no backlog to race through.
-    fn caught_up(&mut self) {
-        self.boost = 0;
-    }
-
-    /// How many jobs to hold beyond the running ones, at most `max`.
-    fn ahead(&self, max: usize) -> usize {
-        ((self.per_second * LOOKAHEAD.as_secs_f64()) as usize)
-            .max(self.boost)
-            .min(max)
     }
 }
 
@@ -1248,61 +725,5 @@ async fn watch_signals(handle: ShutdownHandle) {
         if tokio::signal::ctrl_c().await.is_ok() {
             handle.shutdown_now();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::{TimeZone, Utc};
-
-    fn job(id: i64, priority: i16, second: u32) -> Job {
-        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, second).single();
-        let at = at.unwrap_or_default();
-        Job {
-            id,
-            queue_name: None,
-            task_identifier: "t".into(),
-            payload: serde_json::Value::Null,
-            priority,
-            run_at: at,
-            attempts: 1,
-            max_attempts: 25,
-            last_error: None,
-            created_at: at,
-            updated_at: at,
-            key: None,
-            locked_at: None,
-            locked_by: None,
-            revision: 0,
-            flags: None,
-        }
-    }
-
-    fn ids(buffer: &VecDeque<(Job, Instant)>) -> Vec<i64> {
-        buffer.iter().map(|(j, _)| j.id).collect()
-    }
-
-    #[test]
-    fn a_later_claim_that_returns_first_does_not_jump_the_queue() {
-        let now = Instant::now();
-        let mut buffer = VecDeque::new();
-        // The second claim skipped the first's rows, so it holds the
-        // lower-priority jobs, and it came back first.
-        buffer_in_order(&mut buffer, vec![job(5, 1, 0), job(6, 1, 1)], now);
-        buffer_in_order(&mut buffer, vec![job(1, 0, 0), job(2, 0, 5)], now);
-        assert_eq!(ids(&buffer), vec![1, 2, 5, 6]);
-        // Ties keep claim order; run_at breaks ties in priority.
-        buffer_in_order(&mut buffer, vec![job(3, 0, 3), job(7, 1, 1)], now);
-        assert_eq!(ids(&buffer), vec![1, 3, 2, 5, 6, 7]);
-    }
-
-    #[test]
-    fn batches_in_order_are_appended() {
-        let now = Instant::now();
-        let mut buffer = VecDeque::new();
-        buffer_in_order(&mut buffer, vec![job(1, 0, 0), job(2, 0, 1)], now);
-        buffer_in_order(&mut buffer, vec![job(3, 0, 1), job(4, 2, 0)], now);
-        assert_eq!(ids(&buffer), vec![1, 2, 3, 4]);
     }
 }
