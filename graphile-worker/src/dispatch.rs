@@ -44,6 +44,7 @@ pub(crate) async fn dispatch(inner: Arc<Inner>, once: bool) -> Result<(), Error>
             return Err(e);
         }
     };
+    dispatcher.register_early().await;
     dispatcher.run().await;
     dispatcher.finish().await;
     Ok(())
@@ -139,6 +140,27 @@ impl Dispatcher {
             needs_reconcile: false,
             reconciling: false,
         })
+    }
+
+    /// Registers the worker on the pool, whose connections are open already,
+    /// so that the first claim need not wait for the heartbeat thread's own
+    /// connection; that thread registers too (an upsert) and takes over.
+    async fn register_early(&self) {
+        if !self.inner.recovery {
+            return;
+        }
+        let sent = Instant::now();
+        let register = sqlx::query(self.inner.utils.statements().register_worker.clone())
+            .bind(&self.inner.pool_id)
+            .bind(self.inner.metadata.to_string())
+            .execute(&self.inner.pool);
+        match tokio::time::timeout(self.inner.stale_worker_threshold / 4, register).await {
+            Ok(Ok(_)) => self.inner.health.beat_landed(sent),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not register the worker yet; the heartbeat will retry")
+            }
+            Err(_) => tracing::warn!("registering the worker is slow; the heartbeat will retry"),
+        }
     }
 
     /// Hands back every job waiting in the local queue.

@@ -13,6 +13,7 @@ use sqlx::{PgExecutor, Row};
 use crate::error::Error;
 use crate::job::Job;
 use crate::spec::{JobKeyMode, JobSpec};
+use crate::sql::SpecsJson;
 use crate::task::Task;
 use crate::worker_utils::{NewJob, WorkerUtils};
 
@@ -178,20 +179,25 @@ impl WorkerUtils {
         // the statement returns bare rows and the names are filled in here.
         let queue_name = batch.spec.queue_name;
         let mut order = InputOrder::new(&payloads);
-        let rows = sqlx::query(self.statements().add_jobs_rows.clone())
-            .bind(batch.specs)
-            .bind(batch.preserve_run_at)
-            .try_map(|row: PgRow| {
-                let input = order.place(row.try_get_raw(2)?.as_str().map_err(sqlx::Error::Decode)?);
-                let job_queue_id: Option<i32> = row.try_get(1)?;
-                let queue_name = job_queue_id.and(queue_name.clone());
-                Ok((
-                    input,
-                    Job::from_positional_row(&row, T::IDENTIFIER.to_owned(), queue_name)?,
-                ))
-            })
-            .fetch_all(executor)
-            .await?;
+        let rows = sqlx::query(
+            self.statements()
+                .bulk(batch.specs.text_payloads)
+                .rows
+                .clone(),
+        )
+        .bind(batch.specs.json)
+        .bind(batch.preserve_run_at)
+        .try_map(|row: PgRow| {
+            let input = order.place(row.try_get_raw(2)?.as_str().map_err(sqlx::Error::Decode)?);
+            let job_queue_id: Option<i32> = row.try_get(1)?;
+            let queue_name = job_queue_id.and(queue_name.clone());
+            Ok((
+                input,
+                Job::from_positional_row(&row, T::IDENTIFIER.to_owned(), queue_name)?,
+            ))
+        })
+        .fetch_all(executor)
+        .await?;
         Ok(InputOrder::arrange(rows, payloads.len()))
     }
 
@@ -246,11 +252,16 @@ impl WorkerUtils {
         let Some(batch) = TypedBatch::new::<T, _>(&payloads)? else {
             return Ok(0);
         };
-        let count: i64 = sqlx::query_scalar(self.statements().add_jobs_count.clone())
-            .bind(batch.specs)
-            .bind(batch.preserve_run_at)
-            .fetch_one(executor)
-            .await?;
+        let count: i64 = sqlx::query_scalar(
+            self.statements()
+                .bulk(batch.specs.text_payloads)
+                .count
+                .clone(),
+        )
+        .bind(batch.specs.json)
+        .bind(batch.preserve_run_at)
+        .fetch_one(executor)
+        .await?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 }
@@ -258,7 +269,7 @@ impl WorkerUtils {
 /// A typed batch ready for `add_jobs`: the spec array as JSON text, the
 /// spec every job shares, and the call's preserve-run_at flag.
 struct TypedBatch {
-    specs: String,
+    specs: SpecsJson,
     spec: JobSpec,
     preserve_run_at: bool,
 }
@@ -277,6 +288,7 @@ impl TypedBatch {
             payloads,
             spec: &spec,
         })
+        .and_then(SpecsJson::new)
         .map_err(serialize_error::<T>)?;
         Ok(Some(Self {
             specs,

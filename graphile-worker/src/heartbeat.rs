@@ -293,9 +293,8 @@ impl Heartbeat {
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
-        if !registered {
-            return;
-        }
+        // Deregister even if this thread never got through: the worker may
+        // have registered on the pool before it started.
         for attempt in 1..=3 {
             let result = async {
                 let mut c = match conn.take() {

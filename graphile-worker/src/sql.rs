@@ -13,9 +13,11 @@ use crate::schema::Schema;
 #[derive(Debug)]
 pub(crate) struct Statements {
     pub(crate) add_job: SqlStr,
-    pub(crate) add_jobs: SqlStr,
-    pub(crate) add_jobs_count: SqlStr,
-    pub(crate) add_jobs_rows: SqlStr,
+    /// Bulk adds, for specs whose payloads are JSON, and for specs whose
+    /// payloads are JSON strings holding the payload's text (see
+    /// [`nul_safe_specs`]).
+    bulk: BulkAdd,
+    bulk_text: BulkAdd,
     pub(crate) remove_job: SqlStr,
     pub(crate) complete_jobs: SqlStr,
     pub(crate) permanently_fail_jobs: SqlStr,
@@ -78,14 +80,127 @@ fn jobs_from(s: &str, call: &str) -> String {
     )
 }
 
-const SPECS_ARRAY: &str =
-    "(select array_agg(r) from json_populate_recordset(null::{s}.job_spec, $1::json) r)";
+/// The statements that add jobs from a JSON array of specs (`$1`) with the
+/// call's preserve-run_at flag (`$2`).
+#[derive(Debug)]
+pub(crate) struct BulkAdd {
+    /// Every row, in input order, with task and queue names.
+    pub(crate) all: SqlStr,
+    /// Only how many were written.
+    pub(crate) count: SqlStr,
+    /// The bare rows, for callers that know every spec's task and queue
+    /// name (typed batches share them): no joins, no sort.
+    pub(crate) rows: SqlStr,
+}
+
+impl BulkAdd {
+    fn new(s: &str, text_payloads: bool) -> Self {
+        let rows = spec_rows(s, text_payloads);
+        let specs = if text_payloads {
+            format!(
+                "(select array_agg(row(r.identifier, r.payload, r.queue_name, r.run_at, \
+                   r.max_attempts, r.job_key, r.priority, r.flags)::{s}.job_spec order by r.n) \
+                 from {rows} as r)"
+            )
+        } else {
+            format!(
+                "(select array_agg(r) from json_populate_recordset(null::{s}.job_spec, $1::json) r)"
+            )
+        };
+        Self {
+            all: stmt(add_jobs_in_input_order(s, &rows, &specs)),
+            count: stmt(format!(
+                "select count(*) from {s}.add_jobs({specs}, $2::boolean)"
+            )),
+            rows: stmt(format!(
+                "select {POSITIONAL_JOB_COLUMNS} from {s}.add_jobs({specs}, $2::boolean)"
+            )),
+        }
+    }
+}
+
+impl Statements {
+    /// The bulk-add statements for specs as [`nul_safe_specs`] left them.
+    pub(crate) fn bulk(&self, text_payloads: bool) -> &BulkAdd {
+        if text_payloads {
+            &self.bulk_text
+        } else {
+            &self.bulk
+        }
+    }
+}
+
+/// The specs of `$1` as rows of `job_spec`'s columns and their position
+/// `n`. PostgreSQL's JSON-to-record functions refuse any JSON holding the
+/// escape `\u0000` (it cannot become `text`), even inside a `json` field, so
+/// such payloads travel as JSON strings holding their text, cast back to
+/// `json` here (which keeps the escape, as `add_job` does).
+fn spec_rows(s: &str, text_payloads: bool) -> String {
+    if text_payloads {
+        "(select sp.identifier, sp.payload::json as payload, sp.queue_name, sp.run_at, \
+           sp.max_attempts, sp.job_key, sp.priority, sp.flags, sp.n \
+         from rows from (json_to_recordset($1::json) as (identifier text, payload text, \
+           queue_name text, run_at timestamptz, max_attempts smallint, job_key text, \
+           priority smallint, flags text[])) with ordinality \
+           as sp(identifier, payload, queue_name, run_at, max_attempts, job_key, priority, flags, n))"
+            .to_owned()
+    } else {
+        format!(
+            "(select sp.identifier, sp.payload, sp.queue_name, sp.run_at, sp.max_attempts, \
+               sp.job_key, sp.priority, sp.flags, sp.ordinality as n \
+             from json_populate_recordset(null::{s}.job_spec, $1::json) with ordinality as sp)"
+        )
+    }
+}
+
+/// A JSON array of job specs, ready to bind as `$1` of [`Statements::bulk`].
+#[derive(Debug)]
+pub(crate) struct SpecsJson {
+    pub(crate) json: String,
+    /// Payloads travel as strings (see [`nul_safe_specs`]).
+    pub(crate) text_payloads: bool,
+}
+
+impl SpecsJson {
+    pub(crate) fn new(json: String) -> Result<Self, serde_json::Error> {
+        Ok(match nul_safe_specs(&json)? {
+            Some(json) => Self {
+                json,
+                text_payloads: true,
+            },
+            None => Self {
+                json,
+                text_payloads: false,
+            },
+        })
+    }
+}
+
+/// Specs JSON (an array of objects) with every payload turned into a JSON
+/// string holding the payload's text, for the statements of
+/// [`Statements::bulk`]`(true)`; `None` when no payload holds `\u0000`
+/// (the usual case, which keeps the faster form).
+fn nul_safe_specs(specs: &str) -> Result<Option<String>, serde_json::Error> {
+    if !specs.contains("\\u0000") {
+        return Ok(None);
+    }
+    let mut rows: Vec<std::collections::HashMap<String, Box<serde_json::value::RawValue>>> =
+        serde_json::from_str(specs)?;
+    for row in &mut rows {
+        if let Some(payload) = row.get_mut("payload") {
+            let text = serde_json::to_string(payload.get())?;
+            *payload = serde_json::value::RawValue::from_string(text)?;
+        }
+    }
+    serde_json::to_string(&rows).map(Some)
+}
 
 impl Statements {
     pub(crate) fn new(schema: &Schema) -> Self {
         let s = schema.quoted();
-        let specs = SPECS_ARRAY.replace("{s}", s);
         Self {
+            bulk: BulkAdd::new(s, false),
+            bulk_text: BulkAdd::new(s, true),
             // Task and queue rows that add_job creates are not visible to
             // the rest of its own statement, so their names come from the
             // arguments when the join finds nothing.
@@ -98,15 +213,6 @@ impl Statements {
                  left join {s}._private_tasks t on t.id = j.task_id \
                  left join {s}._private_job_queues q on q.id = j.job_queue_id",
                 cols = job_columns("$1::text", "$3::text"),
-            )),
-            add_jobs: stmt(add_jobs_in_input_order(s, &specs)),
-            add_jobs_count: stmt(format!(
-                "select count(*) from {s}.add_jobs({specs}, $2::boolean)"
-            )),
-            // The bare rows, for callers that know every spec's task and
-            // queue name (typed batches share them): no joins, no sort.
-            add_jobs_rows: stmt(format!(
-                "select {POSITIONAL_JOB_COLUMNS} from {s}.add_jobs({specs}, $2::boolean)"
             )),
             remove_job: stmt(jobs_from(s, "remove_job($1::text)")),
             complete_jobs: stmt(jobs_from(s, "complete_jobs($1::bigint[])") + " order by j.id"),
@@ -317,11 +423,9 @@ impl Statements {
 /// the statement itself (`add_jobs` then finds them) and named from the
 /// `returning` of those inserts; a name created concurrently by another
 /// transaction is taken from the spec it was paired with.
-fn add_jobs_in_input_order(s: &str, specs_array: &str) -> String {
+fn add_jobs_in_input_order(s: &str, spec_rows: &str, specs_array: &str) -> String {
     format!(
-        "with specs as ( \
-           select sp.*, sp.ordinality as n \
-           from json_populate_recordset(null::{s}.job_spec, $1::json) with ordinality as sp), \
+        "with specs as (select * from {spec_rows} as sp), \
          new_tasks as ( \
            insert into {s}._private_tasks (identifier) \
            select distinct sp.identifier from specs sp where not exists \
@@ -454,3 +558,20 @@ fn unlock_queues_of_j(s: &str, owner: &str) -> String {
 /// source of job rows.
 const POSITIONAL_JOB_COLUMNS: &str = "id, job_queue_id, payload, priority, run_at, attempts, \
     max_attempts, last_error, created_at, updated_at, key, locked_at, locked_by, revision, flags";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_holding_nul_travel_as_their_text() {
+        let plain = r#"[{"identifier":"a","payload":{"s":"x"}}]"#;
+        assert!(!SpecsJson::new(plain.into()).unwrap().text_payloads);
+        let nul = r#"[{"identifier":"a","payload":{"s":"x\u0000y"},"flags":["f"]}]"#;
+        let specs = SpecsJson::new(nul.into()).unwrap();
+        assert!(specs.text_payloads);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&specs.json).unwrap();
+        assert_eq!(rows[0]["payload"], r#"{"s":"x\u0000y"}"#);
+        assert_eq!(rows[0]["flags"], serde_json::json!(["f"]));
+    }
+}

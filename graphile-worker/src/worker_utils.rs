@@ -11,7 +11,7 @@ use crate::job::Job;
 use crate::migrate;
 use crate::recovery::{RecoveryReport, recover_stale};
 use crate::schema::Schema;
-use crate::sql::Statements;
+use crate::sql::{SpecsJson, Statements};
 use sqlx::SqlStr;
 
 type JobsQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Job, sqlx::postgres::PgArguments>;
@@ -173,9 +173,11 @@ impl WorkerUtils {
     where
         E: PgExecutor<'e>,
     {
+        // As JSON text, not jsonb (sqlx's encoding of a `Value`): `json`
+        // keeps what jsonb refuses, such as the escape `\u0000`.
         let job: Option<Job> = sqlx::query_as(self.sql.add_job.clone())
             .bind(identifier)
-            .bind(&payload)
+            .bind(payload.to_string())
             .bind(spec.queue_name.as_deref())
             .bind(spec.run_at)
             .bind(spec.max_attempts.map(i32::from))
@@ -218,8 +220,8 @@ impl WorkerUtils {
         E: PgExecutor<'e>,
     {
         let (specs, preserve_run_at) = specs_json(jobs)?;
-        let rows: Vec<Job> = sqlx::query_as(self.sql.add_jobs.clone())
-            .bind(specs)
+        let rows: Vec<Job> = sqlx::query_as(self.sql.bulk(specs.text_payloads).all.clone())
+            .bind(specs.json)
             .bind(preserve_run_at)
             .fetch_all(executor)
             .await?;
@@ -237,8 +239,8 @@ impl WorkerUtils {
         E: PgExecutor<'e>,
     {
         let (specs, preserve_run_at) = specs_json(jobs)?;
-        let count: i64 = sqlx::query_scalar(self.sql.add_jobs_count.clone())
-            .bind(specs)
+        let count: i64 = sqlx::query_scalar(self.sql.bulk(specs.text_payloads).count.clone())
+            .bind(specs.json)
             .bind(preserve_run_at)
             .fetch_one(executor)
             .await?;
@@ -392,7 +394,7 @@ pub struct WorkerInfo {
 }
 
 /// Builds the JSON array of `job_spec` rows and the call-wide preserve flag.
-fn specs_json(jobs: &[NewJob]) -> Result<(String, bool), Error> {
+fn specs_json(jobs: &[NewJob]) -> Result<(SpecsJson, bool), Error> {
     let mut seen = std::collections::HashSet::new();
     let mut mode: Option<JobKeyMode> = None;
     let mut rows = Vec::with_capacity(jobs.len());
@@ -428,12 +430,14 @@ fn specs_json(jobs: &[NewJob]) -> Result<(String, bool), Error> {
             flags: job.spec.flags.as_deref(),
         });
     }
-    let json = serde_json::to_string(&rows).map_err(|source| Error::Serialize {
+    let failed = |source| Error::Serialize {
         identifier: jobs
             .first()
             .map(|j| j.identifier.clone())
             .unwrap_or_default(),
         source,
-    })?;
-    Ok((json, mode == Some(JobKeyMode::PreserveRunAt)))
+    };
+    let json = serde_json::to_string(&rows).map_err(failed)?;
+    let specs = SpecsJson::new(json).map_err(failed)?;
+    Ok((specs, mode == Some(JobKeyMode::PreserveRunAt)))
 }
