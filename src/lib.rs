@@ -23,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub mod node;
+pub mod proxy;
 
 /// A database made for one test or program run.
 #[derive(Clone, Debug)]

@@ -67,8 +67,12 @@ struct Dispatcher {
     generation: u64,
     /// Jobs of an older generation are still stopping: start nothing.
     draining: bool,
-    /// A claim may have locked jobs we do not know about.
-    needs_reconcile: bool,
+    /// A claim may have locked jobs we do not know about: reconcile when
+    /// this is due (claims pause meanwhile). The statement of a claim whose
+    /// connection broke may still be finishing on the server, so more rounds
+    /// follow, spaced out (`reconcile_rounds` left).
+    reconcile_at: Option<Instant>,
+    reconcile_rounds: u32,
     reconciling: bool,
     /// What winding down needs; taken by [`finish`](Self::finish), or by
     /// `Drop` when the loop is dropped mid-way.
@@ -137,7 +141,8 @@ impl Dispatcher {
             abort: watch::channel(false).0,
             generation,
             draining: false,
-            needs_reconcile: false,
+            reconcile_at: None,
+            reconcile_rounds: 0,
             reconciling: false,
         })
     }
@@ -274,7 +279,8 @@ impl Dispatcher {
                 pace.reset();
             }
 
-            if self.needs_reconcile && self.claims.is_empty() && !self.reconciling {
+            let reconcile_due = self.reconcile_at.is_some_and(|at| at <= Instant::now());
+            if reconcile_due && self.claims.is_empty() && !self.reconciling {
                 self.reconciling = true;
                 let ids = lock_held(&self.held).ids();
                 let inner = inner.clone();
@@ -304,7 +310,7 @@ impl Dispatcher {
                 && paused_until.is_none()
                 && !exhausted
                 && !backpressured
-                && !self.needs_reconcile
+                && !reconcile_due
                 && !self.reconciling
             {
                 let announced = inner.wakeups.take();
@@ -362,7 +368,7 @@ impl Dispatcher {
                 && self.buffer.is_empty()
                 && self.running.is_empty()
                 && self.claims.is_empty()
-                && !self.needs_reconcile
+                && self.reconcile_at.is_none()
             {
                 // Outcomes still being written may unlock more work (the
                 // next job of a named queue): look once more after they land.
@@ -386,6 +392,9 @@ impl Dispatcher {
             }
             if let Some(change) = standing.next_change {
                 deadline = deadline.min(change.into());
+            }
+            if let Some(at) = self.reconcile_at {
+                deadline = deadline.min(at.into());
             }
             if backpressured || self.draining {
                 // Outcomes landing, or old jobs ending, lift these.
@@ -450,7 +459,8 @@ impl Dispatcher {
                             if may_have_locked {
                                 // The claim may have committed with its
                                 // answer lost: look for strays.
-                                self.needs_reconcile = true;
+                                self.reconcile_at = Some(Instant::now());
+                                self.reconcile_rounds = RECONCILE_ROUNDS;
                                 if let Some(rest) = self.rest.as_mut() {
                                     rest.strays_possible = true;
                                 }
@@ -462,13 +472,16 @@ impl Dispatcher {
                             self.reconciling = false;
                             match result {
                                 Ok(()) => {
-                                    self.needs_reconcile = false;
+                                    self.reconcile_rounds = self.reconcile_rounds.saturating_sub(1);
+                                    self.reconcile_at = (self.reconcile_rounds > 0).then(|| {
+                                        Instant::now() + RECONCILE_SPACING * (RECONCILE_ROUNDS - self.reconcile_rounds)
+                                    });
                                     exhausted = false;
                                 }
                                 Err(e) => {
                                     let delay = backoff.next_delay();
                                     tracing::warn!(error = %e, "could not check which jobs this worker holds; retrying in {delay:?}");
-                                    paused_until = Some(tokio::time::Instant::now() + delay);
+                                    self.reconcile_at = Some(Instant::now() + delay);
                                 }
                             }
                         }
@@ -807,6 +820,11 @@ const LOOKAHEAD: Duration = Duration::from_millis(200);
 
 /// How often the pace estimate is refreshed.
 const PACE_WINDOW: Duration = Duration::from_millis(50);
+
+/// How many times the worker reconciles after a claim that may have
+/// committed unseen, and how far apart (growing: 1 s, 2 s, …).
+const RECONCILE_ROUNDS: u32 = 4;
+const RECONCILE_SPACING: Duration = Duration::from_secs(1);
 
 /// How often a worker held back by unwritten outcomes, or by old jobs
 /// still stopping, looks again.
