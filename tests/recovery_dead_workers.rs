@@ -6,8 +6,8 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{count, eventually, migrated};
-use graphile_worker::{JobContext, JobSpec, Task, TaskError, Worker};
+use common::{count, eventually, migrated, wait_for_server_time};
+use graphile_worker::{JobContext, JobSpec, Task, TaskError, Worker, WorkerUtils};
 use graphile_worker_dev::{TestDatabase, node};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -57,6 +57,76 @@ async fn events(pool: &PgPool, event: &str) -> i64 {
         &format!("select count(*) from runs where event = '{event}'"),
     )
     .await
+}
+
+async fn job_events(pool: &PgPool, job_id: i64, event: &str) -> i64 {
+    sqlx::query_scalar("select count(*) from runs where job_id = $1 and event = $2")
+        .bind(job_id)
+        .bind(event)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Registers a worker `id` whose last heartbeat was an hour ago, holding a
+/// job of a task nobody runs; returns the job's id. Seeing a sweep recover
+/// it proves that a sweep ran after this point. (One transaction: a sweep
+/// between the two writes would forget the worker and leave its job to the
+/// 4-hour rule.)
+async fn plant_dead_worker(pool: &PgPool, utils: &WorkerUtils, id: &str) -> i64 {
+    let job = utils
+        .add_raw_job("held_by_the_dead", json!({}), JobSpec::default())
+        .await
+        .unwrap()
+        .id;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "insert into graphile_worker._private_workers (id, last_heartbeat_at) \
+         values ($1, now() - interval '1 hour')",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update graphile_worker._private_jobs \
+         set attempts = 1, locked_by = $1, locked_at = now() where id = $2",
+    )
+    .bind(id)
+    .bind(job)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    job
+}
+
+/// Waits until a sweep recovered what [`plant_dead_worker`] planted.
+async fn wait_for_sweep(pool: &PgPool, dead: &str, job: i64) {
+    eventually(
+        Duration::from_secs(20),
+        &format!("a sweep to recover {dead}"),
+        || async move {
+            let (locked, error): (bool, Option<String>) = sqlx::query_as(
+                "select locked_at is not null, last_error from graphile_worker.jobs where id = $1",
+            )
+            .bind(job)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            let forgotten = count(
+                pool,
+                &format!(
+                    "select count(*) from graphile_worker._private_workers where id = '{dead}'"
+                ),
+            )
+            .await
+                == 0;
+            (!locked && forgotten && error.is_some_and(|e| e.contains("stopped heartbeating")))
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -118,13 +188,32 @@ async fn a_long_job_on_a_live_worker_runs_once() {
     utils
         .add_raw_job(
             "sleepy",
-            json!({"ms_first": 4 * THRESHOLD_MS, "ms_retry": 10}),
+            json!({"ms_first": 8 * THRESHOLD_MS, "ms_retry": 10}),
             JobSpec::default(),
         )
         .await
         .unwrap();
     let (_a, _) = spawn_worker(&db).await;
     let (_b, _) = spawn_worker(&db).await;
+    let started_at: chrono::DateTime<chrono::Utc> =
+        eventually(Duration::from_secs(30), "the job to start", || async {
+            sqlx::query_scalar("select at from runs where event = 'start'")
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+        })
+        .await;
+    // Once the job has run for longer than the threshold, a sweep must
+    // happen while it still runs: a dead worker planted now is recovered,
+    // and the job carries on.
+    wait_for_server_time(&pool, started_at + Duration::from_millis(THRESHOLD_MS)).await;
+    let planted = plant_dead_worker(&pool, &utils, "pool-dead").await;
+    wait_for_sweep(&pool, "pool-dead", planted).await;
+    assert_eq!(
+        events(&pool, "done").await,
+        0,
+        "the job (8 thresholds long) ended before a sweep could be seen"
+    );
     eventually(Duration::from_secs(30), "the job to finish", || {
         let pool = pool.clone();
         async move { (events(&pool, "done").await == 1).then_some(()) }
@@ -134,7 +223,11 @@ async fn a_long_job_on_a_live_worker_runs_once() {
     // The lock was kept fresh: a Node worker's 4-hour sweep would see a
     // recent locked_at too.
     assert_eq!(
-        count(&pool, "select count(*) from graphile_worker.jobs").await,
+        count(
+            &pool,
+            "select count(*) from graphile_worker.jobs where task_identifier = 'sleepy'"
+        )
+        .await,
         0
     );
 }
@@ -215,15 +308,29 @@ async fn a_live_node_workers_long_job_is_never_stolen() {
         async move { (events(&pool, "start").await == 1).then_some(()) }
     })
     .await;
-    // Well past the threshold, the job is still Node's.
-    tokio::time::sleep(Duration::from_millis(2 * THRESHOLD_MS)).await;
-    let locked_by: Option<String> =
-        sqlx::query_scalar("select locked_by from graphile_worker.jobs")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    assert!(
-        locked_by.is_some_and(|l| l.starts_with("pool-")),
+    let lock = || async {
+        sqlx::query_as::<_, (Option<String>, Option<chrono::DateTime<chrono::Utc>>)>(
+            "select locked_by, locked_at from graphile_worker.jobs where task_identifier = 'node_slow'",
+        )
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+        .expect("the Node job ended before a sweep could be seen (it runs 3 thresholds)")
+    };
+    let (node_id, locked_at) = lock().await;
+    let (node_id, locked_at) = (
+        node_id.expect("locked by Node"),
+        locked_at.expect("locked by Node"),
+    );
+    // Node never refreshes its lock: once it is older than the threshold,
+    // a sweep happens (it recovers a dead worker planted then), and leaves
+    // the job to Node.
+    wait_for_server_time(&pool, locked_at + Duration::from_millis(THRESHOLD_MS)).await;
+    let planted = plant_dead_worker(&pool, &utils, "pool-dead").await;
+    wait_for_sweep(&pool, "pool-dead", planted).await;
+    assert_eq!(
+        lock().await,
+        (Some(node_id), Some(locked_at)),
         "the Node worker keeps its lock"
     );
     let status = tokio::time::timeout(Duration::from_secs(30), node_worker.wait())
@@ -284,10 +391,29 @@ async fn a_job_that_kills_its_worker_ends_permanently_failed() {
     assert_eq!((attempts, max_attempts), (2, 2), "no attempt refunded");
     let last_error = last_error.unwrap_or_default();
     assert!(last_error.contains("stopped heartbeating"), "{last_error}");
-    // A permanently failed job is not claimed again.
+    // A permanently failed job is not claimed again. A job that comes after
+    // it (lower priority) runs to its end on a new worker: had that worker
+    // claimed the failed job, it would have done so first, or in the same
+    // claim, and died.
     let (mut child, _) = spawn_worker(&db).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(events(&pool, "start").await, 2);
+    let after = utils
+        .add_raw_job(
+            "sleepy",
+            json!({"ms_first": 200, "ms_retry": 200}),
+            JobSpec {
+                priority: Some(10),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), "the later job to finish", || {
+        let pool = pool.clone();
+        async move { (job_events(&pool, after.id, "done").await == 1).then_some(()) }
+    })
+    .await;
+    assert_eq!(job_events(&pool, job.id, "start").await, 2);
+    assert!(child.try_wait().unwrap().is_none(), "the worker is alive");
     child.kill().await.unwrap();
     stop.shutdown();
 }

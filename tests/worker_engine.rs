@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{count, eventually, migrated, run_in_background, wait_for_listener};
+use common::{Witness, count, eventually, migrated, run_in_background, wait_for_listener};
 use graphile_worker::{JobContext, JobSpec, NewJob, Task, TaskError, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -450,13 +450,36 @@ async fn dropping_the_run_future_stops_the_worker_and_hands_its_job_back() {
         },
     )
     .await;
-    utils
+    let mut witness = Witness::start(&pool).await;
+    let late = utils
         .add_raw_job("record", json!({"tag": "late"}), JobSpec::default())
         .await
         .unwrap();
-    // Ten poll intervals: a live dispatch loop would have run it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Jobs announced after `late` reached the witness, in this process,
+    // five times in a row: a live dispatch loop (listening, and polling
+    // every 50 ms) would have been told about `late` first, and run it.
+    witness.confirm(5).await;
     assert_eq!(tags(&pool).await, vec!["hang-started"]);
+    let (attempts, locked): (i16, bool) = sqlx::query_as(
+        "select attempts, locked_at is not null from graphile_worker.jobs where id = $1",
+    )
+    .bind(late.id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((attempts, locked), (0, false), "`late` was never claimed");
+    witness.stop().await;
+    // It was there to be taken: a live worker runs it (and only it: `hang`
+    // is left alone).
+    worker(&pool)
+        .only(&["record"])
+        .init()
+        .await
+        .unwrap()
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(tags(&pool).await, vec!["hang-started", "late"]);
 }
 
 #[tokio::test]
@@ -628,66 +651,93 @@ async fn shutdown_interrupts_a_job_past_the_grace_period_without_losing_an_attem
     );
 }
 
+/// Backends of this database whose last statement was a LISTEN.
+async fn listener_pids(pool: &PgPool) -> Vec<i32> {
+    sqlx::query_scalar(
+        "select coalesce(array_agg(pid order by pid), '{}') from pg_stat_activity \
+         where datname = current_database() and query ilike 'listen%' \
+           and pid <> pg_backend_pid()",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn listener_reconnects_after_its_connection_is_killed() {
     let (_db, pool, utils) = migrated().await;
     runs_table(&pool).await;
-    // Polling is too slow to matter: only a notification can start the job.
+    // Polling is too slow to matter, and there are no heartbeats (each one
+    // also wakes the dispatcher to claim): only a notification can start a
+    // job.
     let w = worker(&pool)
         .poll_interval(Duration::from_secs(3600))
+        .recovery(false)
         .init()
         .await
         .unwrap();
     let (handle, running) = run_in_background(&w);
-    let listening = || {
-        let pool = pool.clone();
-        async move {
-            (count(
-                &pool,
-                "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen%'",
-            )
-            .await
-                > 0)
-            .then_some(())
-        }
-    };
-    eventually(Duration::from_secs(10), "the listener", listening).await;
-    utils
-        .add_raw_job("record", json!({"tag": "before"}), JobSpec::default())
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), "the first job", || {
-        let pool = pool.clone();
-        async move { (count(&pool, "select count(*) from runs").await == 1).then_some(()) }
+    let old = eventually(Duration::from_secs(10), "the listener", || async {
+        let pids = listener_pids(&pool).await;
+        (!pids.is_empty()).then_some(pids)
     })
     .await;
+    // One job after another, each only once the previous one ran: the
+    // worker is idle when each is added, and only its notification can
+    // wake it.
+    let run_one = |tag: String| {
+        let utils = utils.clone();
+        let pool = pool.clone();
+        async move {
+            utils
+                .add_raw_job("record", json!({"tag": tag}), JobSpec::default())
+                .await
+                .unwrap();
+            eventually(
+                Duration::from_secs(10),
+                &format!("the job {tag}"),
+                || async { tags(&pool).await.contains(&tag).then_some(()) },
+            )
+            .await;
+        }
+    };
+    run_one("before".into()).await;
 
-    sqlx::query(
-        "select pg_terminate_backend(pid) from pg_stat_activity \
-         where datname = current_database() and query ilike 'listen%' and pid <> pg_backend_pid()",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    eventually(
-        Duration::from_secs(20),
-        "the listener to come back",
-        listening,
-    )
-    .await;
-    utils
-        .add_raw_job("record", json!({"tag": "after"}), JobSpec::default())
+    sqlx::query("select pg_terminate_backend(pid) from unnest($1::int[]) as pid")
+        .bind(&old)
+        .execute(&pool)
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the job added after reconnect",
-        || {
-            let pool = pool.clone();
-            async move { (count(&pool, "select count(*) from runs").await == 2).then_some(()) }
+    // The killed backend is gone (not merely still listed while it exits),
+    // and another one listens.
+    let new = eventually(
+        Duration::from_secs(20),
+        "the old listener to go and a new one to listen",
+        || async {
+            let gone = count(
+                &pool,
+                &format!(
+                    "select count(*) from pg_stat_activity where pid in ({})",
+                    old.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+                ),
+            )
+            .await
+                == 0;
+            let pids = listener_pids(&pool).await;
+            (gone && !pids.is_empty()).then_some(pids)
         },
     )
     .await;
+    assert!(new.iter().all(|pid| !old.contains(pid)), "{old:?} {new:?}");
+    // The new listener works: after a reconnect the worker looks once for
+    // what it missed, which may find the first job, but not the ones after.
+    for n in 0..3 {
+        run_one(format!("after-{n}")).await;
+    }
+    assert_eq!(
+        tags(&pool).await,
+        vec!["before", "after-0", "after-1", "after-2"]
+    );
     handle.shutdown();
     running.await.unwrap().unwrap();
 }

@@ -9,7 +9,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{count, eventually, migrated, run_in_background};
+use common::{
+    Witness, count, eventually, migrated, run_in_background, server_now, wait_for_server_time,
+};
 use graphile_worker::{Error, JobContext, JobSpec, Task, TaskError, Worker, WorkerUtils};
 use graphile_worker_dev::TestDatabase;
 use serde::{Deserialize, Serialize};
@@ -1012,13 +1014,15 @@ async fn each_job_is_logged_in_a_span_with_its_id_task_queue_attempt_and_outcome
 /// rather than fails is covered by `recovery_heartbeat_failure.rs`.)
 #[tokio::test]
 async fn a_worker_whose_heartbeats_are_refused_stops_claiming_until_they_succeed() {
+    const THRESHOLD: Duration = Duration::from_millis(800);
     let (_db, pool, utils) = migrated().await;
     tables(&pool).await;
+    let mut witness = Witness::start(&pool).await;
     let w = worker(&pool)
         .concurrency(2)
         .poll_interval(Duration::from_millis(100))
         .heartbeat_interval(Duration::from_millis(100))
-        .stale_worker_threshold(Duration::from_millis(800))
+        .stale_worker_threshold(THRESHOLD)
         .init()
         .await
         .unwrap();
@@ -1032,39 +1036,84 @@ async fn a_worker_whose_heartbeats_are_refused_stops_claiming_until_they_succeed
     .await;
     wait_for_tag(&pool, "healthy").await;
 
-    // Every heartbeat is an update of the worker's registry row.
+    // Every heartbeat is an update of the worker's registry row: from now
+    // on each is refused, and counted (a sequence survives the rollback).
     sqlx::raw_sql(
-        "create function refuse_heartbeats() returns trigger language plpgsql as \
-           $$ begin raise exception 'heartbeats refused by the test'; end $$; \
+        "create sequence refused_heartbeats; \
+         create function refuse_heartbeats() returns trigger language plpgsql as \
+           $$ begin perform nextval('public.refused_heartbeats'); \
+             raise exception 'heartbeats refused by the test'; end $$; \
          create trigger refuse_heartbeats before update on graphile_worker._private_workers \
            for each row execute function refuse_heartbeats()",
     )
     .execute(&pool)
     .await
     .unwrap();
-    let refused_at = std::time::Instant::now();
-    // Past the threshold, plus a beat or two to notice.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    add(
+    eventually(Duration::from_secs(10), "a refused heartbeat", || async {
+        (count(
+            &pool,
+            "select case when is_called then last_value else 0 end from refused_heartbeats",
+        )
+        .await
+            > 0)
+        .then_some(())
+    })
+    .await;
+    // Beats run one after another: once one was refused, the registry
+    // holds the last one that got through.
+    let last_beat: DateTime<Utc> = sqlx::query_scalar(
+        "select last_heartbeat_at from graphile_worker._private_workers where id = $1",
+    )
+    .bind(w.pool_id())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    // Others may count the worker as dead once that beat is older than the
+    // stale threshold: by then it has stopped claiming. Add a job after.
+    wait_for_server_time(&pool, last_beat + THRESHOLD).await;
+    let job = add(
         &utils,
         "record",
         json!({"tag": "while-unhealthy"}),
         JobSpec::default(),
     )
     .await;
-    // Several poll intervals: the job must still be waiting.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The worker was told: jobs announced after it reached the witness, in
+    // this process, five times in a row.
+    witness.confirm(5).await;
     assert!(
         !has_tag(&pool, "while-unhealthy").await,
-        "claimed a job {:?} after heartbeats began failing",
-        refused_at.elapsed()
+        "claimed a job {} ms after its last heartbeat",
+        (server_now(&pool).await - last_beat).num_milliseconds()
     );
+    let (attempts, locked): (i16, bool) = sqlx::query_as(
+        "select attempts, locked_at is not null from graphile_worker.jobs where id = $1",
+    )
+    .bind(job)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((attempts, locked), (0, false), "the job was not claimed");
 
+    // Heartbeats succeed again: the worker resumes, and runs the job only
+    // now.
+    let restored_at = server_now(&pool).await;
     sqlx::raw_sql("drop trigger refuse_heartbeats on graphile_worker._private_workers")
         .execute(&pool)
         .await
         .unwrap();
     wait_for_tag(&pool, "while-unhealthy").await;
+    let ran_at: DateTime<Utc> =
+        sqlx::query_scalar("select at from runs where tag = 'while-unhealthy'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        ran_at > restored_at,
+        "the job ran at {ran_at}, before heartbeats were let through at {restored_at}"
+    );
+    witness.stop().await;
     handle.shutdown();
     running.await.unwrap().unwrap();
 }

@@ -1,16 +1,19 @@
 //! Draining a large backlog, where the worker claims on two connections at
 //! once: named queues still run one job at a time and in order, and every
-//! job runs exactly once.
+//! job runs exactly once. That two claims did overlap is observed from
+//! outside, in `pg_stat_activity`.
 
 mod common;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use common::{count, migrated};
 use graphile_worker::{JobContext, JobSpec, NewJob, Task, TaskError, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sqlx::{Connection, PgConnection};
 
 /// Runs of `Tick` (this file holds one test, so one worker counts here).
 static TICKS: AtomicI64 = AtomicI64::new(0);
@@ -63,9 +66,66 @@ impl Task for InQueue {
     }
 }
 
+/// What the watcher saw: the pids of the first two backends seen running
+/// the claim statement at one moment, and how many times it looked.
+#[derive(Debug)]
+struct Watched {
+    overlap: Option<Vec<i32>>,
+    samples: u64,
+    max_claims_at_once: i64,
+}
+
+/// Samples `pg_stat_activity` on its own connection, thread and runtime (so
+/// the jobs running on the test's runtime do not hold it up) until `stop`
+/// is set or two claims are seen running at once.
+///
+/// A claim counts only if it started before the sampling statement did
+/// (`query_start < statement_timestamp()`) and was still active when the
+/// statement read the activity table: two such claims were both running at
+/// the statement's start, so they really overlapped, even though the table
+/// is read one backend after another.
+fn watch_claims(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Watched> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("watcher runtime");
+        runtime.block_on(async move {
+            let mut conn = PgConnection::connect(&url)
+                .await
+                .expect("watcher connection");
+            let mut watched = Watched {
+                overlap: None,
+                samples: 0,
+                max_claims_at_once: 0,
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let (n, pids): (i64, Vec<i32>) = sqlx::query_as(
+                    "select count(*), coalesce(array_agg(pid order by pid), '{}') \
+                     from pg_stat_activity \
+                     where datname = current_database() and pid <> pg_backend_pid() \
+                       and state = 'active' and query like 'with candidates as%' \
+                       and query_start < statement_timestamp()",
+                )
+                .fetch_one(&mut conn)
+                .await
+                .expect("sample pg_stat_activity");
+                watched.samples += 1;
+                watched.max_claims_at_once = watched.max_claims_at_once.max(n);
+                if n >= 2 {
+                    watched.overlap = Some(pids);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            watched
+        })
+    })
+}
+
 #[tokio::test]
 async fn a_large_backlog_with_named_queues_drains_exactly_once_and_in_queue_order() {
-    let (_db, pool, utils) = migrated().await;
+    let (db, pool, utils) = migrated().await;
     sqlx::raw_sql(
         "create table queue_state (queue text primary key, running int not null);
          insert into queue_state select 'q' || i, 0 from generate_series(0, 3) i;
@@ -107,7 +167,27 @@ async fn a_large_backlog_with_named_queues_drains_exactly_once_and_in_queue_orde
         .init()
         .await
         .unwrap();
-    worker.run_once().await.unwrap();
+    let stop_watching = Arc::new(AtomicBool::new(false));
+    let watcher = watch_claims(db.url.clone(), stop_watching.clone());
+    tokio::time::timeout(Duration::from_secs(300), worker.run_once())
+        .await
+        .expect("the backlog drains within 5 minutes")
+        .unwrap();
+    stop_watching.store(true, Ordering::Relaxed);
+    let watched = watcher.join().expect("the watcher thread");
+    // The worker claimed on two connections at once: at some moment two
+    // backends were running the claim statement.
+    let overlap = watched.overlap.unwrap_or_else(|| {
+        panic!(
+            "never saw two claims running at once in {} samples of pg_stat_activity \
+             (at most {} at a time)",
+            watched.samples, watched.max_claims_at_once
+        )
+    });
+    assert!(
+        overlap.len() >= 2 && overlap[0] != overlap[1],
+        "two distinct backends: {overlap:?}"
+    );
 
     assert_eq!(
         count(&pool, "select count(*) from graphile_worker.jobs").await,

@@ -160,7 +160,9 @@ impl Dispatcher {
             .bind(self.inner.metadata.to_string())
             .execute(&self.inner.pool);
         match tokio::time::timeout(self.inner.stale_worker_threshold / 4, register).await {
-            Ok(Ok(_)) => self.inner.health.beat_landed(sent),
+            Ok(Ok(_)) => {
+                self.inner.health.beat_landed(sent);
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "could not register the worker yet; the heartbeat will retry")
             }

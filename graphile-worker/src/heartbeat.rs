@@ -80,12 +80,19 @@ impl Health {
         state.lost = None;
     }
 
-    /// A beat sent at `sent` reached the database.
-    pub(crate) fn beat_landed(&self, sent: Instant) {
+    /// A beat sent at `sent` reached the database. True if the worker was
+    /// not fresh until now (claiming may resume).
+    pub(crate) fn beat_landed(&self, sent: Instant) -> bool {
         let mut state = self.lock();
+        let was_fresh = match (state.last_ok, self.threshold) {
+            (Some(last), Some(threshold)) => Instant::now() < last + threshold / 2,
+            (_, None) => true,
+            (None, Some(_)) => false,
+        };
         if state.last_ok.is_none_or(|last| last < sent) {
             state.last_ok = Some(sent);
         }
+        !was_fresh
     }
 
     /// The worker's row was gone: its jobs were recovered by a peer.
@@ -266,20 +273,21 @@ impl Heartbeat {
                 };
             match outcome {
                 Ok(()) => {
-                    self.health.beat_landed(sent);
+                    if self.health.beat_landed(sent) {
+                        // Claiming may resume (only then: a wake-up makes
+                        // the dispatcher look for jobs, and beats must not
+                        // act as a hidden poll).
+                        self.wakeups.notify.notify_one();
+                    }
                     if failing_since.take().is_some() {
                         tracing::info!("heartbeats resumed");
                     }
-                    // Claiming may resume.
-                    self.wakeups.notify.notify_one();
                 }
                 Err(e) => {
                     conn = None;
                     let since = *failing_since.get_or_insert(sent);
+                    // The dispatcher's timer follows the standing.
                     tracing::warn!(error = %e, failing_for = ?since.elapsed(), "heartbeat failed; will retry");
-                    // The dispatcher's timer tracks the standing too; this
-                    // only makes sure the change is seen promptly.
-                    self.wakeups.notify.notify_one();
                 }
             }
             // Retry sooner after a failure.

@@ -3,8 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use graphile_worker::{ShutdownHandle, Worker, WorkerUtils};
+use chrono::{DateTime, Utc};
+use graphile_worker::{JobContext, ShutdownHandle, Task, TaskError, Worker, WorkerUtils};
 use graphile_worker_dev::{TestDatabase, fresh_database};
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 /// A fresh database with the worker schema installed.
@@ -69,4 +71,130 @@ pub async fn wait_for_listener(pool: &PgPool) {
         .then_some(())
     })
     .await;
+}
+
+/// The database server's clock, the one `now()` and row timestamps use.
+pub async fn server_now(pool: &PgPool) -> DateTime<Utc> {
+    sqlx::query_scalar("select clock_timestamp()")
+        .fetch_one(pool)
+        .await
+        .expect("read the server clock")
+}
+
+/// Waits until the server's clock is past `at` (at most a minute).
+pub async fn wait_for_server_time(pool: &PgPool, at: DateTime<Utc>) {
+    eventually(Duration::from_secs(60), "the server clock", || async move {
+        sqlx::query_scalar::<_, bool>("select clock_timestamp() > $1")
+            .bind(at)
+            .fetch_one(pool)
+            .await
+            .expect("read the server clock")
+            .then_some(())
+    })
+    .await;
+}
+
+/// Runs only `witness` jobs, recording each in `witnessed`.
+#[derive(Serialize, Deserialize)]
+pub struct WitnessJob {
+    n: i64,
+}
+
+impl Task for WitnessJob {
+    const IDENTIFIER: &'static str = "witness";
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        sqlx::query("insert into witnessed (n) values ($1)")
+            .bind(self.n)
+            .execute(ctx.utils().pool())
+            .await
+            .map_err(|e| TaskError::new(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// A second worker in this process, on the test's runtime, that runs only
+/// `witness` jobs, learns of them from notifications alone (it never
+/// polls), and has no heartbeats to lose (recovery off).
+///
+/// Witness jobs added after some moment and run one after another prove
+/// that, after that moment, notifications were delivered and acted on in
+/// this process, several times over: a worker under test, on the same
+/// runtime and listening to the same channel, was told about its own
+/// earlier job first. Tests wait for that, rather than sleep, before
+/// asserting that a worker did *not* take a job.
+pub struct Witness {
+    pool: PgPool,
+    utils: WorkerUtils,
+    handle: ShutdownHandle,
+    running: tokio::task::JoinHandle<Result<(), graphile_worker::Error>>,
+    next: i64,
+}
+
+impl Witness {
+    /// Starts the witness, and waits until it has run a first job.
+    pub async fn start(pool: &PgPool) -> Self {
+        sqlx::raw_sql(
+            "create table if not exists witnessed \
+               (n bigint primary key, at timestamptz not null default clock_timestamp())",
+        )
+        .execute(pool)
+        .await
+        .expect("create the witness's table");
+        let worker = Worker::options()
+            .pg_pool(pool.clone())
+            .handle_signals(false)
+            .recovery(false)
+            .poll_interval(Duration::from_secs(3600))
+            .register::<WitnessJob>()
+            .init()
+            .await
+            .expect("start the witness");
+        let (handle, running) = run_in_background(&worker);
+        let mut witness = Self {
+            pool: pool.clone(),
+            utils: WorkerUtils::new(pool.clone(), "graphile_worker"),
+            handle,
+            running,
+            next: 0,
+        };
+        witness.confirm(1).await;
+        witness
+    }
+
+    /// Adds `rounds` witness jobs one after another, each once the last one
+    /// ran (at most 10 s each).
+    pub async fn confirm(&mut self, rounds: usize) {
+        for _ in 0..rounds {
+            let n = self.next;
+            self.next += 1;
+            self.utils
+                .add_raw_job("witness", serde_json::json!({ "n": n }), Default::default())
+                .await
+                .expect("add a witness job");
+            let pool = &self.pool;
+            eventually(
+                Duration::from_secs(10),
+                &format!("witness job {n}"),
+                || async move {
+                    (count(
+                        pool,
+                        &format!("select count(*) from witnessed where n = {n}"),
+                    )
+                    .await
+                        == 1)
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Stops the witness.
+    pub async fn stop(self) {
+        self.handle.shutdown();
+        self.running
+            .await
+            .expect("the witness's task")
+            .expect("the witness's run()");
+    }
 }
