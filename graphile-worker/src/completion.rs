@@ -11,10 +11,11 @@
 //!   and the job stays held, its lock refreshed, until written. An error no
 //!   retry can fix (bad data) splits the batch so the other rows still land.
 //! - **A write only touches the claim it belongs to.** Each outcome carries
-//!   the `updated_at` its claim stamped; a write retried after an ambiguous
-//!   commit cannot unlock or refund a later claim of the same job, and an
-//!   attempt is refunded only to a job nobody changed meanwhile (a job
-//!   disarmed by `remove_job` or key replacement stays dead).
+//!   the `updated_at` its claim stamped; a failure or hand-back retried after
+//!   an ambiguous commit cannot unlock or refund a later claim of the same
+//!   job, and an attempt is refunded only to a job nobody changed meanwhile
+//!   (a job disarmed by `remove_job` or key replacement stays dead). A
+//!   completion deletes the row, which no retry can get wrong.
 //! - **Messages are storable**: NUL characters are replaced and the length
 //!   is bounded before they reach PostgreSQL.
 //! - **Rows locked by other transactions do not hold the batch back**: they
@@ -381,7 +382,6 @@ impl Writer {
                 sqlx::query_scalar(self.sql.complete_own_jobs.clone())
                     .bind(&ids)
                     .bind(&self.pool_id)
-                    .bind(&claimed)
                     .fetch_one(&self.pool)
                     .await?
             }
@@ -419,10 +419,15 @@ impl Writer {
         if usize::try_from(written).unwrap_or(0) >= reports.len() {
             return Ok(Vec::new());
         }
+        // Completions are not fenced (see `complete_own_jobs`).
+        let fence = match kind {
+            Kind::Complete => vec![None; claimed.len()],
+            Kind::Fail | Kind::Return => claimed,
+        };
         let still_mine: Vec<i64> = sqlx::query_scalar(self.sql.still_held.clone())
             .bind(&ids)
             .bind(&self.pool_id)
-            .bind(&claimed)
+            .bind(&fence)
             .fetch_all(&self.pool)
             .await?;
         Ok(reports

@@ -258,16 +258,23 @@ impl Statements {
             )),
             claim_jobs: stmt(claim(s, "")),
             claim_jobs_with_flags: stmt(claim(s, "and (jobs.flags ?| $4::text[]) is not true")),
-            // Outcome writes. $1 ids, $2 pool id, $3 the updated_at each
-            // claim stamped: a write touches a job only while this claim
-            // holds it (see `OWN_CLAIM`), skips rows another transaction
-            // has locked (the writer retries them), unlocks the job's named
-            // queue, and returns how many jobs it wrote.
+            // Outcome writes. $1 ids, $2 pool id, and for failures and
+            // hand-backs the updated_at each claim stamped: such a write
+            // touches a job only while this claim holds it (see
+            // `OWN_CLAIM`). Each skips rows another transaction has locked
+            // (the writer retries them), unlocks the job's named queue, and
+            // returns how many jobs it wrote.
+            // A completion needs no fence: the row is deleted, so a retried
+            // write can only find it gone or still held by the same claim
+            // (a job re-claimed by this pool after recovery has run already;
+            // deleting it ends nothing that has not ended). Rows are found
+            // by id, then deleted by ctid: no second index lookup.
             complete_own_jobs: stmt(format!(
-                "with f as (select * from unnest($1::bigint[], $3::timestamptz[]) as f(id, claimed_at)), \
-                 target as (select jobs.id from {s}._private_jobs as jobs join f on f.id = jobs.id \
-                   where jobs.locked_by = $2 and {OWN_CLAIM} for update of jobs skip locked), \
-                 j as (delete from {s}._private_jobs as jobs where jobs.id in (select id from target) \
+                "with target as (select jobs.ctid as tid from {s}._private_jobs as jobs \
+                   where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 \
+                   for update skip locked), \
+                 j as (delete from {s}._private_jobs as jobs \
+                   where jobs.ctid = any(array(select tid from target)) \
                    returning jobs.job_queue_id), \
                  {UNLOCK_QUEUES} \
                  select count(*) from j",
@@ -283,7 +290,8 @@ impl Statements {
                  target as (select jobs.id, f.message, f.interrupted, \
                      (f.claimed_at is null or jobs.updated_at = f.claimed_at) as untouched \
                    from {s}._private_jobs as jobs join f on f.id = jobs.id \
-                   where jobs.locked_by = $3 and {OWN_CLAIM} for update of jobs skip locked), \
+                   where jobs.id = any($1::bigint[]) and jobs.locked_by = $3 and {OWN_CLAIM} \
+                   for update of jobs skip locked), \
                  j as (update {s}._private_jobs as jobs set \
                      last_error = t.message, \
                      run_at = case when t.interrupted then greatest(now(), jobs.run_at) \
@@ -303,7 +311,8 @@ impl Statements {
                  target as (select jobs.id, \
                      (f.claimed_at is null or jobs.updated_at = f.claimed_at) as untouched \
                    from {s}._private_jobs as jobs join f on f.id = jobs.id \
-                   where jobs.locked_by = $2 and {OWN_CLAIM} for update of jobs skip locked), \
+                   where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 and {OWN_CLAIM} \
+                   for update of jobs skip locked), \
                  j as (update {s}._private_jobs as jobs set \
                      attempts = case when t.untouched then greatest(0, jobs.attempts - 1) \
                        else jobs.attempts end, \
@@ -320,7 +329,7 @@ impl Statements {
             still_held: stmt(format!(
                 "select jobs.id from unnest($1::bigint[], $3::timestamptz[]) as f(id, claimed_at) \
                  join {s}._private_jobs as jobs on jobs.id = f.id \
-                 where jobs.locked_by = $2 and {OWN_CLAIM}"
+                 where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 and {OWN_CLAIM}"
             )),
             // Jobs locked by pool $1 that it does not know it holds ($2, the
             // held ids): a claim whose answer was lost after it committed.
