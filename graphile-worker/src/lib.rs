@@ -8,7 +8,6 @@ mod claim;
 mod completion;
 mod context;
 mod cron;
-mod dispatch;
 mod enqueue;
 mod error;
 mod execute;

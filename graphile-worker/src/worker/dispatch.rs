@@ -23,9 +23,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
+use super::Inner;
+use super::local_queue::{LOCAL_TTL, Pace, Waiting, buffer_in_order};
+use super::wind_down::{WindDown, give_back_claimed, reconcile};
 use crate::backoff::Backoff;
 use crate::claim::ClaimBatch;
 use crate::completion::{ClaimRef, Completer, HeldJobs, Outcome, is_retryable, lock_held};
@@ -33,10 +36,9 @@ use crate::error::Error;
 use crate::execute::{SHUTDOWN_MESSAGE, run_job};
 use crate::heartbeat::{self, Heartbeat, refresh_locks};
 use crate::job::Job;
-use crate::worker::Inner;
 
 /// Runs one dispatch loop to its end and winds it down.
-pub(crate) async fn dispatch(inner: Arc<Inner>, once: bool) -> Result<(), Error> {
+pub(super) async fn dispatch(inner: Arc<Inner>, once: bool) -> Result<(), Error> {
     let mut dispatcher = match Dispatcher::start(inner.clone(), once) {
         Ok(dispatcher) => dispatcher,
         Err(e) => {
@@ -49,9 +51,6 @@ pub(crate) async fn dispatch(inner: Arc<Inner>, once: bool) -> Result<(), Error>
     dispatcher.finish().await;
     Ok(())
 }
-
-/// A claimed job waiting in the local queue, and since when.
-type Waiting = (Job, Instant);
 
 struct Dispatcher {
     inner: Arc<Inner>,
@@ -573,107 +572,6 @@ impl Drop for Dispatcher {
     }
 }
 
-/// Winding down a run, in the order that keeps every promise.
-struct WindDown {
-    inner: Arc<Inner>,
-    held: HeldJobs,
-    completer: Option<Completer>,
-    writer: Option<JoinHandle<()>>,
-    claims: JoinSet<Claimed>,
-    buffer: VecDeque<Waiting>,
-    stop_background: watch::Sender<bool>,
-    heartbeat_done: Option<oneshot::Receiver<()>>,
-    refresher: Option<JoinHandle<()>>,
-    strays_possible: bool,
-}
-
-impl WindDown {
-    async fn run(mut self) {
-        if let Some(completer) = self.completer.take() {
-            // Claims in flight may lock jobs: take them back too.
-            while let Some(claimed) = self.claims.join_next().await {
-                match claimed {
-                    Ok(Claimed::Jobs { batch, .. }) => {
-                        settle_rejects(&self.held, &completer, &batch);
-                        give_back_claimed(&self.held, &completer, batch.jobs);
-                    }
-                    Ok(Claimed::Failed {
-                        may_have_locked: true,
-                        ..
-                    }) => self.strays_possible = true,
-                    _ => {}
-                }
-            }
-            for (job, _) in self.buffer.drain(..) {
-                completer.send(ClaimRef::of(&job), Outcome::Returned, true);
-            }
-        }
-        // The writer ends once every sender is gone (the running jobs' too)
-        // and every outcome is written.
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.await;
-        }
-        let inner = &self.inner;
-        let sql = inner.utils.statements();
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        for attempt in 1..=5 {
-            let result = if self.strays_possible {
-                reconcile(inner, &[]).await
-            } else {
-                sqlx::query(sql.unlock_own_queues.clone())
-                    .bind(&inner.pool_id)
-                    .execute(&inner.pool)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            };
-            match result {
-                Ok(()) => break,
-                Err(e) if attempt == 5 => {
-                    tracing::warn!(error = %e, "could not release this worker's remaining locks; dead-worker recovery will")
-                }
-                Err(_) => tokio::time::sleep(backoff.next_delay()).await,
-            }
-        }
-        // Only now may the worker look gone: its last outcome is written.
-        self.stop_background.send_replace(true);
-        if let Some(refresher) = self.refresher.take() {
-            let _ = refresher.await;
-        }
-        if let Some(done) = self.heartbeat_done.take() {
-            let _ = done.await;
-        }
-        inner.end_run();
-    }
-}
-
-/// Hands back, through the writer, jobs claimed but never to be started.
-fn give_back_claimed(held: &HeldJobs, completer: &Completer, jobs: Vec<Job>) {
-    lock_held(held).extend(jobs.iter().map(|j| j.id));
-    for job in jobs {
-        completer.send(ClaimRef::of(&job), Outcome::Returned, true);
-    }
-}
-
-/// Hands back the jobs locked by this worker that it does not hold (`held`
-/// lists those it does), and unlocks its queues that hold none of them.
-async fn reconcile(inner: &Inner, held: &[i64]) -> Result<(), String> {
-    let (jobs, queues): (i64, i64) = sqlx::query_as(inner.utils.statements().return_strays.clone())
-        .bind(&inner.pool_id)
-        .bind(held)
-        .fetch_one(&inner.pool)
-        .await
-        .map_err(|e| e.to_string())?;
-    if jobs + queues > 0 {
-        tracing::warn!(
-            jobs,
-            queues,
-            "handed back jobs and queues this worker had locked without knowing it (a claim whose answer was lost)"
-        );
-    }
-    Ok(())
-}
-
 /// Whether a failed statement may still have committed: its answer, not
 /// its request, was lost.
 fn may_have_committed(error: &Error) -> bool {
@@ -689,7 +587,7 @@ fn may_have_committed(error: &Error) -> bool {
 }
 
 /// What a background claim brought back.
-enum Claimed {
+pub(super) enum Claimed {
     /// `limit` is what was asked for; `epoch` the wake-up count when the
     /// claim started (`None` if it overlapped another), `finished_before`
     /// the count of finished jobs then, `generation` the heartbeat
@@ -708,31 +606,6 @@ enum Claimed {
     },
     /// A reconciliation of held jobs ran.
     Reconciled(Result<(), String>),
-}
-
-/// Appends claimed jobs to the local queue, keeping it in the order jobs
-/// start: priority, then run_at. Each claim returns its jobs in that order,
-/// but two overlapping claims can come back in either order.
-fn buffer_in_order(buffer: &mut VecDeque<Waiting>, jobs: Vec<Job>, claimed_at: Instant) {
-    let in_order = match (buffer.back(), jobs.first()) {
-        (Some((last, _)), Some(first)) => {
-            (last.priority, last.run_at) <= (first.priority, first.run_at)
-        }
-        _ => true,
-    };
-    buffer.extend(jobs.into_iter().map(|j| (j, claimed_at)));
-    if !in_order {
-        let buffer = buffer.make_contiguous();
-        buffer.sort_by_key(|(j, _)| (j.priority, j.run_at));
-        // The time-limit check looks at the front only, so claim times must
-        // not decrease along the queue: after a merge every job counts from
-        // the oldest claim among them.
-        if let Some(oldest) = buffer.iter().map(|(_, since)| *since).min() {
-            for (_, since) in buffer.iter_mut() {
-                *since = oldest;
-            }
-        }
-    }
 }
 
 /// Sends a running job's outcome, or, if the job's task ends without one (a
@@ -784,7 +657,7 @@ impl Drop for OutcomeGuard {
 
 /// Fails the claimed jobs that could not be read and hands back those to be
 /// given back; both stay in `held` until written.
-fn settle_rejects(held: &HeldJobs, completer: &Completer, batch: &ClaimBatch) {
+pub(super) fn settle_rejects(held: &HeldJobs, completer: &Completer, batch: &ClaimBatch) {
     if batch.unreadable.is_empty() && batch.give_back.is_empty() {
         return;
     }
@@ -813,16 +686,6 @@ const MAX_CLAIMS: usize = 2;
 /// A claim starts beside one in flight only when it asks for this many jobs.
 const OVERLAP_MIN: usize = 500;
 
-/// How long a claimed job may wait in the local queue before it is handed
-/// back.
-const LOCAL_TTL: Duration = Duration::from_secs(5);
-
-/// How much work, in time at the current pace, the local queue holds.
-const LOOKAHEAD: Duration = Duration::from_millis(200);
-
-/// How often the pace estimate is refreshed.
-const PACE_WINDOW: Duration = Duration::from_millis(50);
-
 /// How many times the worker reconciles after a claim that may have
 /// committed unseen, and how far apart (growing: 1 s, 2 s, …).
 const RECONCILE_ROUNDS: u32 = 4;
@@ -831,129 +694,3 @@ const RECONCILE_SPACING: Duration = Duration::from_secs(1);
 /// How often a worker held back by unwritten outcomes, or by old jobs
 /// still stopping, looks again.
 const BACKPRESSURE_CHECK: Duration = Duration::from_millis(50);
-
-/// Default upper bound of the local queue.
-pub(crate) const DEFAULT_LOCAL_QUEUE: usize = 5000;
-
-/// Estimates how many jobs finish per second, to size the local queue: jobs
-/// are claimed ahead of free slots only as far as they will start soon, so
-/// short jobs share a round trip and long jobs are not hoarded.
-///
-/// Until the first estimate, and whenever claims cannot keep up, the
-/// lookahead grows like TCP's slow start: each claim that comes back full to
-/// a worker starved by short jobs (some finished meanwhile, and now slots are
-/// free with nothing waiting) quadruples it, so a burst of short jobs
-/// reaches full batches within a few round trips.
-struct Pace {
-    window_start: Instant,
-    finished: u32,
-    per_second: f64,
-    boost: usize,
-    finished_total: u64,
-}
-
-impl Pace {
-    fn new() -> Self {
-        Self {
-            window_start: Instant::now(),
-            finished: 0,
-            per_second: 0.0,
-            boost: 0,
-            finished_total: 0,
-        }
-    }
-
-    /// Forgets the estimate (keeping the count of finished jobs).
-    fn reset(&mut self) {
-        *self = Self {
-            finished_total: self.finished_total,
-            ..Self::new()
-        };
-    }
-
-    fn record(&mut self, finished: u32) {
-        self.finished += finished;
-        self.finished_total += u64::from(finished);
-        let elapsed = self.window_start.elapsed();
-        if elapsed >= PACE_WINDOW {
-            let rate = f64::from(self.finished) / elapsed.as_secs_f64();
-            self.per_second = (self.per_second + rate) / 2.0;
-            self.finished = 0;
-            self.window_start = Instant::now();
-        }
-    }
-
-    /// A claim came back with every job it asked for while the worker had
-    /// free slots and nothing waiting: hold more next time.
-    fn starved(&mut self, floor: usize) {
-        self.boost = self.boost.max(floor).saturating_mul(4);
-    }
-
-    /// A claim came back short: there is no backlog to race through.
-    fn caught_up(&mut self) {
-        self.boost = 0;
-    }
-
-    /// How many jobs to hold beyond the running ones, at most `max`.
-    fn ahead(&self, max: usize) -> usize {
-        ((self.per_second * LOOKAHEAD.as_secs_f64()) as usize)
-            .max(self.boost)
-            .min(max)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::{TimeZone, Utc};
-
-    fn job(id: i64, priority: i16, second: u32) -> Job {
-        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, second).single();
-        let at = at.unwrap_or_default();
-        Job {
-            id,
-            queue_name: None,
-            task_identifier: "t".into(),
-            payload: serde_json::Value::Null,
-            priority,
-            run_at: at,
-            attempts: 1,
-            max_attempts: 25,
-            last_error: None,
-            created_at: at,
-            updated_at: at,
-            key: None,
-            locked_at: None,
-            locked_by: None,
-            revision: 0,
-            flags: None,
-        }
-    }
-
-    fn ids(buffer: &VecDeque<Waiting>) -> Vec<i64> {
-        buffer.iter().map(|(j, _)| j.id).collect()
-    }
-
-    #[test]
-    fn a_later_claim_that_returns_first_does_not_jump_the_queue() {
-        let now = Instant::now();
-        let mut buffer = VecDeque::new();
-        // The second claim skipped the first's rows, so it holds the
-        // lower-priority jobs, and it came back first.
-        buffer_in_order(&mut buffer, vec![job(5, 1, 0), job(6, 1, 1)], now);
-        buffer_in_order(&mut buffer, vec![job(1, 0, 0), job(2, 0, 5)], now);
-        assert_eq!(ids(&buffer), vec![1, 2, 5, 6]);
-        // Ties keep claim order; run_at breaks ties in priority.
-        buffer_in_order(&mut buffer, vec![job(3, 0, 3), job(7, 1, 1)], now);
-        assert_eq!(ids(&buffer), vec![1, 3, 2, 5, 6, 7]);
-    }
-
-    #[test]
-    fn batches_in_order_are_appended() {
-        let now = Instant::now();
-        let mut buffer = VecDeque::new();
-        buffer_in_order(&mut buffer, vec![job(1, 0, 0), job(2, 0, 1)], now);
-        buffer_in_order(&mut buffer, vec![job(3, 0, 1), job(4, 2, 0)], now);
-        assert_eq!(ids(&buffer), vec![1, 2, 3, 4]);
-    }
-}

@@ -1,28 +1,24 @@
-//! The worker: options, start-up, running (the loop itself is in
-//! [`crate::dispatch`]), and shutdown signals.
+//! Building a worker: the options, their validation, and `init`, which
+//! connects, migrates and registers the task identifiers.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
 
+use super::local_queue::DEFAULT_LOCAL_QUEUE;
+use super::{Inner, Worker, metadata};
 use crate::backoff::random_u64;
 use crate::claim::Claimer;
-use crate::cron::{
-    Clock, CronItem, CronPattern, duplicate_identifier, parse_crontab, run_scheduler,
-};
-use crate::dispatch::{DEFAULT_LOCAL_QUEUE, dispatch};
+use crate::cron::{CronItem, CronPattern, duplicate_identifier, parse_crontab};
 use crate::error::Error;
 use crate::heartbeat::Health;
-use crate::listen::{Wakeups, listen};
-use crate::recovery::Sweeper;
+use crate::listen::Wakeups;
 use crate::registry::{TaskSet, registered_tasks};
-use crate::sweep::sweep_stale_locks;
 use crate::task::Task;
 use crate::worker_utils::WorkerUtils;
 
@@ -106,6 +102,14 @@ impl Default for WorkerOptions {
 }
 
 impl WorkerOptions {
+    /// Options that run every task of the `#[task]` registry.
+    pub(super) fn with_registry() -> Self {
+        Self {
+            use_registry: true,
+            ..Self::default()
+        }
+    }
+
     /// Connect to this database (a pool of [`max_pool_size`](Self::max_pool_size)
     /// connections is created). Use either this or [`pg_pool`](Self::pg_pool).
     pub fn database_url(mut self, url: &str) -> Self {
@@ -454,276 +458,3 @@ impl WorkerOptions {
 /// The longest duration accepted for any setting (about 100 years would
 /// overflow some clocks when added to "now"; nobody means more than this).
 const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
-
-/// A worker pool: claims jobs of its tasks and runs them.
-///
-/// ```no_run
-/// # async fn example(pool: sqlx::PgPool) -> Result<(), graphile_worker::Error> {
-/// let worker = graphile_worker::Worker::from_registry().pg_pool(pool).init().await?;
-/// let stop = worker.shutdown_handle();
-/// tokio::spawn(async move {
-///     tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-///     stop.shutdown();
-/// });
-/// worker.run().await?;
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug)]
-pub struct Worker {
-    inner: Arc<Inner>,
-}
-
-/// What a worker is made of, shared by its runs.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) pool: PgPool,
-    pub(crate) utils: WorkerUtils,
-    pub(crate) pool_id: String,
-    pub(crate) tasks: TaskSet,
-    pub(crate) claimer: Claimer,
-    pub(crate) concurrency: usize,
-    pub(crate) local_queue_size: usize,
-    pub(crate) poll_interval: Duration,
-    pub(crate) shutdown_grace: Duration,
-    handle_signals: bool,
-    pub(crate) shutdown: Arc<watch::Sender<bool>>,
-    pub(crate) abort: Arc<watch::Sender<bool>>,
-    pub(crate) wakeups: Arc<Wakeups>,
-    pub(crate) recovery: bool,
-    pub(crate) heartbeat_interval: Duration,
-    pub(crate) stale_worker_threshold: Duration,
-    recovery_sweep_interval: Duration,
-    recovery_delay: Duration,
-    pub(crate) metadata: serde_json::Value,
-    cron_items: Vec<CronItem>,
-    pub(crate) health: Arc<Health>,
-    /// A run (or its wind-down) is in progress.
-    run_active: AtomicBool,
-}
-
-impl Inner {
-    /// Called when a run has fully wound down.
-    pub(crate) fn end_run(&self) {
-        self.run_active.store(false, Ordering::Release);
-    }
-
-    /// Forgets a shutdown request once the run it stopped has returned.
-    fn reset_shutdown(&self) {
-        self.shutdown.send_replace(false);
-        self.abort.send_replace(false);
-    }
-}
-
-/// What a worker says about itself in `_private_workers.metadata`.
-fn metadata(tasks: &[String]) -> serde_json::Value {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
-    serde_json::json!({
-        "host": host,
-        "pid": std::process::id(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "runtime": "rust",
-        "tasks": tasks,
-    })
-}
-
-/// Asks a running [`Worker`] to stop: no new jobs are claimed, running jobs
-/// get the grace period to finish.
-///
-/// ```no_run
-/// # async fn example(worker: graphile_worker::Worker) {
-/// let handle = worker.shutdown_handle();
-/// handle.shutdown();
-/// # }
-/// ```
-#[derive(Clone, Debug)]
-pub struct ShutdownHandle {
-    shutdown: Arc<watch::Sender<bool>>,
-    abort: Arc<watch::Sender<bool>>,
-}
-
-impl ShutdownHandle {
-    /// Starts a graceful shutdown.
-    pub fn shutdown(&self) {
-        self.shutdown.send_replace(true);
-    }
-
-    /// Stops at once: running jobs are interrupted and retried later.
-    pub fn shutdown_now(&self) {
-        self.shutdown.send_replace(true);
-        self.abort.send_replace(true);
-    }
-}
-
-impl Worker {
-    /// Options for a worker running every task registered with `#[task]` in
-    /// the crates linked into this program.
-    pub fn from_registry() -> WorkerOptions {
-        WorkerOptions {
-            use_registry: true,
-            ..WorkerOptions::default()
-        }
-    }
-
-    /// Options for a worker running only the tasks you
-    /// [`register`](WorkerOptions::register).
-    pub fn options() -> WorkerOptions {
-        WorkerOptions::default()
-    }
-
-    /// The pool id written to `locked_by` of the jobs this worker holds.
-    pub fn pool_id(&self) -> &str {
-        &self.inner.pool_id
-    }
-
-    /// Utilities on the worker's pool and schema.
-    pub fn utils(&self) -> &WorkerUtils {
-        &self.inner.utils
-    }
-
-    /// A handle that stops this worker.
-    pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle {
-            shutdown: self.inner.shutdown.clone(),
-            abort: self.inner.abort.clone(),
-        }
-    }
-
-    /// Runs jobs until shutdown is requested (handle, SIGINT/SIGTERM, or a
-    /// breaking migration by another process, reported as
-    /// [`Error::BreakingMigration`]).
-    pub async fn run(&self) -> Result<(), Error> {
-        let inner = &self.inner;
-        let mut background = JoinSet::new();
-        if inner.handle_signals {
-            background.spawn(watch_signals(self.shutdown_handle()));
-        }
-        let handle = self.shutdown_handle();
-        background.spawn(listen(
-            inner.pool.clone(),
-            inner.wakeups.clone(),
-            inner.shutdown.subscribe(),
-            move |number| {
-                tracing::error!(
-                    "detected breaking migration {number} to the database schema; it would be unsafe to continue, so shutting down"
-                );
-                handle.shutdown();
-            },
-        ));
-        background.spawn(sweep_stale_locks(
-            inner.pool.clone(),
-            inner.utils.statements().clone(),
-            inner.shutdown.subscribe(),
-        ));
-        if !inner.cron_items.is_empty() {
-            background.spawn(run_scheduler(
-                inner.pool.clone(),
-                inner.utils.schema_arc(),
-                inner.cron_items.clone(),
-                Clock::System,
-                inner.shutdown.subscribe(),
-            ));
-        }
-        if inner.recovery {
-            let sweeper = Sweeper {
-                pool: inner.pool.clone(),
-                sql: inner.utils.statements().clone(),
-                schema_name: inner.utils.schema().to_owned(),
-                interval: inner.recovery_sweep_interval,
-                threshold: inner.stale_worker_threshold,
-                delay: inner.recovery_delay,
-                own_id: inner.pool_id.clone(),
-                health: inner.health.clone(),
-            };
-            background.spawn(sweeper.run(inner.shutdown.subscribe()));
-        }
-
-        let result = self.spawn_dispatch(false).await;
-        inner.shutdown.send_replace(true);
-        background.shutdown().await;
-        // A later run starts afresh.
-        inner.reset_shutdown();
-        result?;
-        match inner.wakeups.breaking_migration.load(Ordering::Relaxed) {
-            0 => Ok(()),
-            number => Err(Error::BreakingMigration(number)),
-        }
-    }
-
-    /// Runs every job that is ready now (including ones that become ready
-    /// while it runs, such as the next job of a named queue), then returns.
-    pub async fn run_once(&self) -> Result<(), Error> {
-        let result = self.spawn_dispatch(true).await;
-        self.inner.reset_shutdown();
-        result
-    }
-
-    /// Runs the dispatch loop on the runtime's worker threads rather than
-    /// the caller's (often `main`'s `block_on`): jobs it starts then go to
-    /// a worker's local queue instead of waking a thread for each. Dropping
-    /// the caller's future still stops the loop, as if it ran inline.
-    async fn spawn_dispatch(&self, once: bool) -> Result<(), Error> {
-        if self.inner.run_active.swap(true, Ordering::AcqRel) {
-            return Err(Error::Config(
-                "this worker is already running (or still winding down an earlier run); wait for that run to end, or build another worker with init()".into(),
-            ));
-        }
-        let mut task = AbortOnDrop(tokio::spawn(dispatch(self.inner.clone(), once)));
-        match (&mut task.0).await {
-            Ok(result) => result,
-            Err(e) => Err(Error::Internal(format!("the dispatch loop failed: {e}"))),
-        }
-    }
-}
-
-/// Aborts a task when dropped (a finished task is unaffected).
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// First SIGINT/SIGTERM: graceful shutdown; second: interrupt running jobs.
-async fn watch_signals(handle: ShutdownHandle) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::warn!("cannot watch SIGINT/SIGTERM; stop the worker with its shutdown handle");
-            return;
-        };
-        for count in 1.. {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            if count == 1 {
-                tracing::info!(
-                    "shutdown signal received; finishing running jobs (send it again to stop at once)"
-                );
-                handle.shutdown();
-            } else {
-                tracing::warn!("second shutdown signal; interrupting running jobs");
-                handle.shutdown_now();
-                return;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            handle.shutdown();
-        }
-        if tokio::signal::ctrl_c().await.is_ok() {
-            handle.shutdown_now();
-        }
-    }
-}
