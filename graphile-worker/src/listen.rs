@@ -28,6 +28,11 @@ impl Wakeups {
         self.notify.notify_one();
     }
 
+    /// The announced job count, left in place.
+    pub(crate) fn peek(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     /// Takes the announced job count (at least 1 if anything was announced).
     pub(crate) fn take(&self) -> u64 {
         self.pending.swap(0, Ordering::Relaxed)

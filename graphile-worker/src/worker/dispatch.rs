@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 
 use super::Inner;
 use super::local_queue::{LOCAL_TTL, Pace, Waiting, buffer_in_order};
+use super::planner::{ClaimView, claim_limit};
 use super::wind_down::{WindDown, give_back_claimed, reconcile};
 use crate::backoff::Backoff;
 use crate::claim::ClaimBatch;
@@ -76,6 +77,35 @@ struct Dispatcher {
     /// What winding down needs; taken by [`finish`](Self::finish), or by
     /// `Drop` when the loop is dropped mid-way.
     rest: Option<WindDown>,
+    // Claiming.
+    /// No job was found at the last look; a wake-up or poll clears it.
+    exhausted: bool,
+    /// Outcomes written when the last claim started (`run_once` looks again
+    /// when more land after it).
+    written_at_claim: u64,
+    backoff: Backoff,
+    pace: Pace,
+    /// Jobs asked for by the claims in flight.
+    claiming_jobs: usize,
+    paused_until: Option<tokio::time::Instant>,
+    /// Counts events that make a claim's short result inconclusive:
+    /// wake-ups (notifications, poll ticks), whose jobs a claim that started
+    /// before them may not have seen, and overlapping claims.
+    wake_epoch: u64,
+    /// The last claim found as many jobs as it asked for.
+    backlog: bool,
+    next_poll: tokio::time::Instant,
+    /// Claiming pauses while this many outcomes are unwritten.
+    unwritten_limit: u64,
+}
+
+/// What the loop woke up for.
+enum Event {
+    Claimed(Result<Claimed, tokio::task::JoinError>),
+    Finished,
+    Woken,
+    Timer,
+    Shutdown,
 }
 
 impl Dispatcher {
@@ -116,6 +146,9 @@ impl Dispatcher {
             )));
         }
         let generation = inner.health.standing(Instant::now()).generation;
+        let poll_interval = inner.poll_interval;
+        let unwritten_limit =
+            u64::try_from((inner.concurrency + inner.local_queue_size).max(64)).unwrap_or(u64::MAX);
         Ok(Self {
             rest: Some(WindDown {
                 inner: inner.clone(),
@@ -143,6 +176,16 @@ impl Dispatcher {
             reconcile_at: None,
             reconcile_rounds: 0,
             reconciling: false,
+            exhausted: false,
+            written_at_claim: 0,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(30)),
+            pace: Pace::new(),
+            claiming_jobs: 0,
+            paused_until: None,
+            wake_epoch: 0,
+            backlog: false,
+            next_poll: tokio::time::Instant::now() + poll_interval,
+            unwritten_limit,
         })
     }
 
@@ -182,6 +225,7 @@ impl Dispatcher {
     /// ones, and start nothing until the running ones have ended.
     fn lose_generation(&mut self, generation: u64) {
         self.generation = generation;
+        self.pace.reset();
         self.hand_back_waiting();
         self.cancel.send_replace(true);
         let abort = std::mem::replace(&mut self.abort, watch::channel(false).0);
@@ -216,310 +260,351 @@ impl Dispatcher {
     }
 
     /// The loop: claim, start, and wait, until shutdown (or, for `run_once`,
-    /// until nothing is left to run).
+    /// until nothing is left to run). Each turn applies what the state
+    /// allows, then waits for one event.
     async fn run(&mut self) {
-        let inner = self.inner.clone();
-        let mut shutdown = inner.shutdown.subscribe();
-        let mut exhausted = false;
-        let mut written_at_claim = 0;
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
-        let mut pace = Pace::new();
-        // Jobs asked for by the claims in flight.
-        let mut claiming_jobs = 0;
-        let mut paused_until: Option<tokio::time::Instant> = None;
-        // Counts events that make a claim's short result inconclusive:
-        // wake-ups (notifications, poll ticks), whose jobs a claim that
-        // started before them may not have seen, and overlapping claims.
-        let mut wake_epoch: u64 = 0;
-        // The last claim found as many jobs as it asked for: only then may a
-        // second claim start beside one in flight. (After a short result
-        // every claim would overlap the previous one and none would ever
-        // prove the queue empty.)
-        let mut backlog = false;
-        let unwritten_limit =
-            u64::try_from((inner.concurrency + inner.local_queue_size).max(64)).unwrap_or(u64::MAX);
-        let mut next_poll = tokio::time::Instant::now() + inner.poll_interval;
-        // run_once never polls: its timer only serves pauses and time limits.
-        let idle_deadline = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-        let timer = tokio::time::sleep_until(next_poll);
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let timer = tokio::time::sleep_until(self.next_poll);
         tokio::pin!(timer);
-
         loop {
-            // Reap finished jobs so their slots count as free.
-            let mut finished = 0;
-            while self.running.try_join_next().is_some() {
-                finished += 1;
-            }
-            pace.record(finished);
+            self.reap();
             if *shutdown.borrow() {
                 break;
             }
-            let standing = inner.health.standing(Instant::now());
+            let standing = self.inner.health.standing(Instant::now());
             if standing.generation != self.generation {
                 self.lose_generation(standing.generation);
-                pace.reset();
             }
             if self.draining && self.running.is_empty() {
                 self.draining = false;
             }
             let may_start = standing.fresh && !self.draining;
-            // Start buffered jobs in free slots.
-            while may_start && self.running.len() < inner.concurrency {
-                let Some((job, _)) = self.buffer.pop_front() else {
-                    break;
-                };
-                self.start_job(job);
+            if may_start {
+                self.start_waiting();
             }
-            // Jobs that waited too long locally go back for others to take.
-            if let Some((_, since)) = self.buffer.front()
-                && since.elapsed() > LOCAL_TTL
-            {
-                self.hand_back_waiting();
-                // The pace that filled the buffer is out of date: start
-                // again from claiming for free slots only.
-                pace.reset();
-            }
-
-            let reconcile_due = self.reconcile_at.is_some_and(|at| at <= Instant::now());
-            if reconcile_due && self.claims.is_empty() && !self.reconciling {
-                self.reconciling = true;
-                let ids = lock_held(&self.held).ids();
-                let inner = inner.clone();
-                self.claims
-                    .spawn(async move { Claimed::Reconciled(reconcile(&inner, &ids).await) });
-            }
-
-            let ahead = pace.ahead(inner.local_queue_size);
-            let capacity = inner.concurrency + ahead;
-            if self.claims.is_empty() {
-                claiming_jobs = 0;
-            }
-            let have = self.running.len() + self.buffer.len() + claiming_jobs;
-            let want = capacity.saturating_sub(have);
-            // Refill when half the lookahead is used up. When jobs run
-            // faster than one connection can claim them, the buffer empties
-            // while a claim is in flight: then a second claim for the other
-            // half starts beside it, so that two connections claim at once.
-            let refill = if self.claims.is_empty() {
-                want > 0 && self.buffer.len() <= ahead / 2
-            } else {
-                backlog && self.claims.len() < MAX_CLAIMS && want >= (ahead / 2).max(OVERLAP_MIN)
-            };
-            let backpressured = self.completer.unwritten() >= unwritten_limit;
-            if refill
-                && may_start
-                && paused_until.is_none()
-                && !exhausted
-                && !backpressured
-                && !reconcile_due
-                && !self.reconciling
-            {
-                let announced = inner.wakeups.take();
-                // Half the lookahead at a time keeps two claims in turn.
-                let batch = want.min((ahead / 2).max(inner.concurrency));
-                let limit = if announced > 0 && have == 0 {
-                    batch.min(usize::try_from(announced).unwrap_or(usize::MAX).max(1))
-                } else {
-                    batch
-                };
-                written_at_claim = self.completer.written();
-                tracing::trace!(
-                    limit,
-                    ahead,
-                    buffered = self.buffer.len(),
-                    running = self.running.len(),
-                    in_flight = self.claims.len(),
-                    "claiming"
-                );
-                claiming_jobs += limit;
-                let engine = inner.clone();
-                // Two claims skip each other's rows, so either may come back
-                // short with jobs left: neither result then proves the
-                // queue empty.
-                let epoch = if self.claims.is_empty() {
-                    Some(wake_epoch)
-                } else {
-                    wake_epoch += 1;
-                    None
-                };
-                let finished_before = pace.finished_total;
-                let generation = self.generation;
-                // No client-side time limit, and never dropped mid-way: a
-                // claim given up on may still commit on the server.
-                self.claims.spawn(async move {
-                    match engine.claimer.claim(limit).await {
-                        Ok(batch) => Claimed::Jobs {
-                            batch,
-                            limit,
-                            epoch,
-                            finished_before,
-                            generation,
-                        },
-                        Err(e) => Claimed::Failed {
-                            may_have_locked: may_have_committed(&e),
-                            error: e.to_string(),
-                            limit,
-                        },
-                    }
-                });
-            }
-
-            if self.once
-                && exhausted
-                && self.buffer.is_empty()
-                && self.running.is_empty()
-                && self.claims.is_empty()
-                && self.reconcile_at.is_none()
-            {
+            self.expire_waiting();
+            self.maybe_reconcile();
+            let backpressured = self.completer.unwritten() >= self.unwritten_limit;
+            self.maybe_claim(may_start, backpressured);
+            if self.once && self.idle() {
                 // Outcomes still being written may unlock more work (the
                 // next job of a named queue): look once more after they land.
-                if self.completer.settled_since(written_at_claim).await {
-                    exhausted = false;
+                if self.completer.settled_since(self.written_at_claim).await {
+                    self.exhausted = false;
                     continue;
                 }
                 break;
             }
-
-            // One timer for everything timed: the end of a pause after a
-            // failed claim, the oldest waiting job's time limit, the next
-            // change of the heartbeat's standing, and the next poll. It is
-            // only re-armed when its deadline moves.
-            let mut deadline = if self.once { idle_deadline } else { next_poll };
-            if let Some(until) = paused_until {
-                deadline = deadline.min(until);
-            }
-            if let Some((_, since)) = self.buffer.front() {
-                deadline = deadline.min((*since + LOCAL_TTL).into());
-            }
-            if let Some(change) = standing.next_change {
-                deadline = deadline.min(change.into());
-            }
-            if let Some(at) = self.reconcile_at {
-                deadline = deadline.min(at.into());
-            }
-            if backpressured || self.draining {
-                // Outcomes landing, or old jobs ending, lift these.
-                deadline = deadline.min(tokio::time::Instant::now() + BACKPRESSURE_CHECK);
-            }
+            let deadline = self.deadline(standing.next_change, backpressured);
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
             }
-
-            tokio::select! {
+            let event = tokio::select! {
                 Some(claimed) = self.claims.join_next(), if !self.claims.is_empty() => {
-                    match claimed {
-                        Ok(Claimed::Jobs { batch, limit, epoch, finished_before, generation }) => {
-                            claiming_jobs = claiming_jobs.saturating_sub(limit);
-                            settle_rejects(&self.held, &self.completer, &batch);
-                            if generation != self.generation {
-                                // Claimed before the worker may have been
-                                // declared dead: never start these.
-                                give_back_claimed(&self.held, &self.completer, batch.jobs);
-                                continue;
-                            }
-                            if batch.give_back.is_empty() {
-                                backoff.reset();
-                            } else {
-                                // The claim worked but its jobs could not be
-                                // prepared: pause as after a failed claim.
-                                paused_until = Some(tokio::time::Instant::now() + backoff.next_delay());
-                            }
-                            // A full scan says more jobs may be waiting, even
-                            // when named queues let only a few through.
-                            let full = batch.candidates >= limit;
-                            backlog = full;
-                            // A job skipped because it changed under the
-                            // claim is still runnable: look again.
-                            let complete = batch.claimed >= batch.expected;
-                            exhausted = !full && complete && epoch == Some(wake_epoch);
-                            let jobs = batch.jobs;
-                            tracing::trace!(
-                                claimed = jobs.len(),
-                                limit,
-                                buffered = self.buffer.len(),
-                                running = self.running.len(),
-                                "claim returned"
-                            );
-                            if !full {
-                                pace.caught_up();
-                            } else if self.buffer.is_empty()
-                                && self.running.len() < inner.concurrency
-                                && pace.finished_total > finished_before
-                            {
-                                // Jobs finished while this claim was in
-                                // flight and left slots idle: they are short.
-                                pace.starved(inner.concurrency);
-                            }
-                            let now = Instant::now();
-                            lock_held(&self.held).extend(jobs.iter().map(|j| j.id));
-                            buffer_in_order(&mut self.buffer, jobs, now);
-                        }
-                        Ok(Claimed::Failed { error, limit, may_have_locked }) => {
-                            claiming_jobs = claiming_jobs.saturating_sub(limit);
-                            let delay = backoff.next_delay();
-                            if may_have_locked {
-                                // The claim may have committed with its
-                                // answer lost: look for strays.
-                                self.reconcile_at = Some(Instant::now());
-                                self.reconcile_rounds = RECONCILE_ROUNDS;
-                                if let Some(rest) = self.rest.as_mut() {
-                                    rest.strays_possible = true;
-                                }
-                            }
-                            tracing::warn!(error = %error, "could not claim jobs; retrying in {delay:?}");
-                            paused_until = Some(tokio::time::Instant::now() + delay);
-                        }
-                        Ok(Claimed::Reconciled(result)) => {
-                            self.reconciling = false;
-                            match result {
-                                Ok(()) => {
-                                    self.reconcile_rounds = self.reconcile_rounds.saturating_sub(1);
-                                    self.reconcile_at = (self.reconcile_rounds > 0).then(|| {
-                                        Instant::now() + RECONCILE_SPACING * (RECONCILE_ROUNDS - self.reconcile_rounds)
-                                    });
-                                    exhausted = false;
-                                }
-                                Err(e) => {
-                                    let delay = backoff.next_delay();
-                                    tracing::warn!(error = %e, "could not check which jobs this worker holds; retrying in {delay:?}");
-                                    self.reconcile_at = Some(Instant::now() + delay);
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            // The claim task itself failed (it cannot panic
-                            // by design) and took its count with it; the
-                            // count restarts once no claim is in flight.
-                            let delay = backoff.next_delay();
-                            self.reconciling = false;
-                            tracing::error!(error = %e, "the claim task failed; retrying in {delay:?}");
-                            paused_until = Some(tokio::time::Instant::now() + delay);
-                        }
-                    }
+                    Event::Claimed(claimed)
                 }
-                Some(_) = self.running.join_next(), if !self.running.is_empty() => {
-                    pace.record(1);
-                }
-                _ = inner.wakeups.notify.notified() => {
-                    exhausted = false;
-                    wake_epoch += 1;
-                }
-                () = &mut timer => {
-                    let now = tokio::time::Instant::now();
-                    if paused_until.is_some_and(|until| until <= now) {
-                        paused_until = None;
-                    }
-                    if !self.once && next_poll <= now {
-                        exhausted = false;
-                        wake_epoch += 1;
-                        next_poll = now + inner.poll_interval;
-                    }
-                    // Jobs past their time limit are handed back at the
-                    // top of the loop.
-                }
-                _ = shutdown.wait_for(|s| *s), if !self.once => {}
+                Some(_) = self.running.join_next(), if !self.running.is_empty() => Event::Finished,
+                _ = self.inner.wakeups.notify.notified() => Event::Woken,
+                () = &mut timer => Event::Timer,
+                _ = shutdown.wait_for(|s| *s), if !self.once => Event::Shutdown,
+            };
+            match event {
+                Event::Claimed(Ok(claimed)) => self.on_claimed(claimed),
+                Event::Claimed(Err(e)) => self.on_claim_task_failed(&e),
+                Event::Finished => self.pace.record(1),
+                Event::Woken => self.look_again(),
+                Event::Timer => self.on_timer(),
+                Event::Shutdown => {}
             }
         }
+    }
+
+    /// Reaps finished jobs so their slots count as free.
+    fn reap(&mut self) {
+        let mut finished = 0;
+        while self.running.try_join_next().is_some() {
+            finished += 1;
+        }
+        self.pace.record(finished);
+    }
+
+    /// Starts waiting jobs in free slots.
+    fn start_waiting(&mut self) {
+        while self.running.len() < self.inner.concurrency {
+            let Some((job, _)) = self.buffer.pop_front() else {
+                break;
+            };
+            self.start_job(job);
+        }
+    }
+
+    /// Jobs that waited too long locally go back for others to take.
+    fn expire_waiting(&mut self) {
+        if let Some((_, since)) = self.buffer.front()
+            && since.elapsed() > LOCAL_TTL
+        {
+            self.hand_back_waiting();
+            // The pace that filled the buffer is out of date: start again
+            // from claiming for free slots only.
+            self.pace.reset();
+        }
+    }
+
+    fn reconcile_due(&self) -> bool {
+        self.reconcile_at.is_some_and(|at| at <= Instant::now())
+    }
+
+    /// Starts a reconciliation when one is due and no claim is in flight.
+    fn maybe_reconcile(&mut self) {
+        if self.reconcile_due() && self.claims.is_empty() && !self.reconciling {
+            self.reconciling = true;
+            let ids = lock_held(&self.held).ids();
+            let inner = self.inner.clone();
+            self.claims
+                .spawn(async move { Claimed::Reconciled(reconcile(&inner, &ids).await) });
+        }
+    }
+
+    /// Starts a claim in the background if the planner says so.
+    fn maybe_claim(&mut self, may_start: bool, backpressured: bool) {
+        if self.claims.is_empty() {
+            self.claiming_jobs = 0;
+        }
+        let ahead = self.pace.ahead(self.inner.local_queue_size);
+        let view = ClaimView {
+            concurrency: self.inner.concurrency,
+            running: self.running.len(),
+            waiting: self.buffer.len(),
+            in_flight: self.claims.len(),
+            asked: self.claiming_jobs,
+            ahead,
+            backlog: self.backlog,
+            announced: self.inner.wakeups.peek(),
+            blocked: !may_start
+                || self.paused_until.is_some()
+                || self.exhausted
+                || backpressured
+                || self.reconcile_due()
+                || self.reconciling,
+        };
+        let Some(limit) = claim_limit(&view) else {
+            return;
+        };
+        self.inner.wakeups.take();
+        self.written_at_claim = self.completer.written();
+        tracing::trace!(
+            limit,
+            ahead,
+            buffered = view.waiting,
+            running = view.running,
+            in_flight = view.in_flight,
+            "claiming"
+        );
+        self.claiming_jobs += limit;
+        // Two claims skip each other's rows, so either may come back short
+        // with jobs left: neither result then proves the queue empty.
+        let epoch = if self.claims.is_empty() {
+            Some(self.wake_epoch)
+        } else {
+            self.wake_epoch += 1;
+            None
+        };
+        let finished_before = self.pace.finished_total;
+        let generation = self.generation;
+        let engine = self.inner.clone();
+        // No client-side time limit, and never dropped mid-way: a claim
+        // given up on may still commit on the server.
+        self.claims.spawn(async move {
+            match engine.claimer.claim(limit).await {
+                Ok(batch) => Claimed::Jobs {
+                    batch,
+                    limit,
+                    epoch,
+                    finished_before,
+                    generation,
+                },
+                Err(e) => Claimed::Failed {
+                    may_have_locked: may_have_committed(&e),
+                    error: e.to_string(),
+                    limit,
+                },
+            }
+        });
+    }
+
+    /// `run_once` is done: nothing waits, runs, or is being claimed.
+    fn idle(&self) -> bool {
+        self.exhausted
+            && self.buffer.is_empty()
+            && self.running.is_empty()
+            && self.claims.is_empty()
+            && self.reconcile_at.is_none()
+    }
+
+    /// One timer for everything timed: the end of a pause after a failed
+    /// claim, the oldest waiting job's time limit, the next change of the
+    /// heartbeat's standing, the next reconciliation, and the next poll.
+    fn deadline(
+        &self,
+        standing_changes: Option<Instant>,
+        backpressured: bool,
+    ) -> tokio::time::Instant {
+        let mut deadline = if self.once {
+            // run_once never polls.
+            tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+        } else {
+            self.next_poll
+        };
+        let instants = [
+            self.buffer.front().map(|(_, since)| *since + LOCAL_TTL),
+            standing_changes,
+            self.reconcile_at,
+        ];
+        for at in instants.into_iter().flatten() {
+            deadline = deadline.min(at.into());
+        }
+        if let Some(until) = self.paused_until {
+            deadline = deadline.min(until);
+        }
+        if backpressured || self.draining {
+            // Outcomes landing, or old jobs ending, lift these.
+            deadline = deadline.min(tokio::time::Instant::now() + BACKPRESSURE_CHECK);
+        }
+        deadline
+    }
+
+    /// Something may have become runnable: a claim may find it.
+    fn look_again(&mut self) {
+        self.exhausted = false;
+        self.wake_epoch += 1;
+    }
+
+    fn on_timer(&mut self) {
+        let now = tokio::time::Instant::now();
+        if self.paused_until.is_some_and(|until| until <= now) {
+            self.paused_until = None;
+        }
+        if !self.once && self.next_poll <= now {
+            self.look_again();
+            self.next_poll = now + self.inner.poll_interval;
+        }
+        // Waiting jobs past their time limit are handed back at the top of
+        // the loop.
+    }
+
+    fn pause(&mut self, why: &str, error: &dyn std::fmt::Display) -> Duration {
+        let delay = self.backoff.next_delay();
+        tracing::warn!(error = %error, "{why}; retrying in {delay:?}");
+        self.paused_until = Some(tokio::time::Instant::now() + delay);
+        delay
+    }
+
+    fn on_claimed(&mut self, claimed: Claimed) {
+        match claimed {
+            Claimed::Jobs {
+                batch,
+                limit,
+                epoch,
+                finished_before,
+                generation,
+            } => self.on_jobs(batch, limit, epoch, finished_before, generation),
+            Claimed::Failed {
+                error,
+                limit,
+                may_have_locked,
+            } => {
+                self.claiming_jobs = self.claiming_jobs.saturating_sub(limit);
+                if may_have_locked {
+                    // The claim may have committed with its answer lost:
+                    // look for strays, in spaced rounds.
+                    self.reconcile_at = Some(Instant::now());
+                    self.reconcile_rounds = RECONCILE_ROUNDS;
+                    if let Some(rest) = self.rest.as_mut() {
+                        rest.strays_possible = true;
+                    }
+                }
+                self.pause("could not claim jobs", &error);
+            }
+            Claimed::Reconciled(result) => {
+                self.reconciling = false;
+                match result {
+                    Ok(()) => {
+                        self.reconcile_rounds = self.reconcile_rounds.saturating_sub(1);
+                        let done = RECONCILE_ROUNDS - self.reconcile_rounds;
+                        self.reconcile_at = (self.reconcile_rounds > 0)
+                            .then(|| Instant::now() + RECONCILE_SPACING * done);
+                        self.look_again();
+                    }
+                    Err(e) => {
+                        let delay = self.backoff.next_delay();
+                        tracing::warn!(error = %e, "could not check which jobs this worker holds; retrying in {delay:?}");
+                        self.reconcile_at = Some(Instant::now() + delay);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The claim task itself failed (it cannot panic by design) and took its
+    /// count with it; the count restarts once no claim is in flight.
+    fn on_claim_task_failed(&mut self, error: &tokio::task::JoinError) {
+        self.reconciling = false;
+        self.pause("the claim task failed", error);
+    }
+
+    fn on_jobs(
+        &mut self,
+        batch: ClaimBatch,
+        limit: usize,
+        epoch: Option<u64>,
+        finished_before: u64,
+        generation: u64,
+    ) {
+        self.claiming_jobs = self.claiming_jobs.saturating_sub(limit);
+        settle_rejects(&self.held, &self.completer, &batch);
+        if generation != self.generation {
+            // Claimed before the worker may have been declared dead: never
+            // start these.
+            give_back_claimed(&self.held, &self.completer, batch.jobs);
+            return;
+        }
+        if batch.give_back.is_empty() {
+            self.backoff.reset();
+        } else {
+            // The claim worked but its jobs could not be prepared: pause as
+            // after a failed claim.
+            self.pause(
+                "could not prepare the claimed jobs",
+                &"queue names unreadable",
+            );
+        }
+        // A full scan says more jobs may be waiting, even when named queues
+        // let only a few through.
+        let full = batch.candidates >= limit;
+        self.backlog = full;
+        // A job skipped because it changed under the claim is still
+        // runnable: look again.
+        let complete = batch.claimed >= batch.expected;
+        self.exhausted = !full && complete && epoch == Some(self.wake_epoch);
+        tracing::trace!(
+            claimed = batch.jobs.len(),
+            limit,
+            buffered = self.buffer.len(),
+            running = self.running.len(),
+            "claim returned"
+        );
+        if !full {
+            self.pace.caught_up();
+        } else if self.buffer.is_empty()
+            && self.running.len() < self.inner.concurrency
+            && self.pace.finished_total > finished_before
+        {
+            // Jobs finished while this claim was in flight and left slots
+            // idle: they are short.
+            self.pace.starved(self.inner.concurrency);
+        }
+        lock_held(&self.held).extend(batch.jobs.iter().map(|j| j.id));
+        buffer_in_order(&mut self.buffer, batch.jobs, Instant::now());
     }
 
     /// Shutdown: hand back what never started, ask running tasks to stop,
@@ -679,12 +764,6 @@ pub(super) fn settle_rejects(held: &HeldJobs, completer: &Completer, batch: &Cla
         completer.send(*claim, Outcome::Returned, true);
     }
 }
-
-/// At most this many claims are in flight at once.
-const MAX_CLAIMS: usize = 2;
-
-/// A claim starts beside one in flight only when it asks for this many jobs.
-const OVERLAP_MIN: usize = 500;
 
 /// How many times the worker reconciles after a claim that may have
 /// committed unseen, and how far apart (growing: 1 s, 2 s, …).

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `options.rs` | [`WorkerOptions`], their validation, and `init` |
 //! | `dispatch.rs` | the loop of one run: claim, start, react to events |
+//! | `planner.rs` | when to claim and how many (a pure function) |
 //! | `local_queue.rs` | claimed jobs waiting for a slot, and the pace that sizes them |
 //! | `wind_down.rs` | ending a run in the order that keeps every promise |
 //! | `signals.rs` | SIGINT/SIGTERM |
@@ -29,6 +30,7 @@ use crate::worker_utils::WorkerUtils;
 mod dispatch;
 mod local_queue;
 mod options;
+mod planner;
 mod signals;
 mod wind_down;
 
