@@ -20,17 +20,22 @@ use crate::worker_utils::WorkerUtils;
 pub(crate) const SHUTDOWN_MESSAGE: &str =
     "worker shutting down: the job was interrupted before it finished and will be retried";
 
+/// Message stored on jobs stopped because their worker lost its heartbeat
+/// (peers may have taken, or may soon take, its jobs).
+pub(crate) const HEARTBEAT_LOST_MESSAGE: &str = "worker lost its heartbeat: the job was stopped before it finished, so that it does not run twice, and will be retried";
+
 /// Runs `job` with `handler` and returns what to record.
 ///
-/// `cancel` is what the task sees through [`JobContext`]; either of `aborts`
-/// fires when the task must stop now (the shutdown grace period is over, a
-/// second shutdown signal came, or the worker lost its heartbeat).
+/// `cancel` is what the task sees through [`JobContext`]; `aborts` fire
+/// when the task must stop now: the first carries the message to record
+/// (the shutdown grace period is over, or the worker lost its heartbeat),
+/// the second is a second shutdown signal.
 pub(crate) async fn run_job(
     job: Job,
     handler: Option<Handler>,
     utils: WorkerUtils,
     cancel: watch::Receiver<bool>,
-    aborts: [watch::Receiver<bool>; 2],
+    aborts: (watch::Receiver<Option<&'static str>>, watch::Receiver<bool>),
 ) -> Outcome {
     let span = tracing::info_span!(
         "job",
@@ -89,8 +94,8 @@ pub(crate) async fn run_job(
                 },
             },
             // Dropping the task's future stops it at its current await.
-            _ = aborted(aborts) => {
-                Outcome::Failed { message: SHUTDOWN_MESSAGE.to_string(), interrupted: true }
+            message = aborted(aborts) => {
+                Outcome::Failed { message: message.to_string(), interrupted: true }
             }
         }
     }
@@ -112,9 +117,7 @@ pub(crate) async fn run_job(
             interrupted: true,
         } => {
             span.record("job.outcome", "interrupted");
-            tracing::warn!(
-                "Interrupted task {id} ({identifier}, {ms:.2}ms) by shutdown: '{message}'; it will be retried"
-            );
+            tracing::warn!("Interrupted task {id} ({identifier}, {ms:.2}ms): '{message}'");
         }
         Outcome::Failed { message, .. } => {
             if attempts >= max_attempts {
@@ -134,17 +137,28 @@ pub(crate) async fn run_job(
     outcome
 }
 
-/// Completes when either receiver turns true (a closed channel never does:
-/// its sender is only dropped once nobody can abort any more).
-async fn aborted([mut a, mut b]: [watch::Receiver<bool>; 2]) {
-    async fn fired(rx: &mut watch::Receiver<bool>) {
+/// Completes, with the message to record, when either receiver fires (a
+/// closed channel never does: its sender is only dropped once nobody can
+/// abort any more).
+async fn aborted(
+    (mut why, mut now): (watch::Receiver<Option<&'static str>>, watch::Receiver<bool>),
+) -> &'static str {
+    async fn reason(rx: &mut watch::Receiver<Option<&'static str>>) -> &'static str {
+        let fired = rx.wait_for(|v| v.is_some()).await.map(|v| *v);
+        match fired {
+            Ok(message) => message.unwrap_or(SHUTDOWN_MESSAGE),
+            Err(_) => std::future::pending().await,
+        }
+    }
+    async fn fired(rx: &mut watch::Receiver<bool>) -> &'static str {
         if rx.wait_for(|v| *v).await.is_err() {
             std::future::pending::<()>().await;
         }
+        SHUTDOWN_MESSAGE
     }
     tokio::select! {
-        _ = fired(&mut a) => {}
-        _ = fired(&mut b) => {}
+        message = reason(&mut why) => message,
+        message = fired(&mut now) => message,
     }
 }
 

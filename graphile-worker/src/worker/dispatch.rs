@@ -34,7 +34,7 @@ use crate::backoff::Backoff;
 use crate::claim::ClaimBatch;
 use crate::completion::{ClaimRef, Completer, HeldJobs, Outcome, is_retryable, lock_held};
 use crate::error::Error;
-use crate::execute::{SHUTDOWN_MESSAGE, run_job};
+use crate::execute::{HEARTBEAT_LOST_MESSAGE, SHUTDOWN_MESSAGE, run_job};
 use crate::heartbeat::{self, Heartbeat, refresh_locks};
 use crate::job::Job;
 
@@ -63,7 +63,8 @@ struct Dispatcher {
     running: JoinSet<()>,
     /// Cancellation and the hard stop for the jobs of this generation.
     cancel: watch::Sender<bool>,
-    abort: watch::Sender<bool>,
+    /// Set to the message recorded on the jobs it stops.
+    abort: watch::Sender<Option<&'static str>>,
     generation: u64,
     /// Jobs of an older generation are still stopping: start nothing.
     draining: bool,
@@ -170,7 +171,7 @@ impl Dispatcher {
             buffer: VecDeque::new(),
             running: JoinSet::new(),
             cancel: watch::channel(false).0,
-            abort: watch::channel(false).0,
+            abort: watch::channel(None).0,
             generation,
             draining: false,
             reconcile_at: None,
@@ -228,7 +229,7 @@ impl Dispatcher {
         self.pace.reset();
         self.hand_back_waiting();
         self.cancel.send_replace(true);
-        let abort = std::mem::replace(&mut self.abort, watch::channel(false).0);
+        let abort = std::mem::replace(&mut self.abort, watch::channel(None).0);
         self.cancel = watch::channel(false).0;
         let grace = self
             .inner
@@ -236,7 +237,7 @@ impl Dispatcher {
             .min(self.inner.stale_worker_threshold / 4);
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            abort.send_replace(true);
+            abort.send_replace(Some(HEARTBEAT_LOST_MESSAGE));
         });
         self.draining = !self.running.is_empty();
     }
@@ -245,7 +246,7 @@ impl Dispatcher {
         let handler = self.inner.tasks.handler(&job.task_identifier);
         let utils = self.inner.utils.clone();
         let cancel = self.cancel.subscribe();
-        let aborts = [self.abort.subscribe(), self.inner.abort.subscribe()];
+        let aborts = (self.abort.subscribe(), self.inner.abort.subscribe());
         // Made before the task: a task dropped before its first poll drops
         // the guard too, which still reports the job.
         let guard = OutcomeGuard {
@@ -618,7 +619,7 @@ impl Dispatcher {
             tokio::select! {
                 next = self.running.join_next() => if next.is_none() { break },
                 _ = &mut grace => {
-                    self.abort.send_replace(true);
+                    self.abort.send_replace(Some(SHUTDOWN_MESSAGE));
                     while self.running.join_next().await.is_some() {}
                     break;
                 }
