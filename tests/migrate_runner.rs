@@ -579,6 +579,79 @@ async fn a_newer_non_breaking_migration_only_warns() {
     assert_eq!(ledger(&pool, SCHEMA).await, before);
 }
 
+/// On a database past our last migration (a newer Node installed 21), a
+/// missing worker registry is created alone: our migration 20 as a whole
+/// would replace that version's add_job/add_jobs with ours.
+#[tokio::test]
+async fn past_migration_20_only_the_registry_is_created() {
+    let db = fresh_database().await;
+    let pool = db.pool(2).await;
+    let utils = WorkerUtils::new(pool.clone(), SCHEMA);
+    utils.migrate().await.unwrap();
+    // Stand in for a newer Node: a migration 21 in the ledger, an add_jobs
+    // of its own, and no registry.
+    exec(
+        &pool,
+        "insert into graphile_worker.migrations (id, breaking) values (21, false); \
+         drop table graphile_worker._private_workers"
+            .into(),
+    )
+    .await;
+    let newer: String =
+        sqlx::query_scalar("select pg_get_functiondef('graphile_worker.add_jobs'::regproc)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    exec(
+        &pool,
+        format!(
+            "create or replace function graphile_worker.add_jobs(specs graphile_worker.job_spec[], \
+               job_key_preserve_run_at boolean default false) \
+             returns setof graphile_worker._private_jobs language sql as $$ select * from \
+               graphile_worker._private_jobs where false $$"
+        ),
+    )
+    .await;
+    let replaced: String =
+        sqlx::query_scalar("select pg_get_functiondef('graphile_worker.add_jobs'::regproc)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_ne!(newer, replaced);
+
+    utils.migrate().await.unwrap();
+    assert_registry_present(&pool, SCHEMA).await;
+    let after: String =
+        sqlx::query_scalar("select pg_get_functiondef('graphile_worker.add_jobs'::regproc)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(after, replaced, "the newer add_jobs was left alone");
+}
+
+/// A schema name that would end the migrations' `$body$` quoting is refused
+/// with a clear error, and nothing is created.
+#[tokio::test]
+async fn a_schema_name_holding_the_body_quote_is_refused() {
+    let db = fresh_database().await;
+    let pool = db.pool(2).await;
+    let name = "x$body$y";
+    let err = WorkerUtils::new(pool.clone(), name)
+        .migrate()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid schema name \"x$body$y\": it contains `$body$`, which the migrations use to quote function bodies; choose a non-empty name of at most 63 bytes without NUL or `$body$`"
+    );
+    let schemas: i64 = sqlx::query_scalar("select count(*) from pg_namespace where nspname = $1")
+        .bind(name)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(schemas, 0);
+}
+
 #[tokio::test]
 async fn each_migration_is_announced_on_worker_migrate() {
     let db = fresh_database().await;

@@ -814,6 +814,141 @@ async fn configuration_mistakes_are_errors() {
         "{err}"
     );
     assert!(err.to_string().contains("worker_engine.rs"), "{err}");
+    // Durations that would overflow a clock are refused, not a panic later.
+    let err = worker(&pool)
+        .poll_interval(Duration::MAX)
+        .init()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "invalid worker configuration: poll_interval ({:?}) is too long; give at most 365 days",
+            Duration::MAX
+        )
+    );
+    let err = worker(&pool)
+        .recovery_sweep_interval(Duration::from_secs(u64::MAX / 2))
+        .init()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("recovery_sweep_interval"), "{err}");
+}
+
+/// After a run ends, the same worker runs again; two runs at once are
+/// refused with a clear error.
+#[tokio::test]
+async fn a_worker_runs_again_after_a_run_ends_and_never_twice_at_once() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    let w = worker(&pool)
+        .poll_interval(Duration::from_millis(100))
+        .init()
+        .await
+        .unwrap();
+    let (handle, running) = run_in_background(&w);
+    utils
+        .add_raw_job("record", json!({"tag": "first"}), JobSpec::default())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the first job", || async {
+        tags(&pool)
+            .await
+            .contains(&"first".to_owned())
+            .then_some(())
+    })
+    .await;
+    let err = w.run_once().await.unwrap_err();
+    assert!(
+        err.to_string().contains("this worker is already running"),
+        "{err}"
+    );
+    handle.shutdown();
+    running.await.unwrap().unwrap();
+
+    utils
+        .add_raw_job("record", json!({"tag": "second"}), JobSpec::default())
+        .await
+        .unwrap();
+    w.run_once().await.unwrap();
+    assert_eq!(tags(&pool).await, vec!["first", "second"]);
+    // And run() too, after run_once.
+    let (handle, running) = run_in_background(&w);
+    utils
+        .add_raw_job("record", json!({"tag": "third"}), JobSpec::default())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the third job", || async {
+        (tags(&pool).await.len() == 3).then_some(())
+    })
+    .await;
+    handle.shutdown();
+    running.await.unwrap().unwrap();
+}
+
+/// A worker whose registration is refused claims nothing until it gets
+/// through (recovery only takes jobs from registered workers, so a job that
+/// killed an unregistered worker would stay locked for 4 hours).
+#[tokio::test]
+async fn no_job_is_claimed_before_the_worker_is_registered() {
+    let (_db, pool, utils) = migrated().await;
+    runs_table(&pool).await;
+    sqlx::raw_sql(
+        "create sequence refused_registrations; \
+         create function refuse_registration() returns trigger language plpgsql as \
+           $$ begin perform nextval('refused_registrations'); \
+              raise exception 'registration refused by the test'; end $$; \
+         create trigger refuse_registration before insert on graphile_worker._private_workers \
+           for each row execute function refuse_registration()",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    utils
+        .add_raw_job("record", json!({"tag": "early"}), JobSpec::default())
+        .await
+        .unwrap();
+    let w = worker(&pool)
+        .poll_interval(Duration::from_millis(50))
+        .heartbeat_interval(Duration::from_millis(50))
+        .stale_worker_threshold(Duration::from_millis(1000))
+        .init()
+        .await
+        .unwrap();
+    let (handle, running) = run_in_background(&w);
+    // Several refused registrations span many poll intervals: a worker that
+    // claimed regardless would have run the job by then.
+    eventually(Duration::from_secs(10), "refused registrations", || async {
+        (count(
+            &pool,
+            "select case when is_called then last_value else 0 end from refused_registrations",
+        )
+        .await
+            >= 4)
+            .then_some(())
+    })
+    .await;
+    assert!(tags(&pool).await.is_empty(), "claimed before registering");
+    assert_eq!(
+        count(
+            &pool,
+            "select count(*) from graphile_worker._private_jobs where locked_by is not null"
+        )
+        .await,
+        0
+    );
+    sqlx::raw_sql("drop trigger refuse_registration on graphile_worker._private_workers")
+        .execute(&pool)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the job after registering",
+        || async { (tags(&pool).await == vec!["early".to_owned()]).then_some(()) },
+    )
+    .await;
+    handle.shutdown();
+    running.await.unwrap().unwrap();
 }
 
 /// Tells the test the moment a job starts (used by one test only).
