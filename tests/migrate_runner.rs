@@ -604,12 +604,11 @@ async fn past_migration_20_only_the_registry_is_created() {
             .unwrap();
     exec(
         &pool,
-        format!(
-            "create or replace function graphile_worker.add_jobs(specs graphile_worker.job_spec[], \
+        "create or replace function graphile_worker.add_jobs(specs graphile_worker.job_spec[], \
                job_key_preserve_run_at boolean default false) \
              returns setof graphile_worker._private_jobs language sql as $$ select * from \
                graphile_worker._private_jobs where false $$"
-        ),
+            .into(),
     )
     .await;
     let replaced: String =
