@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use sqlx::{PgPool, Row};
 
-use crate::completion::ClaimRef;
 use crate::error::Error;
 use crate::job::Job;
+use crate::outcome::{self, ClaimRef};
 use crate::sql::Statements;
 
 /// Positions in the claim's result: the task id follows the columns of
@@ -146,10 +146,9 @@ impl Claimer {
                 // The row that only carries the counts.
                 (Ok(None), _) => {}
                 (Ok(Some(id)), Ok(queue_id)) => readable.push((id, queue_id, row)),
-                (Ok(Some(id)), Err(e)) => batch.unreadable.push((
-                    claim_ref(id, &row),
-                    format!("the job could not be read from the database: {e}"),
-                )),
+                (Ok(Some(id)), Err(e)) => batch
+                    .unreadable
+                    .push((claim_ref(id, &row), outcome::unreadable_row(&e))),
                 // The id is a bigint the claim itself selected; without it
                 // the row cannot even be named.
                 (Err(e), _) => tracing::error!(error = %e, "claimed a row without a readable id"),
@@ -189,10 +188,9 @@ impl Claimer {
             let queue_name = queue_id.and_then(|q| self.lock_cache().get(&q).cloned());
             match Job::from_positional_row(&row, task_identifier, queue_name) {
                 Ok(job) => batch.jobs.push(job),
-                Err(e) => batch.unreadable.push((
-                    claim_ref(id, &row),
-                    format!("the job could not be read from the database: {e}"),
-                )),
+                Err(e) => batch
+                    .unreadable
+                    .push((claim_ref(id, &row), outcome::unreadable_row(&e))),
             }
         }
         batch.jobs.sort_by_key(|j| (j.priority, j.run_at));

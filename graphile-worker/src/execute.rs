@@ -9,20 +9,12 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::completion::Outcome;
 use crate::context::JobContext;
 use crate::job::Job;
+use crate::outcome::{self, Outcome, SHUTDOWN_MESSAGE};
 use crate::registry::{Handler, TaskFuture};
 use crate::task::TaskError;
 use crate::worker_utils::WorkerUtils;
-
-/// Message stored on jobs that a shutdown interrupted.
-pub(crate) const SHUTDOWN_MESSAGE: &str =
-    "worker shutting down: the job was interrupted before it finished and will be retried";
-
-/// Message stored on jobs stopped because their worker lost its heartbeat
-/// (peers may have taken, or may soon take, its jobs).
-pub(crate) const HEARTBEAT_LOST_MESSAGE: &str = "worker lost its heartbeat: the job was stopped before it finished, so that it does not run twice, and will be retried";
 
 /// Runs `job` with `handler` and returns what to record.
 ///
@@ -54,7 +46,7 @@ pub(crate) async fn run_job(
     let outcome = async {
         let Some(handler) = handler else {
             return Outcome::Failed {
-                message: format!("no task called `{identifier}` is registered on this worker"),
+                message: outcome::unknown_task(&identifier),
                 interrupted: false,
             };
         };
@@ -71,7 +63,7 @@ pub(crate) async fn run_job(
             }
             Err(panic) => {
                 return Outcome::Failed {
-                    message: format!("task panicked: {}", panic_message(panic)),
+                    message: outcome::task_panicked(&panic_message(panic)),
                     interrupted: false,
                 };
             }
@@ -89,7 +81,7 @@ pub(crate) async fn run_job(
                     interrupted: *cancel.borrow(),
                 },
                 Err(panic) => Outcome::Failed {
-                    message: format!("task panicked: {}", panic_message(panic)),
+                    message: outcome::task_panicked(&panic_message(panic)),
                     interrupted: false,
                 },
             },

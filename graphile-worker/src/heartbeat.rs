@@ -29,8 +29,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{oneshot, watch};
 
-use crate::completion::{HeldJobs, lock_held};
 use crate::listen::Wakeups;
+use crate::outcome::{HeldJobs, lock_held};
 use crate::sql::Statements;
 
 /// What the dispatcher may do, derived from the last beat that landed.

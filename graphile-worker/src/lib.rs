@@ -5,7 +5,6 @@
 
 mod backoff;
 mod claim;
-mod completion;
 mod context;
 mod cron;
 mod enqueue;
@@ -16,6 +15,7 @@ mod job;
 mod listen;
 mod macro_support;
 mod migrate;
+mod outcome;
 mod recovery;
 mod registry;
 mod schema;

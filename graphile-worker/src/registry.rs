@@ -85,12 +85,8 @@ pub fn registered_tasks() -> impl Iterator<Item = &'static TaskRegistration> {
 }
 
 fn start_task<T: Task>(ctx: JobContext) -> Result<TaskFuture, TaskError> {
-    let payload = T::deserialize(&ctx.job().payload).map_err(|e| {
-        TaskError::new(format!(
-            "could not decode the payload for task `{}`: {e}",
-            T::IDENTIFIER
-        ))
-    })?;
+    let payload = T::deserialize(&ctx.job().payload)
+        .map_err(|e| TaskError::new(crate::outcome::undecodable_payload(T::IDENTIFIER, &e)))?;
     Ok(Box::pin(payload.run(ctx)))
 }
 

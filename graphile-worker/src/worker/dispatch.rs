@@ -29,14 +29,17 @@ use tokio::task::JoinSet;
 use super::Inner;
 use super::local_queue::{LOCAL_TTL, Pace, Waiting, buffer_in_order};
 use super::planner::{ClaimView, claim_limit};
-use super::wind_down::{WindDown, give_back_claimed, reconcile};
+use super::wind_down::{WindDown, reconcile};
 use crate::backoff::Backoff;
 use crate::claim::ClaimBatch;
-use crate::completion::{ClaimRef, Completer, HeldJobs, Outcome, is_retryable, lock_held};
 use crate::error::Error;
-use crate::execute::{HEARTBEAT_LOST_MESSAGE, SHUTDOWN_MESSAGE, run_job};
+use crate::execute::run_job;
 use crate::heartbeat::{self, Heartbeat, refresh_locks};
 use crate::job::Job;
+use crate::outcome::{
+    ClaimRef, Completer, HEARTBEAT_LOST_MESSAGE, HeldJobs, Outcome, OutcomeGuard, SHUTDOWN_MESSAGE,
+    give_back_claimed, is_retryable, lock_held, settle_rejects,
+};
 
 /// Runs one dispatch loop to its end and winds it down.
 pub(super) async fn dispatch(inner: Arc<Inner>, once: bool) -> Result<(), Error> {
@@ -692,78 +695,6 @@ pub(super) enum Claimed {
     },
     /// A reconciliation of held jobs ran.
     Reconciled(Result<(), String>),
-}
-
-/// Sends a running job's outcome, or, if the job's task ends without one (a
-/// panic outside the task's own future, or the task being dropped), a
-/// failure, so that no claimed job is left locked while the worker lives.
-struct OutcomeGuard {
-    claim: ClaimRef,
-    queued: bool,
-    completer: Option<Completer>,
-}
-
-impl OutcomeGuard {
-    fn send(mut self, outcome: Outcome) {
-        if let Some(completer) = self.completer.take() {
-            // A finished queued job unlocks its queue; an interrupted one
-            // can run again at once.
-            let frees_work = self.queued
-                || matches!(
-                    outcome,
-                    Outcome::Failed {
-                        interrupted: true,
-                        ..
-                    }
-                );
-            completer.send(self.claim, outcome, frees_work);
-        }
-    }
-}
-
-impl Drop for OutcomeGuard {
-    fn drop(&mut self) {
-        let Some(completer) = self.completer.take() else {
-            return;
-        };
-        let outcome = if std::thread::panicking() {
-            Outcome::Failed {
-                message: "the worker panicked while running this job".into(),
-                interrupted: false,
-            }
-        } else {
-            Outcome::Failed {
-                message: SHUTDOWN_MESSAGE.into(),
-                interrupted: true,
-            }
-        };
-        completer.send(self.claim, outcome, true);
-    }
-}
-
-/// Fails the claimed jobs that could not be read and hands back those to be
-/// given back; both stay in `held` until written.
-pub(super) fn settle_rejects(held: &HeldJobs, completer: &Completer, batch: &ClaimBatch) {
-    if batch.unreadable.is_empty() && batch.give_back.is_empty() {
-        return;
-    }
-    {
-        let mut held = lock_held(held);
-        held.extend(batch.unreadable.iter().map(|(claim, _)| claim.id));
-        held.extend(batch.give_back.iter().map(|claim| claim.id));
-    }
-    for (claim, message) in &batch.unreadable {
-        tracing::error!(job_id = claim.id, "{message}");
-        let outcome = Outcome::Failed {
-            message: message.clone(),
-            interrupted: false,
-        };
-        // It may have held its named queue, which unlocks now.
-        completer.send(*claim, outcome, true);
-    }
-    for claim in &batch.give_back {
-        completer.send(*claim, Outcome::Returned, true);
-    }
 }
 
 /// How many times the worker reconciles after a claim that may have

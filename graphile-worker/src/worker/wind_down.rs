@@ -10,11 +10,10 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::Inner;
-use super::dispatch::{Claimed, settle_rejects};
+use super::dispatch::Claimed;
 use super::local_queue::Waiting;
 use crate::backoff::Backoff;
-use crate::completion::{ClaimRef, Completer, HeldJobs, Outcome, lock_held};
-use crate::job::Job;
+use crate::outcome::{ClaimRef, Completer, HeldJobs, Outcome, give_back_claimed, settle_rejects};
 
 /// Winding down a run, in the order that keeps every promise.
 pub(super) struct WindDown {
@@ -87,14 +86,6 @@ impl WindDown {
             let _ = done.await;
         }
         inner.end_run();
-    }
-}
-
-/// Hands back, through the writer, jobs claimed but never to be started.
-pub(super) fn give_back_claimed(held: &HeldJobs, completer: &Completer, jobs: Vec<Job>) {
-    lock_held(held).extend(jobs.iter().map(|j| j.id));
-    for job in jobs {
-        completer.send(ClaimRef::of(&job), Outcome::Returned, true);
     }
 }
 

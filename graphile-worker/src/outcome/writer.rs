@@ -1,4 +1,4 @@
-//! Recording job outcomes in batches: completions, failures and returned
+//! The outcome writer: recording job outcomes in batches: completions, failures and returned
 //! jobs are collected while the previous write is in flight and written with
 //! one statement per kind, so under load many jobs share one round trip and
 //! an idle worker writes each outcome at once.
@@ -21,9 +21,8 @@
 //! - **Rows locked by other transactions do not hold the batch back**: they
 //!   are skipped and retried shortly after, alone.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -31,75 +30,10 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
+use super::{ClaimRef, HeldJobs, Outcome, lock_held, storable_message};
 use crate::backoff::Backoff;
 use crate::listen::Wakeups;
 use crate::sql::Statements;
-
-/// What happened to a claimed job.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// The task succeeded: delete the job.
-    Completed,
-    /// The task failed: record the message and back off. `interrupted` jobs
-    /// (stopped by a shutdown) get their attempt back and no backoff.
-    Failed { message: String, interrupted: bool },
-    /// The job never started: unlock it and refund the attempt.
-    Returned,
-}
-
-/// Jobs this pool holds locks on (claimed and not yet written back), for the
-/// heartbeat to keep their locks fresh.
-pub(crate) type HeldJobs = Arc<Mutex<Held>>;
-
-pub(crate) fn lock_held(held: &HeldJobs) -> std::sync::MutexGuard<'_, Held> {
-    held.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Claimed job ids, counted: a job handed back can be claimed again before
-/// the hand-back is written, and writing it must not drop the new claim.
-#[derive(Debug, Default)]
-pub(crate) struct Held(HashMap<i64, u32>);
-
-impl Held {
-    /// Counts a claim of each of `ids`.
-    pub(crate) fn extend(&mut self, ids: impl IntoIterator<Item = i64>) {
-        for id in ids {
-            *self.0.entry(id).or_default() += 1;
-        }
-    }
-
-    /// Forgets one claim of `id`, once its outcome is written.
-    pub(crate) fn release(&mut self, id: i64) {
-        if let Some(count) = self.0.get_mut(&id) {
-            *count -= 1;
-            if *count == 0 {
-                self.0.remove(&id);
-            }
-        }
-    }
-
-    /// Every held id.
-    pub(crate) fn ids(&self) -> Vec<i64> {
-        self.0.keys().copied().collect()
-    }
-}
-
-/// The claim an outcome belongs to: the job id and the `updated_at` the
-/// claim stamped (unknown only for a claimed row that could not be read).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ClaimRef {
-    pub(crate) id: i64,
-    pub(crate) claimed_at: Option<DateTime<Utc>>,
-}
-
-impl ClaimRef {
-    pub(crate) fn of(job: &crate::Job) -> Self {
-        Self {
-            id: job.id,
-            claimed_at: Some(job.updated_at),
-        }
-    }
-}
 
 /// Sends outcomes to the writer task.
 #[derive(Clone, Debug)]
@@ -187,9 +121,6 @@ impl Completer {
 }
 
 const MAX_BATCH: usize = 5000;
-
-/// The longest failure message stored, in bytes.
-const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// How long outcomes for rows locked by another transaction wait before
 /// they are tried again.
@@ -507,51 +438,5 @@ pub(crate) fn is_retryable(error: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
         _ => false,
-    }
-}
-
-/// A failure message PostgreSQL can store: NUL characters (which `text`
-/// cannot hold) become U+FFFD, and the length is bounded.
-pub(crate) fn storable_message(message: &str) -> String {
-    let mut out = if message.contains('\0') {
-        message.replace('\0', "\u{FFFD}")
-    } else {
-        message.to_owned()
-    };
-    if out.len() > MAX_MESSAGE_BYTES {
-        let mut cut = MAX_MESSAGE_BYTES;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push_str("… (truncated)");
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_lose_nul_and_excess_length() {
-        assert_eq!(storable_message("bad\0byte"), "bad\u{FFFD}byte");
-        assert_eq!(storable_message("fine"), "fine");
-        let long = "é".repeat(MAX_MESSAGE_BYTES);
-        let stored = storable_message(&long);
-        assert!(stored.len() <= MAX_MESSAGE_BYTES + "… (truncated)".len());
-        assert!(stored.ends_with("… (truncated)"));
-    }
-
-    #[test]
-    fn counted_claims_are_released_one_at_a_time() {
-        let mut held = Held::default();
-        held.extend([1, 1, 2]);
-        held.release(1);
-        let mut ids = held.ids();
-        ids.sort();
-        assert_eq!(ids, vec![1, 2]);
-        held.release(1);
-        assert_eq!(held.ids(), vec![2]);
     }
 }
