@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use crate::error::Error;
@@ -110,26 +111,7 @@ impl Claimer {
         if limit == 0 || self.task_ids.is_empty() {
             return Ok(batch);
         }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = match &self.forbidden_flags {
-            None => {
-                sqlx::query(self.sql.claim_jobs.clone())
-                    .bind(&self.pool_id)
-                    .bind(&self.task_ids)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            Some(flags) => {
-                sqlx::query(self.sql.claim_jobs_with_flags.clone())
-                    .bind(&self.pool_id)
-                    .bind(&self.task_ids)
-                    .bind(limit)
-                    .bind(flags)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
+        let rows = self.lock_jobs(limit).await?;
         let counted = |column: usize| {
             rows.first()
                 .and_then(|row| row.try_get::<i64, _>(column).ok())
@@ -137,37 +119,9 @@ impl Claimer {
         };
         batch.candidates = counted(CANDIDATES_COLUMN).unwrap_or(rows.len());
         batch.expected = counted(CANDIDATES_COLUMN + 1).unwrap_or(0);
-        let mut readable = Vec::with_capacity(rows.len());
-        for row in rows {
-            match (
-                row.try_get::<Option<i64>, _>(0),
-                row.try_get::<Option<i32>, _>(1),
-            ) {
-                // The row that only carries the counts.
-                (Ok(None), _) => {}
-                (Ok(Some(id)), Ok(queue_id)) => readable.push((id, queue_id, row)),
-                (Ok(Some(id)), Err(e)) => batch
-                    .unreadable
-                    .push((claim_ref(id, &row), outcome::unreadable_row(&e))),
-                // The id is a bigint the claim itself selected; without it
-                // the row cannot even be named.
-                (Err(e), _) => tracing::error!(error = %e, "claimed a row without a readable id"),
-            }
-        }
-        let mut rows = readable;
+        let rows = split_unreadable(rows, &mut batch);
         batch.claimed = rows.len() + batch.unreadable.len();
-        let missing_queues: Vec<i32> = {
-            let mut cache = self.lock_cache();
-            // Queues come and go (cleanup deletes unused ones): a cache that
-            // grew past its bound starts over rather than grow forever.
-            if cache.len() > MAX_CACHED_QUEUES {
-                cache.clear();
-            }
-            rows.iter()
-                .filter_map(|(_, queue_id, _)| *queue_id)
-                .filter(|id| !cache.contains_key(id))
-                .collect()
-        };
+        let missing_queues = self.missing_queue_names(&rows);
         if !missing_queues.is_empty()
             && let Err(e) = self.load_queue_names(&missing_queues).await
         {
@@ -179,7 +133,7 @@ impl Claimer {
             return Ok(batch);
         }
         batch.jobs.reserve(rows.len());
-        for (id, queue_id, row) in rows.drain(..) {
+        for (id, queue_id, row) in rows {
             let task_identifier = row
                 .try_get(TASK_ID_COLUMN)
                 .ok()
@@ -195,6 +149,38 @@ impl Claimer {
         }
         batch.jobs.sort_by_key(|j| (j.priority, j.run_at));
         Ok(batch)
+    }
+
+    /// The claim statement itself: from here on its jobs are locked by
+    /// this pool.
+    async fn lock_jobs(&self, limit: usize) -> Result<Vec<PgRow>, sqlx::Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (statement, flags) = match &self.forbidden_flags {
+            None => (&self.sql.claim_jobs, None),
+            Some(flags) => (&self.sql.claim_jobs_with_flags, Some(flags)),
+        };
+        let query = sqlx::query(statement.clone())
+            .bind(&self.pool_id)
+            .bind(&self.task_ids)
+            .bind(limit);
+        match flags {
+            None => query.fetch_all(&self.pool).await,
+            Some(flags) => query.bind(flags).fetch_all(&self.pool).await,
+        }
+    }
+
+    /// The queue ids among `rows` whose names are not cached yet.
+    fn missing_queue_names(&self, rows: &[ClaimedRow]) -> Vec<i32> {
+        let mut cache = self.lock_cache();
+        // Queues come and go (cleanup deletes unused ones): a cache that grew
+        // past its bound starts over rather than grow forever.
+        if cache.len() > MAX_CACHED_QUEUES {
+            cache.clear();
+        }
+        rows.iter()
+            .filter_map(|(_, queue_id, _)| *queue_id)
+            .filter(|id| !cache.contains_key(id))
+            .collect()
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<i32, String>> {
@@ -219,9 +205,35 @@ impl Claimer {
 
 /// The claim of job `id` in claimed row `row`, fenced on the `updated_at` the
 /// claim stamped when it can be read.
-fn claim_ref(id: i64, row: &sqlx::postgres::PgRow) -> ClaimRef {
+fn claim_ref(id: i64, row: &PgRow) -> ClaimRef {
     ClaimRef {
         id,
         claimed_at: row.try_get(UPDATED_AT_COLUMN).ok(),
     }
+}
+
+/// A claimed row with its id and queue id read.
+type ClaimedRow = (i64, Option<i32>, PgRow);
+
+/// Reads each claimed row's id and queue id; a row whose queue id cannot be
+/// read becomes an unreadable job of `batch` (it fails with the reason, not
+/// stays locked). The row of nulls that only carries the counts is dropped.
+fn split_unreadable(rows: Vec<PgRow>, batch: &mut ClaimBatch) -> Vec<ClaimedRow> {
+    let mut readable = Vec::with_capacity(rows.len());
+    for row in rows {
+        match (
+            row.try_get::<Option<i64>, _>(0),
+            row.try_get::<Option<i32>, _>(1),
+        ) {
+            (Ok(None), _) => {}
+            (Ok(Some(id)), Ok(queue_id)) => readable.push((id, queue_id, row)),
+            (Ok(Some(id)), Err(e)) => batch
+                .unreadable
+                .push((claim_ref(id, &row), outcome::unreadable_row(&e))),
+            // The id is a bigint the claim itself selected; without it the
+            // row cannot even be named.
+            (Err(e), _) => tracing::error!(error = %e, "claimed a row without a readable id"),
+        }
+    }
+    readable
 }

@@ -39,67 +39,98 @@ pub(crate) async fn run_job(
         job.duration_ms = tracing::field::Empty,
     );
     let started = Instant::now();
-    let id = job.id;
-    let identifier = job.task_identifier.clone();
-    let (attempts, max_attempts) = (job.attempts, job.max_attempts);
-
-    let outcome = async {
-        let Some(handler) = handler else {
-            return Outcome::Failed {
-                message: outcome::unknown_task(&identifier),
-                interrupted: false,
-            };
-        };
-        let ctx = JobContext::new(job, utils, cancel.clone());
-        // Decoding the payload and any synchronous start of the task run
-        // here, before its future exists: a panic there fails the job too.
-        let future = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx))) {
-            Ok(Ok(future)) => future,
-            Ok(Err(e)) => {
-                return Outcome::Failed {
-                    message: e.to_string(),
-                    interrupted: false,
-                };
-            }
-            Err(panic) => {
-                return Outcome::Failed {
-                    message: outcome::task_panicked(&panic_message(panic)),
-                    interrupted: false,
-                };
-            }
-        };
-        // The task runs inside this job's own tokio task; a panic in it is
-        // caught here and becomes the job's failure.
-        let task = CatchUnwind(future);
-        tokio::select! {
-            result = task => match result {
-                Ok(Ok(())) => Outcome::Completed,
-                Ok(Err(e)) => Outcome::Failed {
-                    message: e.to_string(),
-                    // An error returned after shutdown began is the task
-                    // honouring the cancellation: it keeps its attempt.
-                    interrupted: *cancel.borrow(),
-                },
-                Err(panic) => Outcome::Failed {
-                    message: outcome::task_panicked(&panic_message(panic)),
-                    interrupted: false,
-                },
-            },
-            // Dropping the task's future stops it at its current await.
-            message = aborted(aborts) => {
-                Outcome::Failed { message: message.to_string(), interrupted: true }
-            }
-        }
-    }
-    .instrument(span.clone())
-    .await;
-
+    let about = About {
+        id: job.id,
+        identifier: job.task_identifier.clone(),
+        attempts: job.attempts,
+        max_attempts: job.max_attempts,
+    };
+    let outcome = run_task(job, handler, utils, cancel, aborts)
+        .instrument(span.clone())
+        .await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     span.record("job.duration_ms", ms);
+    span.record("job.outcome", outcome_label(&about, &outcome));
     let _entered = span.enter();
-    match &outcome {
+    log_outcome(&about, &outcome, ms);
+    outcome
+}
+
+/// What the log lines say about a job.
+struct About {
+    id: i64,
+    identifier: String,
+    attempts: i16,
+    max_attempts: i16,
+}
+
+/// Decodes the payload, runs the task, catches panics, and stops the task
+/// when told to.
+async fn run_task(
+    job: Job,
+    handler: Option<Handler>,
+    utils: WorkerUtils,
+    cancel: watch::Receiver<bool>,
+    aborts: (watch::Receiver<Option<&'static str>>, watch::Receiver<bool>),
+) -> Outcome {
+    let failed = |message: String| Outcome::Failed {
+        message,
+        interrupted: false,
+    };
+    let Some(handler) = handler else {
+        return failed(outcome::unknown_task(&job.task_identifier));
+    };
+    let ctx = JobContext::new(job, utils, cancel.clone());
+    // Decoding the payload and any synchronous start of the task run here,
+    // before its future exists: a panic there fails the job too.
+    let future = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx))) {
+        Ok(Ok(future)) => future,
+        Ok(Err(e)) => return failed(e.to_string()),
+        Err(panic) => return failed(outcome::task_panicked(&panic_message(panic))),
+    };
+    // The task runs inside this job's own tokio task; a panic in it is
+    // caught here and becomes the job's failure.
+    tokio::select! {
+        result = CatchUnwind(future) => match result {
+            Ok(Ok(())) => Outcome::Completed,
+            Ok(Err(e)) => Outcome::Failed {
+                message: e.to_string(),
+                // An error returned after shutdown began is the task
+                // honouring the cancellation: it keeps its attempt.
+                interrupted: *cancel.borrow(),
+            },
+            Err(panic) => failed(outcome::task_panicked(&panic_message(panic))),
+        },
+        // Dropping the task's future stops it at its current await.
+        message = aborted(aborts) => {
+            Outcome::Failed { message: message.to_string(), interrupted: true }
+        }
+    }
+}
+
+/// The job span's `job.outcome` field.
+fn outcome_label(about: &About, outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Completed => "success",
+        Outcome::Failed {
+            interrupted: true, ..
+        } => "interrupted",
+        Outcome::Failed { .. } if about.attempts >= about.max_attempts => "permanently_failed",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Returned => "returned",
+    }
+}
+
+/// Logs a job's outcome in Node's words.
+fn log_outcome(about: &About, outcome: &Outcome, ms: f64) {
+    let About {
+        id,
+        identifier,
+        attempts,
+        max_attempts,
+    } = about;
+    match outcome {
         Outcome::Completed => {
-            span.record("job.outcome", "success");
             tracing::info!(
                 "Completed task {id} ({identifier}, {ms:.2}ms, attempt {attempts} of {max_attempts}) with success"
             );
@@ -108,25 +139,20 @@ pub(crate) async fn run_job(
             message,
             interrupted: true,
         } => {
-            span.record("job.outcome", "interrupted");
             tracing::warn!("Interrupted task {id} ({identifier}, {ms:.2}ms): '{message}'");
         }
+        Outcome::Failed { message, .. } if attempts >= max_attempts => {
+            tracing::error!(
+                "Failed task {id} ({identifier}, {ms:.2}ms, attempt {attempts} of {max_attempts}) with error '{message}'; no attempts left"
+            );
+        }
         Outcome::Failed { message, .. } => {
-            if attempts >= max_attempts {
-                span.record("job.outcome", "permanently_failed");
-                tracing::error!(
-                    "Failed task {id} ({identifier}, {ms:.2}ms, attempt {attempts} of {max_attempts}) with error '{message}'; no attempts left"
-                );
-            } else {
-                span.record("job.outcome", "failed");
-                tracing::warn!(
-                    "Failed task {id} ({identifier}, {ms:.2}ms, attempt {attempts} of {max_attempts}) with error '{message}'; will retry"
-                );
-            }
+            tracing::warn!(
+                "Failed task {id} ({identifier}, {ms:.2}ms, attempt {attempts} of {max_attempts}) with error '{message}'; will retry"
+            );
         }
         Outcome::Returned => {}
     }
-    outcome
 }
 
 /// Completes, with the message to record, when either receiver fires (a

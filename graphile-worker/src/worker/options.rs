@@ -274,84 +274,9 @@ impl WorkerOptions {
     /// task identifiers. The worker does not claim jobs until
     /// [`Worker::run`] or [`Worker::run_once`].
     pub async fn init(mut self) -> Result<Worker, Error> {
-        if let Some(e) = self.errors.drain(..).next() {
-            return Err(e);
-        }
-        if self.concurrency == 0 {
-            return Err(Error::Config("concurrency must be at least 1".into()));
-        }
-        // Durations are added to instants; absurd ones would overflow.
-        for (name, value) in [
-            ("poll_interval", self.poll_interval),
-            ("shutdown_grace_period", self.shutdown_grace),
-            ("heartbeat_interval", self.heartbeat_interval),
-            ("stale_worker_threshold", self.stale_worker_threshold),
-            ("recovery_sweep_interval", self.recovery_sweep_interval),
-            ("recovery_delay", self.recovery_delay),
-        ] {
-            if value > MAX_DURATION {
-                return Err(Error::Config(format!(
-                    "{name} ({value:?}) is too long; give at most {} days",
-                    MAX_DURATION.as_secs() / 86_400
-                )));
-            }
-        }
-        if self.poll_interval.is_zero() {
-            return Err(Error::Config("poll_interval must be above zero".into()));
-        }
-        if self.recovery
-            && (self.heartbeat_interval.is_zero()
-                || self.heartbeat_interval >= self.stale_worker_threshold)
-        {
-            return Err(Error::Config(format!(
-                "heartbeat_interval ({:?}) must be above zero and below stale_worker_threshold ({:?}), or live workers would look dead",
-                self.heartbeat_interval, self.stale_worker_threshold
-            )));
-        }
-        if self.recovery && self.recovery_sweep_interval.is_zero() {
-            return Err(Error::Config(
-                "recovery_sweep_interval must be above zero".into(),
-            ));
-        }
-        let mut tasks = std::mem::take(&mut self.tasks);
-        let mut declared_cron = Vec::new();
-        if self.use_registry {
-            for registration in registered_tasks() {
-                tasks.insert(registration)?;
-                declared_cron.push((registration.identifier(), registration.cron()));
-            }
-        }
-        if let Some(only) = &self.only {
-            tasks.retain_only(only)?;
-        }
-        tasks.remove_all(&self.except)?;
-        if tasks.is_empty() {
-            return Err(Error::NoTasks);
-        }
-        let cron_items = self.collect_cron_items(&tasks, &declared_cron)?;
-
-        let pool = match (self.pg_pool.take(), self.database_url.take()) {
-            (Some(_), Some(_)) => {
-                return Err(Error::Config(
-                    "give either database_url or pg_pool, not both".into(),
-                ));
-            }
-            (Some(pool), None) => pool,
-            (None, Some(url)) => {
-                let size = self
-                    .max_pool_size
-                    .unwrap_or_else(|| (self.concurrency as u32).saturating_add(4).max(10));
-                PgPoolOptions::new()
-                    .max_connections(size)
-                    .connect(&url)
-                    .await?
-            }
-            (None, None) => {
-                return Err(Error::Config(
-                    "no database: call database_url(..) or pg_pool(..)".into(),
-                ));
-            }
-        };
+        self.check()?;
+        let (tasks, cron_items) = self.select_tasks()?;
+        let pool = self.connect().await?;
 
         let utils = WorkerUtils::new(pool.clone(), &self.schema);
         utils.migrate().await?;
@@ -403,6 +328,94 @@ impl WorkerOptions {
 }
 
 impl WorkerOptions {
+    /// Refuses options that cannot work, before anything connects.
+    fn check(&mut self) -> Result<(), Error> {
+        if let Some(e) = self.errors.drain(..).next() {
+            return Err(e);
+        }
+        if self.concurrency == 0 {
+            return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        // Durations are added to instants; absurd ones would overflow.
+        for (name, value) in [
+            ("poll_interval", self.poll_interval),
+            ("shutdown_grace_period", self.shutdown_grace),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("stale_worker_threshold", self.stale_worker_threshold),
+            ("recovery_sweep_interval", self.recovery_sweep_interval),
+            ("recovery_delay", self.recovery_delay),
+        ] {
+            if value > MAX_DURATION {
+                return Err(Error::Config(format!(
+                    "{name} ({value:?}) is too long; give at most {} days",
+                    MAX_DURATION.as_secs() / 86_400
+                )));
+            }
+        }
+        if self.poll_interval.is_zero() {
+            return Err(Error::Config("poll_interval must be above zero".into()));
+        }
+        if self.recovery
+            && (self.heartbeat_interval.is_zero()
+                || self.heartbeat_interval >= self.stale_worker_threshold)
+        {
+            return Err(Error::Config(format!(
+                "heartbeat_interval ({:?}) must be above zero and below stale_worker_threshold ({:?}), or live workers would look dead",
+                self.heartbeat_interval, self.stale_worker_threshold
+            )));
+        }
+        if self.recovery && self.recovery_sweep_interval.is_zero() {
+            return Err(Error::Config(
+                "recovery_sweep_interval must be above zero".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The tasks this worker runs (registered by hand or through the
+    /// registry, then `only`/`except`), and every cron schedule.
+    fn select_tasks(&mut self) -> Result<(TaskSet, Vec<CronItem>), Error> {
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let mut declared_cron = Vec::new();
+        if self.use_registry {
+            for registration in registered_tasks() {
+                tasks.insert(registration)?;
+                declared_cron.push((registration.identifier(), registration.cron()));
+            }
+        }
+        if let Some(only) = &self.only {
+            tasks.retain_only(only)?;
+        }
+        tasks.remove_all(&self.except)?;
+        if tasks.is_empty() {
+            return Err(Error::NoTasks);
+        }
+        let cron_items = self.collect_cron_items(&tasks, &declared_cron)?;
+        Ok((tasks, cron_items))
+    }
+
+    /// The pool given, or one created from the URL.
+    async fn connect(&mut self) -> Result<PgPool, Error> {
+        match (self.pg_pool.take(), self.database_url.take()) {
+            (Some(_), Some(_)) => Err(Error::Config(
+                "give either database_url or pg_pool, not both".into(),
+            )),
+            (Some(pool), None) => Ok(pool),
+            (None, Some(url)) => {
+                let size = self
+                    .max_pool_size
+                    .unwrap_or_else(|| (self.concurrency as u32).saturating_add(4).max(10));
+                Ok(PgPoolOptions::new()
+                    .max_connections(size)
+                    .connect(&url)
+                    .await?)
+            }
+            (None, None) => Err(Error::Config(
+                "no database: call database_url(..) or pg_pool(..)".into(),
+            )),
+        }
+    }
+
     /// Every cron schedule: crontab texts and files, items built in code,
     /// and `#[task(cron = ...)]` of the tasks this worker runs. A task with
     /// one declared schedule is identified by its name; with several, by

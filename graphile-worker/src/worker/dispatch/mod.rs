@@ -27,19 +27,20 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::Inner;
-use super::local_queue::{LOCAL_TTL, Pace, Waiting, buffer_in_order};
-use super::planner::{ClaimView, claim_limit};
-use super::wind_down::{WindDown, reconcile};
+use super::local_queue::{LOCAL_TTL, Pace, Waiting};
+use super::wind_down::WindDown;
 use crate::backoff::Backoff;
-use crate::claim::ClaimBatch;
 use crate::error::Error;
 use crate::execute::run_job;
 use crate::heartbeat::{self, Heartbeat, refresh_locks};
 use crate::job::Job;
 use crate::outcome::{
     ClaimRef, Completer, HEARTBEAT_LOST_MESSAGE, HeldJobs, Outcome, OutcomeGuard, SHUTDOWN_MESSAGE,
-    give_back_claimed, is_retryable, lock_held, settle_rejects,
 };
+
+mod claims;
+
+pub(in crate::worker) use claims::Claimed;
 
 /// Runs one dispatch loop to its end and winds it down.
 pub(super) async fn dispatch(inner: Arc<Inner>, once: bool) -> Result<(), Error> {
@@ -354,88 +355,6 @@ impl Dispatcher {
         }
     }
 
-    fn reconcile_due(&self) -> bool {
-        self.reconcile_at.is_some_and(|at| at <= Instant::now())
-    }
-
-    /// Starts a reconciliation when one is due and no claim is in flight.
-    fn maybe_reconcile(&mut self) {
-        if self.reconcile_due() && self.claims.is_empty() && !self.reconciling {
-            self.reconciling = true;
-            let ids = lock_held(&self.held).ids();
-            let inner = self.inner.clone();
-            self.claims
-                .spawn(async move { Claimed::Reconciled(reconcile(&inner, &ids).await) });
-        }
-    }
-
-    /// Starts a claim in the background if the planner says so.
-    fn maybe_claim(&mut self, may_start: bool, backpressured: bool) {
-        if self.claims.is_empty() {
-            self.claiming_jobs = 0;
-        }
-        let ahead = self.pace.ahead(self.inner.local_queue_size);
-        let view = ClaimView {
-            concurrency: self.inner.concurrency,
-            running: self.running.len(),
-            waiting: self.buffer.len(),
-            in_flight: self.claims.len(),
-            asked: self.claiming_jobs,
-            ahead,
-            backlog: self.backlog,
-            announced: self.inner.wakeups.peek(),
-            blocked: !may_start
-                || self.paused_until.is_some()
-                || self.exhausted
-                || backpressured
-                || self.reconcile_due()
-                || self.reconciling,
-        };
-        let Some(limit) = claim_limit(&view) else {
-            return;
-        };
-        self.inner.wakeups.take();
-        self.written_at_claim = self.completer.written();
-        tracing::trace!(
-            limit,
-            ahead,
-            buffered = view.waiting,
-            running = view.running,
-            in_flight = view.in_flight,
-            "claiming"
-        );
-        self.claiming_jobs += limit;
-        // Two claims skip each other's rows, so either may come back short
-        // with jobs left: neither result then proves the queue empty.
-        let epoch = if self.claims.is_empty() {
-            Some(self.wake_epoch)
-        } else {
-            self.wake_epoch += 1;
-            None
-        };
-        let finished_before = self.pace.finished_total;
-        let generation = self.generation;
-        let engine = self.inner.clone();
-        // No client-side time limit, and never dropped mid-way: a claim
-        // given up on may still commit on the server.
-        self.claims.spawn(async move {
-            match engine.claimer.claim(limit).await {
-                Ok(batch) => Claimed::Jobs {
-                    batch,
-                    limit,
-                    epoch,
-                    finished_before,
-                    generation,
-                },
-                Err(e) => Claimed::Failed {
-                    may_have_locked: may_have_committed(&e),
-                    error: e.to_string(),
-                    limit,
-                },
-            }
-        });
-    }
-
     /// `run_once` is done: nothing waits, runs, or is being claimed.
     fn idle(&self) -> bool {
         self.exhausted
@@ -496,121 +415,6 @@ impl Dispatcher {
         // the loop.
     }
 
-    fn pause(&mut self, why: &str, error: &dyn std::fmt::Display) -> Duration {
-        let delay = self.backoff.next_delay();
-        tracing::warn!(error = %error, "{why}; retrying in {delay:?}");
-        self.paused_until = Some(tokio::time::Instant::now() + delay);
-        delay
-    }
-
-    fn on_claimed(&mut self, claimed: Claimed) {
-        match claimed {
-            Claimed::Jobs {
-                batch,
-                limit,
-                epoch,
-                finished_before,
-                generation,
-            } => self.on_jobs(batch, limit, epoch, finished_before, generation),
-            Claimed::Failed {
-                error,
-                limit,
-                may_have_locked,
-            } => {
-                self.claiming_jobs = self.claiming_jobs.saturating_sub(limit);
-                if may_have_locked {
-                    // The claim may have committed with its answer lost:
-                    // look for strays, in spaced rounds.
-                    self.reconcile_at = Some(Instant::now());
-                    self.reconcile_rounds = RECONCILE_ROUNDS;
-                    if let Some(rest) = self.rest.as_mut() {
-                        rest.strays_possible = true;
-                    }
-                }
-                self.pause("could not claim jobs", &error);
-            }
-            Claimed::Reconciled(result) => {
-                self.reconciling = false;
-                match result {
-                    Ok(()) => {
-                        self.reconcile_rounds = self.reconcile_rounds.saturating_sub(1);
-                        let done = RECONCILE_ROUNDS - self.reconcile_rounds;
-                        self.reconcile_at = (self.reconcile_rounds > 0)
-                            .then(|| Instant::now() + RECONCILE_SPACING * done);
-                        self.look_again();
-                    }
-                    Err(e) => {
-                        let delay = self.backoff.next_delay();
-                        tracing::warn!(error = %e, "could not check which jobs this worker holds; retrying in {delay:?}");
-                        self.reconcile_at = Some(Instant::now() + delay);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The claim task itself failed (it cannot panic by design) and took its
-    /// count with it; the count restarts once no claim is in flight.
-    fn on_claim_task_failed(&mut self, error: &tokio::task::JoinError) {
-        self.reconciling = false;
-        self.pause("the claim task failed", error);
-    }
-
-    fn on_jobs(
-        &mut self,
-        batch: ClaimBatch,
-        limit: usize,
-        epoch: Option<u64>,
-        finished_before: u64,
-        generation: u64,
-    ) {
-        self.claiming_jobs = self.claiming_jobs.saturating_sub(limit);
-        settle_rejects(&self.held, &self.completer, &batch);
-        if generation != self.generation {
-            // Claimed before the worker may have been declared dead: never
-            // start these.
-            give_back_claimed(&self.held, &self.completer, batch.jobs);
-            return;
-        }
-        if batch.give_back.is_empty() {
-            self.backoff.reset();
-        } else {
-            // The claim worked but its jobs could not be prepared: pause as
-            // after a failed claim.
-            self.pause(
-                "could not prepare the claimed jobs",
-                &"queue names unreadable",
-            );
-        }
-        // A full scan says more jobs may be waiting, even when named queues
-        // let only a few through.
-        let full = batch.candidates >= limit;
-        self.backlog = full;
-        // A job skipped because it changed under the claim is still
-        // runnable: look again.
-        let complete = batch.claimed >= batch.expected;
-        self.exhausted = !full && complete && epoch == Some(self.wake_epoch);
-        tracing::trace!(
-            claimed = batch.jobs.len(),
-            limit,
-            buffered = self.buffer.len(),
-            running = self.running.len(),
-            "claim returned"
-        );
-        if !full {
-            self.pace.caught_up();
-        } else if self.buffer.is_empty()
-            && self.running.len() < self.inner.concurrency
-            && self.pace.finished_total > finished_before
-        {
-            // Jobs finished while this claim was in flight and left slots
-            // idle: they are short.
-            self.pace.starved(self.inner.concurrency);
-        }
-        lock_held(&self.held).extend(batch.jobs.iter().map(|j| j.id));
-        buffer_in_order(&mut self.buffer, batch.jobs, Instant::now());
-    }
-
     /// Shutdown: hand back what never started, ask running tasks to stop,
     /// give them the grace period, interrupt the rest, then wind down.
     async fn finish(mut self) {
@@ -660,47 +464,6 @@ impl Drop for Dispatcher {
         }
     }
 }
-
-/// Whether a failed statement may still have committed: its answer, not
-/// its request, was lost.
-fn may_have_committed(error: &Error) -> bool {
-    match error {
-        Error::Database(e) => {
-            !matches!(
-                e,
-                sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-            ) && is_retryable(e)
-        }
-        _ => false,
-    }
-}
-
-/// What a background claim brought back.
-pub(super) enum Claimed {
-    /// `limit` is what was asked for; `epoch` the wake-up count when the
-    /// claim started (`None` if it overlapped another), `finished_before`
-    /// the count of finished jobs then, `generation` the heartbeat
-    /// generation it was claimed in.
-    Jobs {
-        batch: ClaimBatch,
-        limit: usize,
-        epoch: Option<u64>,
-        finished_before: u64,
-        generation: u64,
-    },
-    Failed {
-        error: String,
-        limit: usize,
-        may_have_locked: bool,
-    },
-    /// A reconciliation of held jobs ran.
-    Reconciled(Result<(), String>),
-}
-
-/// How many times the worker reconciles after a claim that may have
-/// committed unseen, and how far apart (growing: 1 s, 2 s, …).
-const RECONCILE_ROUNDS: u32 = 4;
-const RECONCILE_SPACING: Duration = Duration::from_secs(1);
 
 /// How often a worker held back by unwritten outcomes, or by old jobs
 /// still stopping, looks again.
