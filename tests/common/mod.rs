@@ -1,10 +1,20 @@
 //! Helpers shared by the integration tests.
+//!
+//! - A fresh migrated database ([`migrated`]), bounded polling
+//!   ([`eventually`]), counts, the server's clock, a worker run in the
+//!   background, the listener.
+//! - The `runs` ledger: [`create_runs_and_gates`], the tasks that write to it
+//!   ([`Record`], [`Gated`], [`UntilShutdown`]), a [`worker`] that runs them,
+//!   and what reads it back ([`tags`], [`wait_for_tag`], [`locks_left`]).
+//! - [`Witness`]: proof that notifications reached this process.
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use graphile_worker::{JobContext, ShutdownHandle, Task, TaskError, Worker, WorkerUtils};
+use graphile_worker::{
+    JobContext, JobSpec, ShutdownHandle, Task, TaskError, Worker, WorkerOptions, WorkerUtils,
+};
 use graphile_worker_dev::{TestDatabase, fresh_database};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -92,6 +102,156 @@ pub async fn wait_for_server_time(pool: &PgPool, at: DateTime<Utc>) {
             .then_some(())
     })
     .await;
+}
+
+/// Creates the `runs` ledger, one row per thing a task did (the tasks here
+/// write `tag`; `test_worker`'s write `event` and `pid`), and the `gates`
+/// table that [`Gated`] jobs wait on.
+pub async fn create_runs_and_gates(pool: &PgPool) {
+    sqlx::raw_sql(
+        "create table runs (id serial primary key, tag text, event text, job_id bigint, \
+           attempts smallint, pid int, at timestamptz default clock_timestamp());
+         create table gates (name text primary key);",
+    )
+    .execute(pool)
+    .await
+    .expect("create the runs and gates tables");
+}
+
+/// Records `tag` in `runs`, with the job's id and attempt.
+pub async fn note(ctx: &JobContext, tag: &str) -> Result<(), TaskError> {
+    sqlx::query("insert into runs (tag, job_id, attempts) values ($1, $2, $3)")
+        .bind(tag)
+        .bind(ctx.job_id())
+        .bind(ctx.attempts())
+        .execute(ctx.utils().pool())
+        .await
+        .map_err(|e| TaskError::new(e.to_string()))?;
+    Ok(())
+}
+
+/// Records its tag.
+#[derive(Serialize, Deserialize)]
+pub struct Record {
+    pub tag: String,
+}
+
+impl Task for Record {
+    const IDENTIFIER: &'static str = "record";
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        note(&ctx, &self.tag).await
+    }
+}
+
+/// Records `<gate>:start`, waits until a row named `gate` appears in
+/// `gates` ([`open_gate`]), records `<gate>:done`.
+#[derive(Serialize, Deserialize)]
+pub struct Gated {
+    pub gate: String,
+}
+
+impl Task for Gated {
+    const IDENTIFIER: &'static str = "gated";
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        note(&ctx, &format!("{}:start", self.gate)).await?;
+        loop {
+            let open: bool =
+                sqlx::query_scalar("select exists (select 1 from gates where name = $1)")
+                    .bind(&self.gate)
+                    .fetch_one(ctx.utils().pool())
+                    .await
+                    .map_err(|e| TaskError::new(e.to_string()))?;
+            if open {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        note(&ctx, &format!("{}:done", self.gate)).await
+    }
+}
+
+/// Records `running`, runs until the worker asks it to stop, records
+/// `saw-shutdown`, and finishes well.
+#[derive(Serialize, Deserialize)]
+pub struct UntilShutdown {}
+
+impl Task for UntilShutdown {
+    const IDENTIFIER: &'static str = "until_shutdown";
+    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        note(&ctx, "running").await?;
+        ctx.cancelled().await;
+        note(&ctx, "saw-shutdown").await
+    }
+}
+
+/// A worker on `pool` without signal handling, running exactly [`Record`],
+/// [`Gated`] and [`UntilShutdown`].
+pub fn worker(pool: &PgPool) -> WorkerOptions {
+    Worker::options()
+        .pg_pool(pool.clone())
+        .handle_signals(false)
+        .register::<Record>()
+        .register::<Gated>()
+        .register::<UntilShutdown>()
+}
+
+/// Adds a job, returning its id.
+pub async fn add_job(
+    utils: &WorkerUtils,
+    task: &str,
+    payload: serde_json::Value,
+    spec: JobSpec,
+) -> i64 {
+    utils
+        .add_raw_job(task, payload, spec)
+        .await
+        .expect("add a job")
+        .id
+}
+
+/// The tags in `runs`, in the order they were written.
+pub async fn tags(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("select tag from runs where tag is not null order by id")
+        .fetch_all(pool)
+        .await
+        .expect("read the tags")
+}
+
+pub async fn has_tag(pool: &PgPool, tag: &str) -> bool {
+    tags(pool).await.iter().any(|t| t == tag)
+}
+
+/// Waits until `tag` is in `runs` (at most 15 s).
+pub async fn wait_for_tag(pool: &PgPool, tag: &str) {
+    eventually(Duration::from_secs(15), tag, || async move {
+        has_tag(pool, tag).await.then_some(())
+    })
+    .await;
+}
+
+/// Lets the [`Gated`] jobs waiting on `gate` finish.
+pub async fn open_gate(pool: &PgPool, gate: &str) {
+    sqlx::query("insert into gates (name) values ($1)")
+        .bind(gate)
+        .execute(pool)
+        .await
+        .expect("open a gate");
+}
+
+/// How many jobs, and how many queues, are locked.
+pub async fn locks_left(pool: &PgPool) -> (i64, i64) {
+    (
+        count(
+            pool,
+            "select count(*) from graphile_worker._private_jobs where locked_at is not null",
+        )
+        .await,
+        count(
+            pool,
+            "select count(*) from graphile_worker._private_job_queues where locked_at is not null",
+        )
+        .await,
+    )
 }
 
 /// Runs only `witness` jobs, recording each in `witnessed`.
