@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::error::{CronField, CrontabError, CrontabErrorKind};
-use super::pattern::{CronPattern, char_len, is_space, split_fields};
+use super::error::{ColumnError, CronField, CrontabError, CrontabErrorKind};
+use super::pattern::{CronPattern, Token, char_len, check_characters, is_space, split_fields};
 use crate::spec::JobKeyMode;
 
 /// One recurring job: which task to run, when, and with what.
@@ -207,87 +207,95 @@ pub(crate) fn duplicate_identifier(items: &[CronItem]) -> Option<&str> {
 /// Parses one non-blank, non-comment line; also returns the column where
 /// its identifier is written.
 fn parse_line(line: &str, number: usize) -> Result<(CronItem, usize), CrontabError> {
-    let err = |column, kind| CrontabError::new(Some(number), column, kind);
+    let at_line = |(column, kind): ColumnError| CrontabError::new(Some(number), column, kind);
     let tokens = split_fields(line, 6);
     if tokens.len() < 6 {
-        // Say what is wrong with a time field when there is one (such as
-        // `@daily task`); the last token may be the task, so it is not
-        // checked.
-        let fields = &tokens[..tokens.len().saturating_sub(1)];
-        for (token, field) in fields.iter().zip(CronField::ALL) {
-            if let Some((i, character)) = token
-                .text
-                .chars()
-                .enumerate()
-                .find(|(_, c)| !matches!(c, '0'..='9' | '*' | '/' | ',' | '-'))
-            {
-                return Err(err(
-                    token.column + i,
-                    CrontabErrorKind::InvalidCharacter { field, character },
-                ));
-            }
-        }
-        let column = tokens.last().map_or(1, |t| t.column + char_len(t.text));
-        return Err(err(
-            column,
-            CrontabErrorKind::MissingFields {
-                found: tokens.len(),
-            },
-        ));
+        return Err(at_line(missing_fields(&tokens)));
     }
     let fields: Vec<(&str, usize)> = tokens[..5].iter().map(|t| (t.text, t.column)).collect();
     let pattern = CronPattern::from_fields(&fields, Some(number))?;
-
-    let command_token = tokens[5];
-    let command = line[command_token.start..].trim_end_matches(is_space);
-    let column_of = |byte: usize| command_token.column + char_len(&command[..byte]);
-    let invalid_command = || {
-        err(
-            command_token.column,
-            CrontabErrorKind::InvalidCommand {
-                command: command.to_owned(),
-            },
-        )
+    let command = Command {
+        text: line[tokens[5].start..].trim_end_matches(is_space),
+        column: tokens[5].column,
     };
-    let parts = split_command(command).ok_or_else(invalid_command)?;
-    let task = &command[..parts.task_end];
-    if char_len(task) > 128 {
-        return Err(err(
-            command_token.column,
-            CrontabErrorKind::TaskTooLong {
-                task: task.to_owned(),
-            },
-        ));
+    command.parse(pattern).map_err(at_line)
+}
+
+/// Why a line of fewer than six tokens was refused.
+fn missing_fields(tokens: &[Token<'_>]) -> ColumnError {
+    // Say what is wrong with a time field when there is one (such as
+    // `@daily task`); the last token may be the task, so it is not
+    // checked.
+    let fields = &tokens[..tokens.len().saturating_sub(1)];
+    fields
+        .iter()
+        .zip(CronField::ALL)
+        .find_map(|(token, field)| check_characters(field, token.text, token.column).err())
+        .unwrap_or_else(|| {
+            let column = tokens.last().map_or(1, |t| t.column + char_len(t.text));
+            let found = tokens.len();
+            (column, CrontabErrorKind::MissingFields { found })
+        })
+}
+
+/// What follows the time fields: `task[ ?options][ {payload}]`.
+struct Command<'a> {
+    /// Without trailing whitespace.
+    text: &'a str,
+    /// Where the command starts in the line.
+    column: usize,
+}
+
+impl Command<'_> {
+    /// Reads the item firing on `pattern`; also returns the column where
+    /// its identifier is written.
+    fn parse(&self, pattern: CronPattern) -> Result<(CronItem, usize), ColumnError> {
+        let parts = split_command(self.text).ok_or_else(|| {
+            let command = self.text.to_owned();
+            (self.column, CrontabErrorKind::InvalidCommand { command })
+        })?;
+        let task = &self.text[..parts.task_end];
+        if char_len(task) > 128 {
+            let task = task.to_owned();
+            return Err((self.column, CrontabErrorKind::TaskTooLong { task }));
+        }
+        let mut item = CronItem::new(task, pattern);
+        let mut id_column = self.column;
+        if let Some(start) = parts.options_start {
+            let options = &self.text[start..parts.options_end];
+            let column_of = |offset| self.column_of(start + offset);
+            if let Some(id_at) = parse_options(options, &mut item, column_of)? {
+                id_column = id_at;
+            }
+        }
+        if let Some(start) = parts.payload_start {
+            item.payload = self.parse_payload(start)?;
+        }
+        Ok((item, id_column))
     }
 
-    let mut item = CronItem::new(task, pattern);
-    let mut id_column = command_token.column;
-    if let Some(start) = parts.options_start {
-        let options = &command[start..parts.options_end];
-        let id_at = parse_options(options, &mut item, |offset| column_of(start + offset))
-            .map_err(|(column, kind)| err(column, kind))?;
-        if let Some(id_at) = id_at {
-            id_column = id_at;
-        }
-    }
-    if let Some(start) = parts.payload_start {
-        let payload = &command[start..];
-        item.payload = serde_json::from_str(payload).map_err(|e| {
+    /// Reads the JSON object starting at byte `start`.
+    fn parse_payload(&self, start: usize) -> Result<Map<String, Value>, ColumnError> {
+        let payload = &self.text[start..];
+        serde_json::from_str(payload).map_err(|e| {
             // serde_json counts bytes from 1 within the payload.
             let byte = e.column().saturating_sub(1).min(payload.len());
             let byte = (0..=byte)
                 .rev()
                 .find(|&b| payload.is_char_boundary(b))
                 .unwrap_or(0);
-            err(
-                column_of(start + byte),
-                CrontabErrorKind::InvalidPayload {
-                    message: e.to_string(),
-                },
+            let message = e.to_string();
+            (
+                self.column_of(start + byte),
+                CrontabErrorKind::InvalidPayload { message },
             )
-        })?;
+        })
     }
-    Ok((item, id_column))
+
+    /// The column of the line where byte `byte` of the command is.
+    fn column_of(&self, byte: usize) -> usize {
+        self.column + char_len(&self.text[..byte])
+    }
 }
 
 /// Byte offsets of the parts of a command.
@@ -378,16 +386,33 @@ fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-type OptionError = (usize, CrontabErrorKind);
-
 /// Applies `?options` to `item`. `column_of` maps a byte offset in
 /// `options` to a column of the line. Returns the column of `id=` if given.
 fn parse_options(
     options: &str,
     item: &mut CronItem,
     column_of: impl Fn(usize) -> usize,
-) -> Result<Option<usize>, OptionError> {
-    // Keys in order of first appearance, with every (value, column).
+) -> Result<Option<usize>, ColumnError> {
+    let mut id_column = None;
+    for (key, mut values) in group_options(options, column_of) {
+        if let Some(&(_, again)) = values.get(1) {
+            return Err((again, CrontabErrorKind::RepeatedOption { key }));
+        }
+        let (value, column) = values.swap_remove(0);
+        if key == "id" {
+            id_column = Some(column);
+        }
+        apply_option(item, OptionValue { key, value, column })?;
+    }
+    Ok(id_column)
+}
+
+/// The decoded `key=value` pairs of `options`: keys in order of first
+/// appearance, each with every (value, column) given for it.
+fn group_options(
+    options: &str,
+    column_of: impl Fn(usize) -> usize,
+) -> Vec<(String, Vec<(String, usize)>)> {
     let mut pairs: Vec<(String, Vec<(String, usize)>)> = Vec::new();
     let mut offset = 0;
     for pair in options.split('&') {
@@ -403,95 +428,121 @@ fn parse_options(
             None => pairs.push((key, vec![(value, column)])),
         }
     }
+    pairs
+}
 
-    let mut id_column = None;
-    let mut job_key_mode = None;
-    for (key, values) in pairs {
-        let column = values[0].1;
-        if let Some(&(_, again)) = values.get(1) {
-            return Err((again, CrontabErrorKind::RepeatedOption { key }));
+/// Sets the option `option.key` of `item`.
+fn apply_option(item: &mut CronItem, option: OptionValue) -> Result<(), ColumnError> {
+    let options = &mut item.options;
+    match option.key.as_str() {
+        "id" => {
+            item.identifier = option.text_if(
+                is_identifier,
+                "letters, digits, '_' and '-', starting with a letter or '_'",
+            )?;
         }
-        let Some((value, _)) = values.into_iter().next() else {
-            continue;
-        };
-        let invalid = |expected: &'static str| {
-            (
-                column,
-                CrontabErrorKind::InvalidOptionValue {
-                    key: key.clone(),
-                    value: value.clone(),
-                    expected,
-                },
-            )
-        };
-        match key.as_str() {
-            "id" => {
-                let mut chars = value.chars();
-                let ok = chars
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                if !ok {
-                    return Err(invalid(
-                        "letters, digits, '_' and '-', starting with a letter or '_'",
-                    ));
-                }
-                id_column = Some(column);
-                item.identifier = value;
-            }
-            "fill" => {
-                item.options.fill = parse_time_phrase(&value).map_err(|kind| (column, kind))?;
-            }
-            "max" => match parse_i16(&value) {
-                Some(n) if n >= 1 && !value.starts_with('-') => item.options.max_attempts = Some(n),
-                _ => return Err(invalid("a whole number of attempts from 1 to 32767")),
-            },
-            "queue" => {
-                let ok = !value.is_empty()
-                    && char_len(&value) <= 128
-                    && value
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':'));
-                if !ok {
-                    return Err(invalid(
-                        "a queue name of at most 128 letters, digits, '-', '_' and ':'",
-                    ));
-                }
-                item.options.queue_name = Some(value);
-            }
-            "jobKey" => {
-                let ok = !value.is_empty()
-                    && char_len(&value) <= 512
-                    && !value.contains(is_line_terminator);
-                if !ok {
-                    return Err(invalid(
-                        "a job key of 1 to 512 characters without line breaks",
-                    ));
-                }
-                item.options.job_key = Some(value);
-            }
-            "jobKeyMode" => {
-                job_key_mode = Some(match value.as_str() {
-                    "replace" => CronJobKeyMode::Replace,
-                    "preserve_run_at" => CronJobKeyMode::PreserveRunAt,
-                    _ => {
-                        return Err(invalid(
-                            "'replace' or 'preserve_run_at' ('unsafe_dedupe' is not allowed for cron)",
-                        ));
-                    }
-                });
-            }
-            "priority" => match parse_i16(&value) {
-                Some(n) => item.options.priority = Some(n),
-                None => return Err(invalid("a whole number from -32768 to 32767")),
-            },
-            _ => return Err((column, CrontabErrorKind::UnknownOption { key })),
+        "fill" => {
+            options.fill =
+                parse_time_phrase(&option.value).map_err(|kind| (option.column, kind))?;
+        }
+        "max" => {
+            let expected = "a whole number of attempts from 1 to 32767";
+            options.max_attempts = Some(option.smallint(1, expected)?);
+        }
+        "queue" => {
+            let expected = "a queue name of at most 128 letters, digits, '-', '_' and ':'";
+            options.queue_name = Some(option.text_if(is_queue_name, expected)?);
+        }
+        "jobKey" => {
+            let expected = "a job key of 1 to 512 characters without line breaks";
+            options.job_key = Some(option.text_if(is_job_key, expected)?);
+        }
+        "jobKeyMode" => options.job_key_mode = option.job_key_mode()?,
+        "priority" => {
+            let expected = "a whole number from -32768 to 32767";
+            options.priority = Some(option.smallint(i16::MIN, expected)?);
+        }
+        _ => {
+            let key = option.key;
+            return Err((option.column, CrontabErrorKind::UnknownOption { key }));
         }
     }
-    if let Some(mode) = job_key_mode {
-        item.options.job_key_mode = mode;
+    Ok(())
+}
+
+/// One option as given, decoded, with the column of its `key=value` pair.
+struct OptionValue {
+    key: String,
+    value: String,
+    column: usize,
+}
+
+impl OptionValue {
+    /// The value, if `valid` accepts it.
+    fn text_if(
+        self,
+        valid: fn(&str) -> bool,
+        expected: &'static str,
+    ) -> Result<String, ColumnError> {
+        if valid(&self.value) {
+            Ok(self.value)
+        } else {
+            Err(self.invalid(expected))
+        }
     }
-    Ok(id_column)
+
+    /// The value as a smallint of at least `min`.
+    fn smallint(self, min: i16, expected: &'static str) -> Result<i16, ColumnError> {
+        match parse_i16(&self.value) {
+            Some(n) if n >= min => Ok(n),
+            _ => Err(self.invalid(expected)),
+        }
+    }
+
+    fn job_key_mode(self) -> Result<CronJobKeyMode, ColumnError> {
+        match self.value.as_str() {
+            "replace" => Ok(CronJobKeyMode::Replace),
+            "preserve_run_at" => Ok(CronJobKeyMode::PreserveRunAt),
+            _ => Err(self.invalid(
+                "'replace' or 'preserve_run_at' ('unsafe_dedupe' is not allowed for cron)",
+            )),
+        }
+    }
+
+    fn invalid(self, expected: &'static str) -> ColumnError {
+        let OptionValue { key, value, column } = self;
+        (
+            column,
+            CrontabErrorKind::InvalidOptionValue {
+                key,
+                value,
+                expected,
+            },
+        )
+    }
+}
+
+/// A letter or `_`, then letters, digits, `_` and `-`.
+fn is_identifier(value: &str) -> bool {
+    let mut chars = value.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// 1 to 128 letters, digits, `-`, `_` and `:`.
+fn is_queue_name(value: &str) -> bool {
+    !value.is_empty()
+        && char_len(value) <= 128
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':'))
+}
+
+/// 1 to 512 characters on one line.
+fn is_job_key(value: &str) -> bool {
+    !value.is_empty() && char_len(value) <= 512 && !value.contains(is_line_terminator)
 }
 
 /// An optional `-` and digits, within the range of a PostgreSQL smallint.

@@ -117,6 +117,9 @@ impl CrontabError {
     }
 }
 
+/// What is wrong and the column where it starts, before the line is known.
+pub(crate) type ColumnError = (usize, CrontabErrorKind);
+
 struct Location {
     line: Option<usize>,
     column: usize,

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Timelike, Utc};
 
-use super::error::{CronField, CrontabError, CrontabErrorKind};
+use super::error::{ColumnError, CronField, CrontabError, CrontabErrorKind};
 
 /// When a cron item fires: minute, hour, day of month, month and day of week,
 /// matched against UTC time, exactly as graphile-worker reads them.
@@ -334,103 +334,149 @@ fn all_digits(s: &str) -> bool {
 }
 
 /// Parses one field into a bit mask; errors carry the column.
-fn parse_field(
+fn parse_field(field: CronField, text: &str, column: usize) -> Result<u64, ColumnError> {
+    check_characters(field, text, column)?;
+    let (min, max) = field.range();
+    let mut mask = 0u64;
+    let mut part_column = column;
+    for text in text.split(',') {
+        let part = FieldPart {
+            field,
+            text,
+            column: part_column,
+        };
+        part_column += text.len() + 1;
+        let (first, last, step) = part.values()?;
+        for n in (first..=last).step_by(step) {
+            // Day of week 7 is Sunday, 0.
+            mask |= 1 << if n > max { min } else { n };
+        }
+    }
+    Ok(mask)
+}
+
+/// Refuses the first character that no field may contain, such as the `M`
+/// of `MON`.
+pub(crate) fn check_characters(
     field: CronField,
     text: &str,
     column: usize,
-) -> Result<u64, (usize, CrontabErrorKind)> {
-    if let Some((i, character)) = text
+) -> Result<(), ColumnError> {
+    match text
         .chars()
         .enumerate()
         .find(|(_, c)| !matches!(c, '0'..='9' | '*' | '/' | ',' | '-'))
     {
-        return Err((
+        Some((i, character)) => Err((
             column + i,
             CrontabErrorKind::InvalidCharacter { field, character },
-        ));
+        )),
+        None => Ok(()),
     }
-    let (min, max) = field.range();
-    // Day of week accepts one more value, 7, meaning 0.
-    let top = if field == CronField::DayOfWeek {
-        max + 1
-    } else {
-        max
-    };
-    let mut mask = 0u64;
-    let mut set = |n: u32| mask |= 1 << if n > max { min } else { n };
-    let mut part_column = column;
-    for part in text.split(',') {
-        let at = part_column;
-        part_column += part.len() + 1;
-        let unsupported = || {
-            (
-                at,
-                CrontabErrorKind::UnsupportedSyntax {
-                    field,
-                    part: part.to_owned(),
-                },
-            )
-        };
-        let out_of_range = |n: Number<'_>| {
-            let value = n.display();
-            if n.value() < min {
-                (at, CrontabErrorKind::TooSmall { field, value })
-            } else {
-                (at, CrontabErrorKind::TooLarge { field, value })
-            }
-        };
-        if all_digits(part) {
-            let n = Number::new(part);
-            if n.value() < min || n.value() > top {
-                return Err(out_of_range(n));
-            }
-            set(n.value());
-        } else if let Some((a, b)) = part.split_once('-') {
-            if !all_digits(a) || !all_digits(b) {
-                return Err(unsupported());
-            }
-            let (a, b) = (Number::new(a), Number::new(b));
-            if !b.is_greater_than(a) {
-                return Err((
-                    at,
-                    CrontabErrorKind::InvalidRange {
-                        field,
-                        part: part.to_owned(),
-                    },
-                ));
-            }
-            // The first value that graphile-worker would refuse, walking
-            // from a to b.
-            if a.value() < min || a.value() > top {
-                return Err(out_of_range(a));
-            }
-            if b.value() > top {
-                let value = (top + 1).to_string();
-                return Err((at, CrontabErrorKind::TooLarge { field, value }));
-            }
-            (a.value()..=b.value()).for_each(&mut set);
-        } else if let Some(rest) = part.strip_prefix('*') {
-            let step = match rest.strip_prefix('/') {
-                None if rest.is_empty() => 1,
-                Some(divisor) if all_digits(divisor) => {
-                    let step = Number::new(divisor).value();
-                    if step == 0 {
-                        return Err((
-                            at,
-                            CrontabErrorKind::ZeroDivisor {
-                                field,
-                                part: part.to_owned(),
-                            },
-                        ));
-                    }
-                    step
-                }
-                _ => return Err(unsupported()),
-            };
-            (min..=max).step_by(step as usize).for_each(&mut set);
+}
+
+/// One comma-separated part of a field: `N`, `a-b`, `*` or `*/n`.
+#[derive(Clone, Copy)]
+struct FieldPart<'a> {
+    field: CronField,
+    text: &'a str,
+    /// Where the part starts; every error about it points here.
+    column: usize,
+}
+
+impl FieldPart<'_> {
+    /// The values the part selects: first, last and step.
+    fn values(self) -> Result<(u32, u32, usize), ColumnError> {
+        if all_digits(self.text) {
+            let n = self.in_range(Number::new(self.text))?;
+            Ok((n, n, 1))
+        } else if let Some((a, b)) = self.text.split_once('-') {
+            self.range(a, b)
+        } else if let Some(rest) = self.text.strip_prefix('*') {
+            self.every(rest)
         } else {
-            return Err(unsupported());
+            Err(self.unsupported())
         }
     }
-    Ok(mask)
+
+    /// `a-b`, checked as graphile-worker does.
+    fn range(self, a: &str, b: &str) -> Result<(u32, u32, usize), ColumnError> {
+        if !all_digits(a) || !all_digits(b) {
+            return Err(self.unsupported());
+        }
+        let (a, b) = (Number::new(a), Number::new(b));
+        if !b.is_greater_than(a) {
+            return Err(self.error(CrontabErrorKind::InvalidRange {
+                field: self.field,
+                part: self.text.to_owned(),
+            }));
+        }
+        // The first value that graphile-worker would refuse, walking from a
+        // to b.
+        let first = self.in_range(a)?;
+        let top = self.top();
+        if b.value() > top {
+            let value = (top + 1).to_string();
+            return Err(self.error(CrontabErrorKind::TooLarge {
+                field: self.field,
+                value,
+            }));
+        }
+        Ok((first, b.value(), 1))
+    }
+
+    /// `*` or `*/n`, given what follows the `*`.
+    fn every(self, rest: &str) -> Result<(u32, u32, usize), ColumnError> {
+        let (min, max) = self.field.range();
+        let step = match rest.strip_prefix('/') {
+            None if rest.is_empty() => 1,
+            Some(divisor) if all_digits(divisor) => match Number::new(divisor).value() {
+                0 => {
+                    return Err(self.error(CrontabErrorKind::ZeroDivisor {
+                        field: self.field,
+                        part: self.text.to_owned(),
+                    }));
+                }
+                step => step,
+            },
+            _ => return Err(self.unsupported()),
+        };
+        Ok((min, max, step as usize))
+    }
+
+    /// The value of `n`, if the field accepts it.
+    fn in_range(self, n: Number<'_>) -> Result<u32, ColumnError> {
+        let (min, _) = self.field.range();
+        if n.value() >= min && n.value() <= self.top() {
+            return Ok(n.value());
+        }
+        let (field, value) = (self.field, n.display());
+        Err(self.error(if n.value() < min {
+            CrontabErrorKind::TooSmall { field, value }
+        } else {
+            CrontabErrorKind::TooLarge { field, value }
+        }))
+    }
+
+    /// The largest value the field accepts: day of week also takes 7,
+    /// meaning 0.
+    fn top(self) -> u32 {
+        let (_, max) = self.field.range();
+        if self.field == CronField::DayOfWeek {
+            max + 1
+        } else {
+            max
+        }
+    }
+
+    fn unsupported(self) -> ColumnError {
+        self.error(CrontabErrorKind::UnsupportedSyntax {
+            field: self.field,
+            part: self.text.to_owned(),
+        })
+    }
+
+    fn error(self, kind: CrontabErrorKind) -> ColumnError {
+        (self.column, kind)
+    }
 }
