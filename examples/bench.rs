@@ -24,7 +24,7 @@
 //! - **bulk enqueue** of 20k and 200k jobs with one call: the `add_jobs` SQL
 //!   function called directly (one statement, specs through
 //!   `json_populate_recordset`, the JSON text built beforehand; the floor
-//!   for any client), `WorkerUtils::add_raw_jobs_count_with`, the typed
+//!   for any client), `WorkerUtils::add_raw_jobs_count_in`, the typed
 //!   `WorkerUtils::add_jobs_count` and `enqueue_many` of a `#[task]` (both
 //!   return only the count), and Node's `addJobs`;
 //! - **drain** of 20k and 200k trivial jobs at concurrency 24: ours with
@@ -121,7 +121,7 @@ impl Enqueue {
     fn label(self) -> &'static str {
         match self {
             Enqueue::RawSql => "add_jobs SQL",
-            Enqueue::RawJobsCount => "add_raw_jobs_count_with",
+            Enqueue::RawJobsCount => "add_raw_jobs_count_in",
             Enqueue::TypedCount => "add_jobs_count (typed)",
             Enqueue::Typed => "enqueue_many (typed, count)",
             Enqueue::Node => "Node addJobs",
@@ -495,7 +495,7 @@ async fn enqueue(method: Enqueue, count: usize) -> Result<f64> {
                 .map(|n| NewJob::new("bench_noop", serde_json::json!({ "id": id(n) })))
                 .collect();
             let start = Instant::now();
-            utils.add_raw_jobs_count_with(&pool, &jobs).await?;
+            utils.add_raw_jobs_count_in(&pool, &jobs).await?;
             start.elapsed().as_secs_f64() * 1e3
         }
         Enqueue::TypedCount => {

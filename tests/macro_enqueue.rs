@@ -255,7 +255,7 @@ async fn jobs_enqueued_in_a_transaction_exist_only_once_it_commits() {
         ..JobSpec::default()
     };
     utils
-        .add_job_with(
+        .add_job_in(
             &mut *tx,
             BuildReport {
                 report_id: 5,

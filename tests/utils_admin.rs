@@ -614,7 +614,7 @@ async fn add_raw_jobs_refuses_batches_add_jobs_cannot_do_and_writes_nothing() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::DuplicateJobKey(k) if k == "dup"),
+        matches!(&err, Error::InvalidBatch(m) if m.contains("job key `dup` twice")),
         "{err:?}"
     );
 
@@ -623,7 +623,7 @@ async fn add_raw_jobs_refuses_batches_add_jobs_cannot_do_and_writes_nothing() {
         keyed_job("t", "b", Some(JobKeyMode::PreserveRunAt)),
     ];
     let err = utils.add_raw_jobs(&mixed).await.unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(matches!(err, Error::InvalidBatch(_)), "{err:?}");
     assert!(err.to_string().contains("preserve_run_at"), "{err}");
     // No mode means replace, which also does not mix with preserve_run_at.
     let implicit = [
@@ -632,7 +632,7 @@ async fn add_raw_jobs_refuses_batches_add_jobs_cannot_do_and_writes_nothing() {
     ];
     assert!(matches!(
         utils.add_raw_jobs(&implicit).await,
-        Err(Error::Config(_))
+        Err(Error::InvalidBatch(_))
     ));
 
     let dedupe = [
@@ -640,7 +640,7 @@ async fn add_raw_jobs_refuses_batches_add_jobs_cannot_do_and_writes_nothing() {
         keyed_job("t", "c", Some(JobKeyMode::UnsafeDedupe)),
     ];
     let err = utils.add_raw_jobs(&dedupe).await.unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(matches!(err, Error::InvalidBatch(_)), "{err:?}");
     assert!(err.to_string().contains("unsafe_dedupe"), "{err}");
 
     assert_eq!(
@@ -1008,7 +1008,7 @@ async fn add_raw_jobs_names_a_task_another_transaction_created_meanwhile() {
     let (_db, pool, utils) = migrated().await;
     let mut other = pool.begin().await.unwrap();
     utils
-        .add_raw_job_with(
+        .add_raw_job_in(
             &mut *other,
             "contended",
             json!({"n": -1}),

@@ -748,7 +748,7 @@ async fn enqueue_in_a_rolled_back_transaction_leaves_nothing() {
     runs_table(&pool).await;
     let mut tx = pool.begin().await.unwrap();
     utils
-        .add_raw_job_with(
+        .add_raw_job_in(
             &mut *tx,
             "record",
             json!({"tag": "rolled back"}),
@@ -772,7 +772,7 @@ async fn enqueue_in_a_rolled_back_transaction_leaves_nothing() {
     wait_for_listener(&pool).await;
     let mut tx = pool.begin().await.unwrap();
     utils
-        .add_raw_job_with(
+        .add_raw_job_in(
             &mut *tx,
             "record",
             json!({"tag": "committed"}),

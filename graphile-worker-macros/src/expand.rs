@@ -176,7 +176,7 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
         )
     };
     let doc_count_many = doc_count("add_jobs");
-    let doc_count_many_in = doc_count("add_jobs_with");
+    let doc_count_many_in = doc_count("add_jobs_in");
     let doc_enqueue_many = format!(
         " Adds one `{id}` job per payload in a single statement, each with the task's default options."
     );
@@ -226,7 +226,7 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
             where
                 E: #gw::PgExecutor<'e>,
             {
-                #gw::WorkerUtils::add_job_with(
+                #gw::WorkerUtils::add_job_in(
                     utils,
                     executor,
                     payload,
@@ -246,7 +246,7 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
             where
                 E: #gw::PgExecutor<'e>,
             {
-                #gw::WorkerUtils::add_jobs_count_with(utils, executor, payloads).await
+                #gw::WorkerUtils::add_jobs_count_in(utils, executor, payloads).await
             }
         }
     };

@@ -67,11 +67,23 @@ pub enum Error {
     #[error("no registered task is called `{0}`; check the name given to only()/except()")]
     UnknownTask(String),
 
-    /// Two specs in one `add_jobs` call share a job key.
-    #[error(
-        "job key `{0}` appears more than once in one add_jobs call; merge those jobs or add them separately"
-    )]
-    DuplicateJobKey(String),
+    /// A batch for one `add_jobs` call (`add_raw_jobs`, `add_jobs` and
+    /// their `_count`/`_in` forms) breaks its rules: a job key used twice,
+    /// a keyed job with `unsafe_dedupe`, or keyed jobs that mix `replace`
+    /// and `preserve_run_at`. Nothing was added; the message names the key
+    /// and the way out.
+    ///
+    /// ```
+    /// # let err = graphile_worker::Error::InvalidBatch(
+    /// #     "one add_jobs call used job key `k` twice; give each job its own key or split the call".into(),
+    /// # );
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "invalid job batch: one add_jobs call used job key `k` twice; give each job its own key or split the call"
+    /// );
+    /// ```
+    #[error("invalid job batch: {0}")]
+    InvalidBatch(String),
 
     /// Another process applied a breaking migration; this worker stopped
     /// because it would be unsafe to go on (Node exits with code 57 here).

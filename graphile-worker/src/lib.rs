@@ -32,6 +32,7 @@ pub use cron::{
     CronField, CronItem, CronJobKeyMode, CronOptions, CronPattern, CrontabError, CrontabErrorKind,
     parse_crontab,
 };
+pub use enqueue::NewJob;
 pub use error::{Error, MigrateError};
 #[doc(inline)]
 #[doc = include_str!("docs/task.md")]
@@ -43,7 +44,7 @@ pub use schema::quote_identifier;
 pub use spec::{JobKeyMode, JobSpec};
 pub use task::{IntoTaskResult, Task, TaskError};
 pub use worker::{ShutdownHandle, Worker, WorkerOptions};
-pub use worker_utils::{Cleanup, NewJob, Reschedule, WorkerInfo, WorkerUtils};
+pub use worker_utils::{Cleanup, Reschedule, WorkerInfo, WorkerUtils};
 
 /// Items the `#[task]` expansion refers to. Not public API: no stability.
 #[doc(hidden)]

@@ -1,21 +1,20 @@
-//! `WorkerUtils`: adding jobs and administering them.
+//! `WorkerUtils`: the handle on one worker schema, and administering its
+//! jobs (migrate, remove, complete, fail, reschedule, unlock, list workers,
+//! recover, clean up). Adding jobs is in `enqueue/`.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::{PgExecutor, PgPool, Row};
+use sqlx::{PgPool, Row, SqlStr};
 
 use crate::error::Error;
 use crate::job::Job;
 use crate::migrate;
 use crate::recovery::{RecoveryReport, recover_stale};
 use crate::schema::Schema;
-use crate::sql::{SpecsJson, Statements};
-use sqlx::SqlStr;
+use crate::sql::Statements;
 
 type JobsQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Job, sqlx::postgres::PgArguments>;
-use crate::spec::{JobKeyMode, JobSpec};
 
 /// Adding and administering jobs in one worker schema.
 ///
@@ -37,35 +36,6 @@ pub struct WorkerUtils {
     pool: PgPool,
     schema: Arc<Schema>,
     sql: Arc<Statements>,
-}
-
-/// One job for [`WorkerUtils::add_raw_jobs`].
-///
-/// ```
-/// use graphile_worker::{JobSpec, NewJob};
-/// let job = NewJob::new("send_email", serde_json::json!({"to": "a@example.com"}));
-/// let later = NewJob { spec: JobSpec { priority: Some(5), ..Default::default() }, ..job.clone() };
-/// assert_eq!(later.identifier, "send_email");
-/// ```
-#[derive(Clone, Debug, PartialEq)]
-pub struct NewJob {
-    /// The task identifier.
-    pub identifier: String,
-    /// The JSON payload.
-    pub payload: serde_json::Value,
-    /// Queue, run_at, key, priority and so on.
-    pub spec: JobSpec,
-}
-
-impl NewJob {
-    /// A job with the default spec.
-    pub fn new(identifier: impl Into<String>, payload: serde_json::Value) -> Self {
-        Self {
-            identifier: identifier.into(),
-            payload,
-            spec: JobSpec::default(),
-        }
-    }
 }
 
 /// Changes for [`WorkerUtils::reschedule_jobs`]; `None` keeps the current
@@ -99,18 +69,6 @@ pub enum Cleanup {
     GcTaskIdentifiers,
     /// Delete unlocked job queues no job refers to.
     GcJobQueues,
-}
-
-#[derive(Serialize)]
-struct SpecRow<'a> {
-    identifier: &'a str,
-    payload: &'a serde_json::Value,
-    queue_name: Option<&'a str>,
-    run_at: Option<DateTime<Utc>>,
-    max_attempts: Option<i16>,
-    job_key: Option<&'a str>,
-    priority: Option<i16>,
-    flags: Option<&'a [String]>,
 }
 
 impl WorkerUtils {
@@ -147,104 +105,6 @@ impl WorkerUtils {
     /// nothing when up to date).
     pub async fn migrate(&self) -> Result<(), Error> {
         migrate::migrate(&self.pool, &self.schema).await
-    }
-
-    /// Adds one job. With a [`JobSpec::job_key`], an existing job with that
-    /// key is updated according to the key mode.
-    pub async fn add_raw_job(
-        &self,
-        identifier: &str,
-        payload: serde_json::Value,
-        spec: JobSpec,
-    ) -> Result<Job, Error> {
-        self.add_raw_job_with(&self.pool, identifier, payload, spec)
-            .await
-    }
-
-    /// Adds one job through `executor`, for example the caller's open
-    /// transaction: the job exists, and wakes workers, only if it commits.
-    pub async fn add_raw_job_with<'e, E>(
-        &self,
-        executor: E,
-        identifier: &str,
-        payload: serde_json::Value,
-        spec: JobSpec,
-    ) -> Result<Job, Error>
-    where
-        E: PgExecutor<'e>,
-    {
-        // As JSON text, not jsonb (sqlx's encoding of a `Value`): `json`
-        // keeps what jsonb refuses, such as the escape `\u0000`.
-        let job: Option<Job> = sqlx::query_as(self.sql.add_job.clone())
-            .bind(identifier)
-            .bind(payload.to_string())
-            .bind(spec.queue_name.as_deref())
-            .bind(spec.run_at)
-            .bind(spec.max_attempts.map(i32::from))
-            .bind(spec.job_key.as_deref())
-            .bind(spec.priority.map(i32::from))
-            .bind(spec.flags.as_deref())
-            .bind(spec.job_key_mode.unwrap_or_default().as_str())
-            .fetch_optional(executor)
-            .await
-            .or_else(|e| match e {
-                // add_job can return an all-NULL row when a worker locks the
-                // keyed job mid-call (a race in graphile-worker's SQL).
-                sqlx::Error::ColumnDecode { index, source } => {
-                    tracing::debug!(%index, %source, "add_job returned an empty row");
-                    Ok(None)
-                }
-                other => Err(other),
-            })?;
-        job.ok_or_else(|| Error::JobNotScheduled(spec.job_key.unwrap_or_default()))
-    }
-
-    /// Adds many jobs in one statement and returns them in input order.
-    ///
-    /// Batch rules (from `add_jobs`): two jobs with the same key are refused;
-    /// keyed jobs may use [`JobKeyMode::Replace`] or
-    /// [`JobKeyMode::PreserveRunAt`], but not both in one call, and not
-    /// [`JobKeyMode::UnsafeDedupe`].
-    pub async fn add_raw_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Job>, Error> {
-        self.add_raw_jobs_with(&self.pool, jobs).await
-    }
-
-    /// [`add_raw_jobs`](Self::add_raw_jobs) through `executor`, such as the
-    /// caller's transaction.
-    pub async fn add_raw_jobs_with<'e, E>(
-        &self,
-        executor: E,
-        jobs: &[NewJob],
-    ) -> Result<Vec<Job>, Error>
-    where
-        E: PgExecutor<'e>,
-    {
-        let (specs, preserve_run_at) = specs_json(jobs)?;
-        let rows: Vec<Job> = sqlx::query_as(self.sql.bulk(specs.text_payloads).all.clone())
-            .bind(specs.json)
-            .bind(preserve_run_at)
-            .fetch_all(executor)
-            .await?;
-        Ok(rows)
-    }
-
-    /// Adds many jobs in one statement and returns only how many rows were
-    /// written: the fastest way to enqueue in bulk.
-    pub async fn add_raw_jobs_count_with<'e, E>(
-        &self,
-        executor: E,
-        jobs: &[NewJob],
-    ) -> Result<u64, Error>
-    where
-        E: PgExecutor<'e>,
-    {
-        let (specs, preserve_run_at) = specs_json(jobs)?;
-        let count: i64 = sqlx::query_scalar(self.sql.bulk(specs.text_payloads).count.clone())
-            .bind(specs.json)
-            .bind(preserve_run_at)
-            .fetch_one(executor)
-            .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// Removes the job with this key: deleted if not running; if running, it
@@ -391,53 +251,4 @@ pub struct WorkerInfo {
     pub metadata: Option<serde_json::Value>,
     /// How many jobs it has locked now.
     pub jobs_held: i64,
-}
-
-/// Builds the JSON array of `job_spec` rows and the call-wide preserve flag.
-fn specs_json(jobs: &[NewJob]) -> Result<(SpecsJson, bool), Error> {
-    let mut seen = std::collections::HashSet::new();
-    let mut mode: Option<JobKeyMode> = None;
-    let mut rows = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        if let Some(key) = &job.spec.job_key {
-            if !seen.insert(key.as_str()) {
-                return Err(Error::DuplicateJobKey(key.clone()));
-            }
-            let this = job.spec.job_key_mode.unwrap_or_default();
-            if this == JobKeyMode::UnsafeDedupe {
-                return Err(Error::Config(format!(
-                    "job key `{key}` uses unsafe_dedupe, which add_jobs does not support; add it with add_raw_job"
-                )));
-            }
-            match mode {
-                Some(m) if m != this => {
-                    return Err(Error::Config(
-                        "one add_jobs call cannot mix the replace and preserve_run_at key modes; split the call"
-                            .into(),
-                    ));
-                }
-                _ => mode = Some(this),
-            }
-        }
-        rows.push(SpecRow {
-            identifier: &job.identifier,
-            payload: &job.payload,
-            queue_name: job.spec.queue_name.as_deref(),
-            run_at: job.spec.run_at,
-            max_attempts: job.spec.max_attempts,
-            job_key: job.spec.job_key.as_deref(),
-            priority: job.spec.priority,
-            flags: job.spec.flags.as_deref(),
-        });
-    }
-    let failed = |source| Error::Serialize {
-        identifier: jobs
-            .first()
-            .map(|j| j.identifier.clone())
-            .unwrap_or_default(),
-        source,
-    };
-    let json = serde_json::to_string(&rows).map_err(failed)?;
-    let specs = SpecsJson::new(json).map_err(failed)?;
-    Ok((specs, mode == Some(JobKeyMode::PreserveRunAt)))
 }
