@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, TimeZone, Timelike, Utc};
 use common::migrated;
-use graphile_worker::__private::cron::{Clock, CronEvent, ManualClock, run_scheduler_for_tests};
+use graphile_worker::testing::{Clock, CronEvent, ManualClock, run_scheduler_for_tests};
 use graphile_worker::{CrontabErrorKind, parse_crontab};
 use graphile_worker_dev::node;
 use serde_json::{Value, json};

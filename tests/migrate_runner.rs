@@ -378,7 +378,7 @@ async fn takes_over_a_node_ledger_without_the_breaking_column() {
 async fn takes_over_an_old_ledger_and_applies_the_rest() {
     let db = fresh_database().await;
     let pool = db.pool(2).await;
-    graphile_worker::__private::migrate_until(&pool, SCHEMA, 10)
+    graphile_worker::testing::migrate_until(&pool, SCHEMA, 10)
         .await
         .unwrap();
     assert_eq!(
@@ -420,7 +420,7 @@ async fn takes_over_an_old_ledger_and_applies_the_rest() {
 async fn migration_11_refuses_recently_locked_jobs() {
     let db = fresh_database().await;
     let pool = db.pool(2).await;
-    graphile_worker::__private::migrate_until(&pool, SCHEMA, 10)
+    graphile_worker::testing::migrate_until(&pool, SCHEMA, 10)
         .await
         .unwrap();
     // At revision 10 jobs live in the old `jobs` table.
@@ -490,7 +490,7 @@ async fn migration_11_refuses_recently_locked_jobs() {
 async fn a_newer_breaking_migration_is_refused_and_nothing_changes() {
     let db = fresh_database().await;
     let pool = db.pool(2).await;
-    graphile_worker::__private::migrate_until(&pool, SCHEMA, 15)
+    graphile_worker::testing::migrate_until(&pool, SCHEMA, 15)
         .await
         .unwrap();
     exec(

@@ -139,7 +139,7 @@ async fn heartbeats_refresh_only_the_queues_of_jobs_the_worker_holds() {
         .await;
     }
     assert_eq!(
-        graphile_worker::__private::reset_stale_locks(&utils)
+        graphile_worker::testing::reset_stale_locks(&utils)
             .await
             .unwrap(),
         (0, 1),

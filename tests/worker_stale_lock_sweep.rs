@@ -53,7 +53,7 @@ async fn the_stale_lock_sweep_unlocks_only_locks_older_than_four_hours() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    let (jobs, queues) = graphile_worker::__private::reset_stale_locks(&utils)
+    let (jobs, queues) = graphile_worker::testing::reset_stale_locks(&utils)
         .await
         .unwrap();
     assert_eq!((jobs, queues), (2, 2));
@@ -110,7 +110,7 @@ async fn the_stale_lock_sweep_unlocks_only_locks_older_than_four_hours() {
     );
     // The unlocked job runs again.
     assert_eq!(
-        graphile_worker::__private::reset_stale_locks(&utils)
+        graphile_worker::testing::reset_stale_locks(&utils)
             .await
             .unwrap(),
         (0, 0)

@@ -59,9 +59,14 @@ pub mod __private {
         Error, IntoTaskResult, Job, JobContext, JobSpec, Task, TaskError, TaskRegistration,
         WorkerUtils,
     };
+}
 
+/// Hooks for tests that drive the engine by hand: an older schema revision,
+/// a stale-lock sweep on demand, a cron clock that moves when told. Behind
+/// the `testing` cargo feature; not needed to run workers.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use crate::cron::testing::{Clock, CronEvent, ManualClock, run_scheduler_for_tests};
     pub use crate::migrate::migrate_until;
     pub use crate::sweep::reset_stale_locks;
-
-    pub use crate::cron::__private as cron;
 }

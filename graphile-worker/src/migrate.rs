@@ -127,11 +127,12 @@ pub(crate) async fn migrate_on(conn: &mut PgConnection, schema: &Schema) -> Resu
 /// tests of upgrades from old databases; not public API.
 ///
 /// ```no_run
+/// # #[cfg(feature = "testing")]
 /// # async fn example(pool: sqlx::PgPool) -> Result<(), graphile_worker::Error> {
-/// graphile_worker::__private::migrate_until(&pool, "graphile_worker", 10).await?;
+/// graphile_worker::testing::migrate_until(&pool, "graphile_worker", 10).await?;
 /// # Ok(()) }
 /// ```
-#[doc(hidden)]
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub async fn migrate_until(pool: &PgPool, schema: &str, last: i32) -> Result<(), Error> {
     let mut conn = pool.acquire().await?;
     migrate_to(&mut conn, &Schema::new(schema), last).await

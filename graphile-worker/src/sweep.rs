@@ -56,11 +56,12 @@ async fn reset_once(pool: &PgPool, sql: &Statements) -> Result<(i64, i64), sqlx:
 /// workers do this every 8 to 10 minutes; this is for tests.
 ///
 /// ```no_run
+/// # #[cfg(feature = "testing")]
 /// # async fn example(utils: graphile_worker::WorkerUtils) -> Result<(), graphile_worker::Error> {
-/// let (jobs, queues) = graphile_worker::__private::reset_stale_locks(&utils).await?;
+/// let (jobs, queues) = graphile_worker::testing::reset_stale_locks(&utils).await?;
 /// # Ok(()) }
 /// ```
-#[doc(hidden)]
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub async fn reset_stale_locks(utils: &WorkerUtils) -> Result<(i64, i64), Error> {
     Ok(reset_once(utils.pool(), utils.statements()).await?)
 }

@@ -11,14 +11,17 @@ use tokio::sync::watch;
 /// client's clock, in UTC, as graphile-worker does.
 ///
 /// ```
+/// # #[cfg(feature = "testing")] {
 /// use chrono::{TimeZone, Utc};
-/// use graphile_worker::__private::cron::{Clock, ManualClock};
+/// use graphile_worker::testing::{Clock, ManualClock};
 ///
 /// let manual = ManualClock::new(Utc.with_ymd_and_hms(2024, 1, 1, 4, 0, 0).unwrap());
 /// let clock = Clock::Manual(manual.clone());
 /// manual.advance(std::time::Duration::from_secs(90));
 /// assert_eq!(clock.now(), Utc.with_ymd_and_hms(2024, 1, 1, 4, 1, 30).unwrap());
+/// # }
 /// ```
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 #[derive(Clone, Debug, Default)]
 pub enum Clock {
     /// The system's wall clock.
@@ -69,17 +72,20 @@ impl Clock {
 /// whatever waits on it. Clones share one time.
 ///
 /// ```
+/// # #[cfg(feature = "testing")] {
 /// use chrono::{TimeZone, Utc};
-/// use graphile_worker::__private::cron::ManualClock;
+/// use graphile_worker::testing::ManualClock;
 /// let clock = ManualClock::new(Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap());
 /// clock.set(Utc.with_ymd_and_hms(2023, 12, 31, 23, 0, 0).unwrap()); // backwards is fine
 /// assert_eq!(clock.now(), Utc.with_ymd_and_hms(2023, 12, 31, 23, 0, 0).unwrap());
+/// # }
 /// ```
 #[derive(Clone, Debug)]
 pub struct ManualClock {
     now: Arc<watch::Sender<DateTime<Utc>>>,
 }
 
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 impl ManualClock {
     /// A clock showing `start`.
     pub fn new(start: DateTime<Utc>) -> Self {

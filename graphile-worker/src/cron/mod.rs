@@ -27,7 +27,8 @@ pub(crate) use scheduler::run_scheduler;
 
 /// Test support: drive the scheduler with a manual clock. Not public API.
 #[doc(hidden)]
-pub mod __private {
+#[cfg(feature = "testing")]
+pub mod testing {
     pub use super::clock::{Clock, ManualClock};
     pub use super::scheduler::{CronEvent, run_scheduler_for_tests};
 }

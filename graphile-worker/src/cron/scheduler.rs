@@ -158,6 +158,7 @@ pub(crate) async fn run_scheduler(
         .await;
 }
 
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 /// Runs the scheduler as the worker does, for integration tests: checks
 /// the schema name, and reports [`CronEvent`]s on `events`.
 pub async fn run_scheduler_for_tests(
