@@ -266,11 +266,20 @@ impl Heartbeat {
         let mut failing_since: Option<Instant> = None;
         while !*stop.borrow() {
             let sent = Instant::now();
-            let outcome =
-                match tokio::time::timeout(limit, self.round(&mut conn, &mut registered)).await {
+            // A stop is not kept waiting by a beat that hangs.
+            let round = tokio::time::timeout(limit, self.round(&mut conn, &mut registered));
+            let outcome = tokio::select! {
+                result = round => Some(match result {
                     Ok(result) => result.map_err(|e| e.to_string()),
                     Err(_) => Err(format!("no answer within {limit:?}")),
-                };
+                }),
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(outcome) = outcome else {
+                // Cut off mid-statement: its connection cannot be trusted.
+                conn = None;
+                break;
+            };
             match outcome {
                 Ok(()) => {
                     if self.health.beat_landed(sent) {
