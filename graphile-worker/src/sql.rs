@@ -34,7 +34,6 @@ pub(crate) struct Statements {
     pub(crate) claim_jobs_with_flags: SqlStr,
     pub(crate) complete_own_jobs: SqlStr,
     pub(crate) fail_own_jobs: SqlStr,
-    pub(crate) return_own_jobs: SqlStr,
     pub(crate) still_held: SqlStr,
     pub(crate) return_strays: SqlStr,
     pub(crate) unlock_own_queues: SqlStr,
@@ -280,10 +279,13 @@ impl Statements {
                  select count(*) from j",
                 UNLOCK_QUEUES = unlock_queues_of_j(s, "$2"),
             )),
-            // $1 ids, $2 messages, $3 pool id, $4 per-job "interrupted"
-            // flags, $5 claim stamps: an interrupted job gets its attempt
-            // back and no backoff, unless someone else changed it since the
-            // claim (a job disarmed by remove_job must stay dead).
+            // Failures and hand-backs. $1 ids, $2 messages, $3 pool id, $4
+            // per-job "interrupted" flags, $5 claim stamps. An interrupted
+            // job gets its attempt back and no backoff; a job handed back
+            // before it started (no message) keeps its last_error and run_at
+            // too. The attempt is refunded only if nobody else changed the
+            // job since the claim (a job disarmed by remove_job must stay
+            // dead).
             fail_own_jobs: stmt(format!(
                 "with f as (select * from unnest($1::bigint[], $2::text[], $4::boolean[], $5::timestamptz[]) \
                    as f(id, message, interrupted, claimed_at)), \
@@ -293,8 +295,9 @@ impl Statements {
                    where jobs.id = any($1::bigint[]) and jobs.locked_by = $3 and {OWN_CLAIM} \
                    for update of jobs skip locked), \
                  j as (update {s}._private_jobs as jobs set \
-                     last_error = t.message, \
-                     run_at = case when t.interrupted then greatest(now(), jobs.run_at) \
+                     last_error = coalesce(t.message, jobs.last_error), \
+                     run_at = case when t.message is null then jobs.run_at \
+                       when t.interrupted then greatest(now(), jobs.run_at) \
                        else greatest(now(), jobs.run_at) \
                          + exp(least(jobs.attempts, 10)) * interval '1 second' end, \
                      attempts = case when t.interrupted and t.untouched \
@@ -305,23 +308,6 @@ impl Statements {
                  {UNLOCK_QUEUES} \
                  select count(*) from j",
                 UNLOCK_QUEUES = unlock_queues_of_j(s, "$3"),
-            )),
-            return_own_jobs: stmt(format!(
-                "with f as (select * from unnest($1::bigint[], $3::timestamptz[]) as f(id, claimed_at)), \
-                 target as (select jobs.id, \
-                     (f.claimed_at is null or jobs.updated_at = f.claimed_at) as untouched \
-                   from {s}._private_jobs as jobs join f on f.id = jobs.id \
-                   where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 and {OWN_CLAIM} \
-                   for update of jobs skip locked), \
-                 j as (update {s}._private_jobs as jobs set \
-                     attempts = case when t.untouched then greatest(0, jobs.attempts - 1) \
-                       else jobs.attempts end, \
-                     updated_at = now(), locked_by = null, locked_at = null \
-                   from target as t where jobs.id = t.id \
-                   returning jobs.job_queue_id), \
-                 {UNLOCK_QUEUES} \
-                 select count(*) from j",
-                UNLOCK_QUEUES = unlock_queues_of_j(s, "$2"),
             )),
             // Of the claims ($1 ids, $3 stamps) an outcome write skipped,
             // those still held by pool $2: their rows were locked by another

@@ -225,7 +225,7 @@ impl Writer {
     /// transaction had locked, to try again later.
     async fn write(&self, batch: &[Report]) -> Vec<ClaimRef> {
         let mut busy = Vec::new();
-        for kind in [Kind::Complete, Kind::Fail, Kind::Return] {
+        for kind in [Kind::Complete, Kind::Fail] {
             let reports: Vec<&Report> = batch.iter().filter(|r| kind.matches(r)).collect();
             if !reports.is_empty() {
                 busy.extend(self.write_kind(kind, &reports).await);
@@ -317,31 +317,26 @@ impl Writer {
                     .await?
             }
             Kind::Fail => {
+                // A hand-back is a failure without a message: interrupted
+                // before it began.
                 let mut messages = Vec::with_capacity(reports.len());
                 let mut interrupted = Vec::with_capacity(reports.len());
                 for report in reports {
-                    if let Outcome::Failed {
-                        message,
-                        interrupted: i,
-                    } = &report.outcome
-                    {
-                        messages.push(storable_message(message));
-                        interrupted.push(*i);
-                    }
+                    let (message, i) = match &report.outcome {
+                        Outcome::Failed {
+                            message,
+                            interrupted,
+                        } => (Some(storable_message(message)), *interrupted),
+                        Outcome::Returned | Outcome::Completed => (None, true),
+                    };
+                    messages.push(message);
+                    interrupted.push(i);
                 }
                 sqlx::query_scalar(self.sql.fail_own_jobs.clone())
                     .bind(&ids)
                     .bind(&messages)
                     .bind(&self.pool_id)
                     .bind(&interrupted)
-                    .bind(&claimed)
-                    .fetch_one(&self.pool)
-                    .await?
-            }
-            Kind::Return => {
-                sqlx::query_scalar(self.sql.return_own_jobs.clone())
-                    .bind(&ids)
-                    .bind(&self.pool_id)
                     .bind(&claimed)
                     .fetch_one(&self.pool)
                     .await?
@@ -353,7 +348,7 @@ impl Writer {
         // Completions are not fenced (see `complete_own_jobs`).
         let fence = match kind {
             Kind::Complete => vec![None; claimed.len()],
-            Kind::Fail | Kind::Return => claimed,
+            Kind::Fail => claimed,
         };
         let still_mine: Vec<i64> = sqlx::query_scalar(self.sql.still_held.clone())
             .bind(&ids)
@@ -371,26 +366,24 @@ impl Writer {
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
+    /// Completions: the job is deleted.
     Complete,
+    /// Failures and hand-backs: the job is unlocked.
     Fail,
-    Return,
 }
 
 impl Kind {
     fn matches(self, report: &Report) -> bool {
-        matches!(
-            (self, &report.outcome),
-            (Kind::Complete, Outcome::Completed)
-                | (Kind::Fail, Outcome::Failed { .. })
-                | (Kind::Return, Outcome::Returned)
-        )
+        match self {
+            Kind::Complete => matches!(report.outcome, Outcome::Completed),
+            Kind::Fail => !matches!(report.outcome, Outcome::Completed),
+        }
     }
 
     fn verb(self) -> &'static str {
         match self {
             Kind::Complete => "complete jobs",
-            Kind::Fail => "record job failures",
-            Kind::Return => "return jobs",
+            Kind::Fail => "record job failures and hand-backs",
         }
     }
 }
