@@ -7,16 +7,14 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use crate::error::Error;
-use crate::job::Job;
+use crate::job::{JOB_COLUMNS, Job, UPDATED_AT_COLUMN};
 use crate::outcome::{self, ClaimRef};
 use crate::sql::Statements;
 
 /// Positions in the claim's result: the task id follows the columns of
 /// `Job::from_positional_row`, then the candidate and expected counts.
-const TASK_ID_COLUMN: usize = 15;
-const CANDIDATES_COLUMN: usize = 16;
-/// `updated_at`, which the claim stamps: it identifies the claim.
-const UPDATED_AT_COLUMN: usize = 9;
+const TASK_ID_COLUMN: usize = JOB_COLUMNS.len();
+const CANDIDATES_COLUMN: usize = JOB_COLUMNS.len() + 1;
 
 /// Queue names cached at most; past this the cache starts over.
 const MAX_CACHED_QUEUES: usize = 10_000;

@@ -63,45 +63,48 @@ impl Job {
     }
 }
 
-/// The select list that [`Job::from_row`] reads, for a query that joins a
-/// private job row `j` with tasks `t` and queues `q`.
-pub(crate) const JOB_COLUMNS: &str = "j.id, q.queue_name, t.identifier as task_identifier, \
-     j.payload, j.priority, j.run_at, j.attempts, j.max_attempts, j.last_error, j.created_at, \
-     j.updated_at, j.key, j.locked_at, j.locked_by, j.revision, j.flags";
+/// The columns of a job row that [`Job::from_positional_row`] reads, in
+/// order: every statement that returns jobs selects these first (the task
+/// and queue names follow, or are the caller's). The only job column list.
+pub(crate) const JOB_COLUMNS: [&str; 15] = [
+    "id",
+    "job_queue_id",
+    "payload",
+    "priority",
+    "run_at",
+    "attempts",
+    "max_attempts",
+    "last_error",
+    "created_at",
+    "updated_at",
+    "key",
+    "locked_at",
+    "locked_by",
+    "revision",
+    "flags",
+];
 
-impl Job {
-    /// Reads a job row whose task identifier and queue name are given
-    /// separately (the worker's claim returns ids and resolves names from
-    /// its caches).
-    pub(crate) fn from_row_with_names(
-        row: &PgRow,
-        task_identifier: String,
-        queue_name: Option<String>,
-    ) -> Result<Self, sqlx::Error> {
-        Ok(Job {
-            id: row.try_get("id")?,
-            queue_name,
-            task_identifier,
-            payload: row.try_get("payload")?,
-            priority: row.try_get("priority")?,
-            run_at: row.try_get("run_at")?,
-            attempts: row.try_get("attempts")?,
-            max_attempts: row.try_get("max_attempts")?,
-            last_error: row.try_get("last_error")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            key: row.try_get("key")?,
-            locked_at: row.try_get("locked_at")?,
-            locked_by: row.try_get("locked_by")?,
-            revision: row.try_get("revision")?,
-            flags: row.try_get("flags")?,
-        })
-    }
+/// Where `updated_at` (which a claim stamps) sits in [`JOB_COLUMNS`].
+pub(crate) const UPDATED_AT_COLUMN: usize = 9;
+
+/// [`JOB_COLUMNS`] as a select list, each column qualified by `table`
+/// (`""` for none).
+pub(crate) fn job_select_list(table: &str) -> String {
+    let prefix = if table.is_empty() {
+        String::new()
+    } else {
+        format!("{table}.")
+    };
+    JOB_COLUMNS
+        .iter()
+        .map(|c| format!("{prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Job {
-    /// Reads a row whose columns start with `sql::POSITIONAL_JOB_COLUMNS`
-    /// (claims and typed bulk inserts): by position, and timestamps
+    /// Reads a row whose columns start with [`JOB_COLUMNS`]: by position,
+    /// and timestamps
     /// converted directly from PostgreSQL's binary form. Such statements
     /// return thousands of rows at a time, and looking columns up by name
     /// and going through chrono's calendar arithmetic was most of the cost.
@@ -170,11 +173,29 @@ fn timestamp(row: &PgRow, index: usize) -> Result<DateTime<Utc>, sqlx::Error> {
 }
 
 impl<'r> sqlx::FromRow<'r, PgRow> for Job {
+    /// A row of [`JOB_COLUMNS`] followed by `queue_name` and
+    /// `task_identifier`.
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
-        Job::from_row_with_names(
+        Job::from_positional_row(
             row,
             row.try_get("task_identifier")?,
             row.try_get("queue_name")?,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_column_list_and_its_positions_agree() {
+        assert_eq!(JOB_COLUMNS[UPDATED_AT_COLUMN], "updated_at");
+        assert_eq!(
+            job_select_list("j"),
+            "j.id, j.job_queue_id, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts, \
+             j.last_error, j.created_at, j.updated_at, j.key, j.locked_at, j.locked_by, \
+             j.revision, j.flags"
+        );
     }
 }

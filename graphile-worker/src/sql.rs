@@ -6,7 +6,7 @@
 
 use sqlx::{AssertSqlSafe, SqlStr};
 
-use crate::job::JOB_COLUMNS;
+use crate::job::job_select_list;
 use crate::schema::Schema;
 
 /// Statements for one schema. Cloning a statement is cheap (shared string).
@@ -57,15 +57,15 @@ fn stmt(sql: String) -> SqlStr {
 
 use sqlx::SqlSafeStr as _;
 
-/// The select list of a [`Job`](crate::Job) over private job row `j`, with
-/// fallbacks for task and queue names the join cannot see yet.
+/// The select list of a [`Job`](crate::Job) over private job row `j`: its
+/// columns, then the queue and task names (with fallbacks for names the
+/// join cannot see yet).
 fn job_columns(identifier_fallback: &str, queue_fallback: &str) -> String {
     format!(
-        "j.id, case when j.job_queue_id is null then null \
+        "{}, case when j.job_queue_id is null then null \
            else coalesce(q.queue_name, {queue_fallback}) end as queue_name, \
-         coalesce(t.identifier, {identifier_fallback}) as task_identifier, \
-         j.payload, j.priority, j.run_at, j.attempts, j.max_attempts, j.last_error, j.created_at, \
-         j.updated_at, j.key, j.locked_at, j.locked_by, j.revision, j.flags"
+         coalesce(t.identifier, {identifier_fallback}) as task_identifier",
+        job_select_list("j")
     )
 }
 
@@ -73,9 +73,10 @@ fn job_columns(identifier_fallback: &str, queue_fallback: &str) -> String {
 /// carries task identifiers and queue names.
 fn jobs_from(s: &str, call: &str) -> String {
     format!(
-        "with j as (select * from {s}.{call}) select {JOB_COLUMNS} from j \
+        "with j as (select * from {s}.{call}) select {cols} from j \
          join {s}._private_tasks t on t.id = j.task_id \
-         left join {s}._private_job_queues q on q.id = j.job_queue_id"
+         left join {s}._private_job_queues q on q.id = j.job_queue_id",
+        cols = job_columns("t.identifier", "q.queue_name"),
     )
 }
 
@@ -95,6 +96,7 @@ pub(crate) struct BulkAdd {
 impl BulkAdd {
     fn new(s: &str, text_payloads: bool) -> Self {
         let rows = spec_rows(s, text_payloads);
+        let job_cols = job_select_list("");
         let specs = if text_payloads {
             format!(
                 "(select array_agg(row(r.identifier, r.payload, r.queue_name, r.run_at, \
@@ -112,7 +114,7 @@ impl BulkAdd {
                 "select count(*) from {s}.add_jobs({specs}, $2::boolean)"
             )),
             rows: stmt(format!(
-                "select {POSITIONAL_JOB_COLUMNS} from {s}.add_jobs({specs}, $2::boolean)"
+                "select {job_cols} from {s}.add_jobs({specs}, $2::boolean)"
             )),
         }
     }
@@ -419,6 +421,7 @@ impl Statements {
 /// `returning` of those inserts; a name created concurrently by another
 /// transaction is taken from the spec it was paired with.
 fn add_jobs_in_input_order(s: &str, spec_rows: &str, specs_array: &str) -> String {
+    let cols = job_select_list("j");
     format!(
         "with specs as (select * from {spec_rows} as sp), \
          new_tasks as ( \
@@ -467,11 +470,9 @@ fn add_jobs_in_input_order(s: &str, spec_rows: &str, specs_array: &str) -> Strin
              left join new_tasks nt on nt.identifier = sp.identifier \
              left join {s}._private_job_queues q on q.queue_name = sp.queue_name \
              left join new_queues nq on nq.queue_name = sp.queue_name) p) \
-         select j.id, case when j.job_queue_id is null then null \
+         select {cols}, case when j.job_queue_id is null then null \
              else coalesce(j.queue_label, sp.queue_name) end as queue_name, \
-           coalesce(j.task_name, sp.identifier, '') as task_identifier, \
-           j.payload, j.priority, j.run_at, j.attempts, j.max_attempts, j.last_error, \
-           j.created_at, j.updated_at, j.key, j.locked_at, j.locked_by, j.revision, j.flags \
+           coalesce(j.task_name, sp.identifier, '') as task_identifier \
          from row_sigs j left join spec_sigs sp on sp.sig = j.sig and sp.k = j.k \
          order by sp.n nulls last, j.ordinality"
     )
@@ -490,6 +491,7 @@ fn claim(s: &str, flags_filter: &str) -> String {
     // named queue yields one job however many were scanned) and the jobs
     // meant to be claimed (more than were means some were skipped). With
     // nothing claimed, one row of nulls still carries them.
+    let job_cols = job_select_list("");
     format!(
         "with candidates as ( \
            select jobs.ctid as tid, jobs.job_queue_id, jobs.priority, jobs.run_at \
@@ -514,7 +516,7 @@ fn claim(s: &str, flags_filter: &str) -> String {
            where jobs.ctid = any(array( \
              select tid from candidates where job_queue_id is null \
              union all select tid from queue_heads)) \
-           returning {POSITIONAL_JOB_COLUMNS}, task_id), \
+           returning {job_cols}, task_id), \
          locked_queues as ( \
            update {s}._private_job_queues as queues set locked_by = $1, locked_at = now() \
            where queues.id in (select job_queue_id from claimed where job_queue_id is not null)), \
@@ -547,12 +549,6 @@ fn unlock_queues_of_j(s: &str, owner: &str) -> String {
            and queues.locked_by = {owner} returning 1)"
     )
 }
-
-/// The columns `Job::from_positional_row` reads, by position (the task and
-/// queue names are the caller's). Unqualified, for statements with one
-/// source of job rows.
-const POSITIONAL_JOB_COLUMNS: &str = "id, job_queue_id, payload, priority, run_at, attempts, \
-    max_attempts, last_error, created_at, updated_at, key, locked_at, locked_by, revision, flags";
 
 #[cfg(test)]
 mod tests {
