@@ -79,6 +79,13 @@ struct Watched {
 /// the jobs running on the test's runtime do not hold it up) until `stop`
 /// is set or two claims are seen running at once.
 ///
+/// On a loaded machine a claim runs for a millisecond or two between
+/// samples taken far apart, so the watcher also, every other round, holds a
+/// SHARE lock on the jobs table for 150 ms from a second connection: claims
+/// (and outcome writes) then wait on it, in plain sight, while the worker
+/// keeps running what it holds. An engine that starts a second claim while
+/// one is in flight shows two waiting claims; one that does not, never does.
+///
 /// A claim counts only if it started before the sampling statement did
 /// (`query_start < statement_timestamp()`) and was still active when the
 /// statement read the activity table: two such claims were both running at
@@ -94,23 +101,39 @@ fn watch_claims(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<W
             let mut conn = PgConnection::connect(&url)
                 .await
                 .expect("watcher connection");
+            let mut locker = PgConnection::connect(&url)
+                .await
+                .expect("watcher's locking connection");
+            let mut round: u64 = 0;
             let mut watched = Watched {
                 overlap: None,
                 samples: 0,
                 max_claims_at_once: 0,
             };
             while !stop.load(Ordering::Relaxed) {
-                let (n, pids): (i64, Vec<i32>) = sqlx::query_as(
-                    "select count(*), coalesce(array_agg(pid order by pid), '{}') \
-                     from pg_stat_activity \
-                     where datname = current_database() and pid <> pg_backend_pid() \
-                       and state = 'active' and query like 'with candidates as%' \
-                       and query_start < statement_timestamp()",
-                )
-                .fetch_one(&mut conn)
-                .await
-                .expect("sample pg_stat_activity");
-                watched.samples += 1;
+                round += 1;
+                let hold = round.is_multiple_of(2);
+                let locked_until = std::time::Instant::now() + Duration::from_millis(150);
+                if hold {
+                    sqlx::raw_sql("begin; lock table graphile_worker._private_jobs in share mode")
+                        .execute(&mut locker)
+                        .await
+                        .expect("lock the jobs table");
+                }
+                let (n, pids) = loop {
+                    let sample = sample_claims(&mut conn).await;
+                    watched.samples += 1;
+                    if sample.0 >= 2 || !hold || std::time::Instant::now() >= locked_until {
+                        break sample;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                };
+                if hold {
+                    sqlx::raw_sql("commit")
+                        .execute(&mut locker)
+                        .await
+                        .expect("release the jobs table");
+                }
                 watched.max_claims_at_once = watched.max_claims_at_once.max(n);
                 if n >= 2 {
                     watched.overlap = Some(pids);
@@ -121,6 +144,21 @@ fn watch_claims(url: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<W
             watched
         })
     })
+}
+
+/// How many claims were running (or waiting on a lock) when the sampling
+/// statement started, and their backends.
+async fn sample_claims(conn: &mut PgConnection) -> (i64, Vec<i32>) {
+    sqlx::query_as(
+        "select count(*), coalesce(array_agg(pid order by pid), '{}') \
+         from pg_stat_activity \
+         where datname = current_database() and pid <> pg_backend_pid() \
+           and state = 'active' and query like 'with candidates as%' \
+           and query_start < statement_timestamp()",
+    )
+    .fetch_one(conn)
+    .await
+    .expect("sample pg_stat_activity")
 }
 
 #[tokio::test]
