@@ -49,6 +49,9 @@ struct Progress {
     sent: AtomicU64,
     written: AtomicU64,
     changed: Notify,
+    /// A permit for the dispatcher, stored if it is not waiting yet, so a
+    /// worker held back by unwritten outcomes never misses their landing.
+    landed: Notify,
 }
 
 impl Completer {
@@ -84,6 +87,11 @@ impl Completer {
     pub(crate) fn unwritten(&self) -> u64 {
         let sent = self.progress.sent.load(Ordering::Acquire);
         sent.saturating_sub(self.written())
+    }
+
+    /// Completes when outcomes have landed since the last call.
+    pub(crate) async fn landed(&self) {
+        self.progress.landed.notified().await;
     }
 
     /// Waits until every outcome sent so far is settled; true if any was
@@ -123,8 +131,12 @@ impl Completer {
 const MAX_BATCH: usize = 5000;
 
 /// How long outcomes for rows locked by another transaction wait before
-/// they are tried again.
-const BUSY_RETRY: Duration = Duration::from_millis(250);
+/// they are tried again: at first briefly (the usual holder is a claim in
+/// flight that locked the row while checking it, and lets go within
+/// milliseconds), then up to [`BUSY_RETRY_MAX`] for an application
+/// transaction that holds it longer.
+const BUSY_RETRY_MIN: Duration = Duration::from_millis(2);
+const BUSY_RETRY_MAX: Duration = Duration::from_millis(250);
 
 /// One outcome on its way to the writer.
 #[derive(Debug)]
@@ -149,6 +161,7 @@ impl Writer {
         // Outcomes of rows that another transaction had locked.
         let mut busy: Vec<Report> = Vec::new();
         let mut retry_busy_at = tokio::time::Instant::now();
+        let mut busy_delay = BUSY_RETRY_MIN;
         let mut closed = false;
         loop {
             if !busy.is_empty() && tokio::time::Instant::now() >= retry_busy_at {
@@ -202,14 +215,20 @@ impl Writer {
             let count = u64::try_from(settled.len()).unwrap_or(u64::MAX);
             self.progress.written.fetch_add(count, Ordering::AcqRel);
             self.progress.changed.notify_waiters();
+            self.progress.landed.notify_one();
             // An unlocked queue may hold the next runnable job, and a
             // returned job can run again.
             if frees_work {
                 self.wakeups.notify.notify_one();
             }
-            if !still_busy.is_empty() {
+            if still_busy.is_empty() {
                 if busy.is_empty() {
-                    retry_busy_at = tokio::time::Instant::now() + BUSY_RETRY;
+                    busy_delay = BUSY_RETRY_MIN;
+                }
+            } else {
+                if busy.is_empty() {
+                    retry_busy_at = tokio::time::Instant::now() + busy_delay;
+                    busy_delay = (busy_delay * 2).min(BUSY_RETRY_MAX);
                 }
                 let (wait, done): (Vec<Report>, Vec<Report>) =
                     batch.drain(..).partition(|r| still_busy.contains(&r.claim));

@@ -111,6 +111,8 @@ enum Event {
     Woken,
     Timer,
     Shutdown,
+    /// Outcomes were written while claiming waited for them.
+    Landed,
 }
 
 impl Dispatcher {
@@ -300,7 +302,7 @@ impl Dispatcher {
                 }
                 break;
             }
-            let deadline = self.deadline(standing.next_change, backpressured);
+            let deadline = self.deadline(standing.next_change);
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
             }
@@ -312,6 +314,7 @@ impl Dispatcher {
                 _ = self.inner.wakeups.notify.notified() => Event::Woken,
                 () = &mut timer => Event::Timer,
                 _ = shutdown.wait_for(|s| *s), if !self.once => Event::Shutdown,
+                () = self.completer.landed(), if backpressured => Event::Landed,
             };
             match event {
                 Event::Claimed(Ok(claimed)) => self.on_claimed(claimed),
@@ -319,7 +322,7 @@ impl Dispatcher {
                 Event::Finished => self.pace.record(1),
                 Event::Woken => self.look_again(),
                 Event::Timer => self.on_timer(),
-                Event::Shutdown => {}
+                Event::Shutdown | Event::Landed => {}
             }
         }
     }
@@ -367,11 +370,7 @@ impl Dispatcher {
     /// One timer for everything timed: the end of a pause after a failed
     /// claim, the oldest waiting job's time limit, the next change of the
     /// heartbeat's standing, the next reconciliation, and the next poll.
-    fn deadline(
-        &self,
-        standing_changes: Option<Instant>,
-        backpressured: bool,
-    ) -> tokio::time::Instant {
+    fn deadline(&self, standing_changes: Option<Instant>) -> tokio::time::Instant {
         let mut deadline = if self.once {
             // run_once never polls.
             tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
@@ -389,9 +388,9 @@ impl Dispatcher {
         if let Some(until) = self.paused_until {
             deadline = deadline.min(until);
         }
-        if backpressured || self.draining {
-            // Outcomes landing, or old jobs ending, lift these.
-            deadline = deadline.min(tokio::time::Instant::now() + BACKPRESSURE_CHECK);
+        if self.draining {
+            // Old jobs ending lift this.
+            deadline = deadline.min(tokio::time::Instant::now() + DRAINING_CHECK);
         }
         deadline
     }
@@ -465,6 +464,5 @@ impl Drop for Dispatcher {
     }
 }
 
-/// How often a worker held back by unwritten outcomes, or by old jobs
-/// still stopping, looks again.
-const BACKPRESSURE_CHECK: Duration = Duration::from_millis(50);
+/// How often a worker whose old jobs are still stopping looks again.
+const DRAINING_CHECK: Duration = Duration::from_millis(50);
