@@ -262,20 +262,20 @@ impl Statements {
             // Outcome writes. $1 ids, $2 pool id, and for failures and
             // hand-backs the updated_at each claim stamped: such a write
             // touches a job only while this claim holds it (see
-            // `OWN_CLAIM`). Each skips rows another transaction has locked
-            // (the writer retries them), unlocks the job's named queue, and
-            // returns how many jobs it wrote.
+            // `OWN_CLAIM`). Each unlocks the job's named queue and returns
+            // how many jobs it wrote.
+            //
             // A completion needs no fence: the row is deleted, so a retried
             // write can only find it gone or still held by the same claim
             // (a job re-claimed by this pool after recovery has run already;
-            // deleting it ends nothing that has not ended). Rows are found
-            // by id, then deleted by ctid: no second index lookup.
+            // deleting it ends nothing that has not ended). Unlike failures,
+            // it waits for a row another transaction has locked rather than
+            // skip it: locking each row first costs about 15% of the drain
+            // rate on large backlogs, and the usual holder is a claim in
+            // flight that lets go within milliseconds.
             complete_own_jobs: stmt(format!(
-                "with target as (select jobs.ctid as tid from {s}._private_jobs as jobs \
+                "with j as (delete from {s}._private_jobs as jobs \
                    where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 \
-                   for update skip locked), \
-                 j as (delete from {s}._private_jobs as jobs \
-                   where jobs.ctid = any(array(select tid from target)) \
                    returning jobs.job_queue_id), \
                  {UNLOCK_QUEUES} \
                  select count(*) from j",

@@ -18,8 +18,10 @@
 //!   completion deletes the row, which no retry can get wrong.
 //! - **Messages are storable**: NUL characters are replaced and the length
 //!   is bounded before they reach PostgreSQL.
-//! - **Rows locked by other transactions do not hold the batch back**: they
-//!   are skipped and retried shortly after, alone.
+//! - **Rows locked by other transactions do not hold failures back**: they
+//!   are skipped and retried shortly after, alone. Completions wait for such
+//!   a lock instead (skipping costs a row lock each, about 15% of the drain
+//!   rate); their jobs stay held, and backpressure bounds what waits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
