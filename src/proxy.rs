@@ -296,6 +296,24 @@ async fn unpaused(paused: &mut watch::Receiver<bool>) -> bool {
     paused.wait_for(|p| !*p).await.is_ok()
 }
 
+/// Reads the next bytes into `buf` once not paused; bytes read just before
+/// a pause wait for its end too. `None` when the connection or the proxy
+/// ends.
+async fn read_unpaused(
+    from: &mut ReadHalf<'_>,
+    buf: &mut [u8],
+    paused: &mut watch::Receiver<bool>,
+) -> Option<usize> {
+    if !unpaused(paused).await {
+        return None;
+    }
+    let n = match from.read(buf).await {
+        Ok(0) | Err(_) => return None,
+        Ok(n) => n,
+    };
+    unpaused(paused).await.then_some(n)
+}
+
 /// Copies the client's bytes to the server, noting each request (and
 /// whether it is blackholed) before it goes through.
 async fn requests(from: &mut ReadHalf<'_>, to: &mut WriteHalf<'_>, state: &State, shared: &Shared) {
@@ -303,17 +321,9 @@ async fn requests(from: &mut ReadHalf<'_>, to: &mut WriteHalf<'_>, state: &State
     let mut buf = vec![0u8; 16 * 1024];
     let mut framer = RequestFramer::default();
     loop {
-        if !unpaused(&mut paused).await {
+        let Some(n) = read_unpaused(from, &mut buf, &mut paused).await else {
             return;
-        }
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
         };
-        // Bytes read just before a pause wait for its end too.
-        if !unpaused(&mut paused).await {
-            return;
-        }
         framer.observe(&buf[..n], state.blackhole.load(Ordering::SeqCst), shared);
         if to.write_all(&buf[..n]).await.is_err() {
             return;
@@ -334,16 +344,9 @@ async fn responses(
     let mut out = Vec::with_capacity(buf.len());
     let mut framer: Option<ResponseFramer> = None;
     loop {
-        if !unpaused(&mut paused).await {
+        let Some(n) = read_unpaused(from, &mut buf, &mut paused).await else {
             return;
-        }
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
         };
-        if !unpaused(&mut paused).await {
-            return;
-        }
         // The server speaks only after the client's first bytes went
         // through, so whether they asked for encryption is known.
         let framer = framer.get_or_insert_with(|| {

@@ -16,6 +16,11 @@ use crate::registry::{Handler, TaskFuture};
 use crate::task::TaskError;
 use crate::worker_utils::WorkerUtils;
 
+/// What stops a task at once: the message to record when it fires (the
+/// shutdown grace period is over, or the worker lost its heartbeat), and a
+/// second shutdown signal.
+pub(crate) type Aborts = (watch::Receiver<Option<&'static str>>, watch::Receiver<bool>);
+
 /// Runs `job` with `handler` and returns what to record.
 ///
 /// `cancel` is what the task sees through [`JobContext`]; `aborts` fire
@@ -27,7 +32,7 @@ pub(crate) async fn run_job(
     handler: Option<Handler>,
     utils: WorkerUtils,
     cancel: watch::Receiver<bool>,
-    aborts: (watch::Receiver<Option<&'static str>>, watch::Receiver<bool>),
+    aborts: Aborts,
 ) -> Outcome {
     let span = tracing::info_span!(
         "job",
@@ -71,7 +76,7 @@ async fn run_task(
     handler: Option<Handler>,
     utils: WorkerUtils,
     cancel: watch::Receiver<bool>,
-    aborts: (watch::Receiver<Option<&'static str>>, watch::Receiver<bool>),
+    aborts: Aborts,
 ) -> Outcome {
     let failed = |message: String| Outcome::Failed {
         message,
@@ -158,9 +163,7 @@ fn log_outcome(about: &About, outcome: &Outcome, ms: f64) {
 /// Completes, with the message to record, when either receiver fires (a
 /// closed channel never does: its sender is only dropped once nobody can
 /// abort any more).
-async fn aborted(
-    (mut why, mut now): (watch::Receiver<Option<&'static str>>, watch::Receiver<bool>),
-) -> &'static str {
+async fn aborted((mut why, mut now): Aborts) -> &'static str {
     async fn reason(rx: &mut watch::Receiver<Option<&'static str>>) -> &'static str {
         let fired = rx.wait_for(|v| v.is_some()).await.map(|v| *v);
         match fired {
