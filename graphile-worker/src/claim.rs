@@ -1,15 +1,15 @@
 //! Claiming jobs: the one statement that locks runnable jobs for this pool.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
+use sqlx::Row;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
 
 use crate::error::Error;
 use crate::job::{JOB_COLUMNS, Job, UPDATED_AT_COLUMN};
 use crate::outcome::{self, ClaimRef};
-use crate::sql::Statements;
+use crate::sql::Db;
 
 /// Positions in the claim's result: the task id follows the columns of
 /// `Job::from_positional_row`, then the candidate and expected counts.
@@ -43,8 +43,7 @@ pub(crate) struct ClaimBatch {
 /// Claims jobs for one worker pool and turns the private rows into [`Job`]s.
 #[derive(Debug)]
 pub(crate) struct Claimer {
-    pool: PgPool,
-    sql: Arc<Statements>,
+    db: Db,
     pool_id: String,
     task_ids: Vec<i32>,
     task_names: HashMap<i32, String>,
@@ -58,8 +57,7 @@ impl Claimer {
     /// identity values are used up) and caches their ids, in one round trip
     /// unless another process is registering the same ones.
     pub(crate) async fn new(
-        pool: PgPool,
-        sql: Arc<Statements>,
+        db: Db,
         pool_id: String,
         identifiers: &[String],
         forbidden_flags: Option<Vec<String>>,
@@ -72,24 +70,23 @@ impl Claimer {
             Ok(names)
         };
         let mut task_names = read(
-            sqlx::query(sql.insert_missing_tasks.clone())
+            sqlx::query(db.sql.claims.insert_missing_tasks.clone())
                 .bind(identifiers)
-                .fetch_all(&pool)
+                .fetch_all(&db.pool)
                 .await?,
         )?;
         if task_names.len() < identifiers.len() {
             // Another process inserted some of them after this statement's
             // snapshot was taken: read them now that they are committed.
             task_names = read(
-                sqlx::query(sql.task_ids.clone())
+                sqlx::query(db.sql.claims.task_ids.clone())
                     .bind(identifiers)
-                    .fetch_all(&pool)
+                    .fetch_all(&db.pool)
                     .await?,
             )?;
         }
         Ok(Self {
-            pool,
-            sql,
+            db,
             pool_id,
             task_ids: task_names.keys().copied().collect(),
             task_names,
@@ -154,16 +151,16 @@ impl Claimer {
     async fn lock_jobs(&self, limit: usize) -> Result<Vec<PgRow>, sqlx::Error> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let (statement, flags) = match &self.forbidden_flags {
-            None => (&self.sql.claim_jobs, None),
-            Some(flags) => (&self.sql.claim_jobs_with_flags, Some(flags)),
+            None => (&self.db.sql.claims.claim_jobs, None),
+            Some(flags) => (&self.db.sql.claims.claim_jobs_with_flags, Some(flags)),
         };
         let query = sqlx::query(statement.clone())
             .bind(&self.pool_id)
             .bind(&self.task_ids)
             .bind(limit);
         match flags {
-            None => query.fetch_all(&self.pool).await,
-            Some(flags) => query.bind(flags).fetch_all(&self.pool).await,
+            None => query.fetch_all(&self.db.pool).await,
+            Some(flags) => query.bind(flags).fetch_all(&self.db.pool).await,
         }
     }
 
@@ -189,9 +186,9 @@ impl Claimer {
     }
 
     async fn load_queue_names(&self, ids: &[i32]) -> Result<(), Error> {
-        let rows = sqlx::query(self.sql.queue_names.clone())
+        let rows = sqlx::query(self.db.sql.claims.queue_names.clone())
             .bind(ids)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db.pool)
             .await?;
         let mut cache = self.lock_cache();
         for row in rows {

@@ -21,19 +21,9 @@ use crate::worker_utils::WorkerUtils;
 /// second shutdown signal.
 pub(crate) type Aborts = (watch::Receiver<Option<&'static str>>, watch::Receiver<bool>);
 
-/// Runs `job` with `handler` and returns what to record.
-///
-/// `cancel` is what the task sees through [`JobContext`]; `aborts` fire
-/// when the task must stop now: the first carries the message to record
-/// (the shutdown grace period is over, or the worker lost its heartbeat),
-/// the second is a second shutdown signal.
-pub(crate) async fn run_job(
-    job: Job,
-    handler: Option<Handler>,
-    utils: WorkerUtils,
-    cancel: watch::Receiver<bool>,
-    aborts: Aborts,
-) -> Outcome {
+/// Runs `job` and returns what to record; logs the outcome inside the
+/// job's span.
+pub(crate) async fn run_job(job: Job, with: RunWith) -> Outcome {
     let span = tracing::info_span!(
         "job",
         job.id = job.id,
@@ -50,15 +40,24 @@ pub(crate) async fn run_job(
         attempts: job.attempts,
         max_attempts: job.max_attempts,
     };
-    let outcome = run_task(job, handler, utils, cancel, aborts)
-        .instrument(span.clone())
-        .await;
+    let outcome = run_task(job, with).instrument(span.clone()).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     span.record("job.duration_ms", ms);
     span.record("job.outcome", outcome_label(&about, &outcome));
     let _entered = span.enter();
     log_outcome(&about, &outcome, ms);
     outcome
+}
+
+/// What a job runs with, besides itself.
+pub(crate) struct RunWith {
+    /// The task's handler; `None` for a task this worker does not have.
+    pub(crate) handler: Option<Handler>,
+    pub(crate) utils: WorkerUtils,
+    /// What the task sees through [`JobContext`]: stop when you can.
+    pub(crate) cancel: watch::Receiver<bool>,
+    /// Stop now (the task is dropped at its current await).
+    pub(crate) aborts: Aborts,
 }
 
 /// What the log lines say about a job.
@@ -71,13 +70,13 @@ struct About {
 
 /// Decodes the payload, runs the task, catches panics, and stops the task
 /// when told to.
-async fn run_task(
-    job: Job,
-    handler: Option<Handler>,
-    utils: WorkerUtils,
-    cancel: watch::Receiver<bool>,
-    aborts: Aborts,
-) -> Outcome {
+async fn run_task(job: Job, with: RunWith) -> Outcome {
+    let RunWith {
+        handler,
+        utils,
+        cancel,
+        aborts,
+    } = with;
     let failed = |message: String| Outcome::Failed {
         message,
         interrupted: false,

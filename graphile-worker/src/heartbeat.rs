@@ -25,13 +25,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection};
 use tokio::sync::{oneshot, watch};
 
 use crate::listen::Wakeups;
 use crate::outcome::{HeldJobs, lock_held};
-use crate::sql::Statements;
+use crate::sql::Db;
 
 /// What the dispatcher may do, derived from the last beat that landed.
 #[derive(Debug)]
@@ -181,8 +180,9 @@ pub(crate) fn spawn(
 
 /// The liveness loop of one worker.
 pub(crate) struct Heartbeat {
-    pub(crate) options: PgConnectOptions,
-    pub(crate) sql: Arc<Statements>,
+    /// Only for its connect options and statements: beats never use the
+    /// pool, which tasks may hold.
+    pub(crate) db: Db,
     pub(crate) pool_id: String,
     pub(crate) metadata: serde_json::Value,
     pub(crate) interval: Duration,
@@ -200,11 +200,11 @@ enum Beat {
 
 impl Heartbeat {
     async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
-        PgConnection::connect_with(&self.options).await
+        PgConnection::connect_with(&self.db.pool.connect_options()).await
     }
 
     async fn register(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query(self.sql.register_worker.clone())
+        sqlx::query(self.db.sql.workers.register_worker.clone())
             .bind(&self.pool_id)
             .bind(self.metadata.to_string())
             .execute(conn)
@@ -213,7 +213,7 @@ impl Heartbeat {
     }
 
     async fn beat(&self, conn: &mut PgConnection) -> Result<Beat, sqlx::Error> {
-        let updated = sqlx::query(self.sql.worker_alive.clone())
+        let updated = sqlx::query(self.db.sql.workers.worker_alive.clone())
             .bind(&self.pool_id)
             .execute(conn)
             .await?
@@ -312,20 +312,27 @@ impl Heartbeat {
         }
         // Deregister even if this thread never got through: the worker may
         // have registered on the pool before it started.
+        self.deregister(conn, limit.max(Duration::from_secs(1)))
+            .await;
+    }
+
+    /// Removes this worker's registry row, three tries at most, reusing the
+    /// beats' connection when it is sound.
+    async fn deregister(&self, mut conn: Option<PgConnection>, limit: Duration) {
         for attempt in 1..=3 {
             let result = async {
                 let mut c = match conn.take() {
                     Some(c) => c,
                     None => self.connect().await?,
                 };
-                sqlx::query(self.sql.deregister.clone())
+                sqlx::query(self.db.sql.workers.deregister.clone())
                     .bind(&self.pool_id)
                     .execute(&mut c)
                     .await?;
                 let _ = c.close().await;
                 Ok::<(), sqlx::Error>(())
             };
-            match tokio::time::timeout(limit.max(Duration::from_secs(1)), result).await {
+            match tokio::time::timeout(limit, result).await {
                 Ok(Ok(())) => return,
                 Ok(Err(e)) if attempt == 3 => {
                     tracing::warn!(error = %e, "could not deregister the worker; it will be swept as stale");
@@ -346,8 +353,7 @@ impl Heartbeat {
 /// or Node's) takes a long-running job. Rows another transaction has locked
 /// are skipped this time rather than waited for.
 pub(crate) async fn refresh_locks(
-    pool: PgPool,
-    sql: Arc<Statements>,
+    db: Db,
     pool_id: String,
     held: HeldJobs,
     interval: Duration,
@@ -362,10 +368,10 @@ pub(crate) async fn refresh_locks(
         if ids.is_empty() {
             continue;
         }
-        let refresh = sqlx::query(sql.refresh_locks.clone())
+        let refresh = sqlx::query(db.sql.workers.refresh_locks.clone())
             .bind(&pool_id)
             .bind(&ids)
-            .execute(&pool);
+            .execute(&db.pool);
         match tokio::time::timeout(interval.max(Duration::from_secs(1)), refresh).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {

@@ -173,7 +173,8 @@ fn timestamp(row: &PgRow, index: usize) -> Result<DateTime<Utc>, sqlx::Error> {
 }
 
 impl<'r> sqlx::FromRow<'r, PgRow> for Job {
-    /// A row of [`JOB_COLUMNS`] followed by `queue_name` and
+    /// A row of the private job columns, in the order the library selects
+    /// them, followed by `queue_name` and
     /// `task_identifier`.
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
         Job::from_positional_row(

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{Connection, PgPool};
+use sqlx::Connection;
 use tokio::sync::watch;
 
 use crate::backoff::random_fraction;
 use crate::heartbeat::Health;
-use crate::sql::Statements;
+use crate::sql::Db;
 
 /// What one recovery pass did.
 ///
@@ -32,17 +32,16 @@ pub struct RecoveryReport {
 /// their jobs. Only one process at a time does this (a transaction-scoped
 /// advisory lock per schema); the others return an empty report.
 pub(crate) async fn recover_stale(
-    pool: &PgPool,
-    sql: &Statements,
-    schema_name: &str,
+    db: &Db,
     threshold: Duration,
     delay: Duration,
     own_id: Option<&str>,
 ) -> Result<RecoveryReport, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
+    let sql = &db.sql;
+    let mut conn = db.pool.acquire().await?;
     let mut tx = conn.begin().await?;
-    let locked: bool = sqlx::query_scalar(sql.recovery_lock.clone())
-        .bind(format!("graphile_worker.recovery:{schema_name}"))
+    let locked: bool = sqlx::query_scalar(sql.workers.recovery_lock.clone())
+        .bind(format!("graphile_worker.recovery:{}", db.schema.name()))
         .fetch_one(&mut *tx)
         .await?;
     if !locked {
@@ -53,7 +52,7 @@ pub(crate) async fn recover_stale(
     // landed before is seen by the lock's re-check. A worker never recovers
     // its own jobs: if its own heartbeat looks stale, it is the one cut off,
     // and it stops its jobs instead.
-    let workers: Vec<String> = sqlx::query_scalar(sql.lock_stale_workers.clone())
+    let workers: Vec<String> = sqlx::query_scalar(sql.workers.lock_stale_workers.clone())
         .bind(threshold.as_secs_f64())
         .bind(own_id)
         .fetch_all(&mut *tx)
@@ -61,17 +60,17 @@ pub(crate) async fn recover_stale(
     if workers.is_empty() {
         return Ok(RecoveryReport::default());
     }
-    let jobs: i32 = sqlx::query_scalar(sql.recover_dead_worker_jobs.clone())
+    let jobs: i32 = sqlx::query_scalar(sql.workers.recover_dead_worker_jobs.clone())
         .bind(&workers)
         .bind(delay.as_secs_f64())
         .fetch_one(&mut *tx)
         .await?;
-    sqlx::query(sql.delete_stale_workers.clone())
+    sqlx::query(sql.workers.delete_stale_workers.clone())
         .bind(&workers)
         .execute(&mut *tx)
         .await?;
     if jobs > 0 {
-        sqlx::query(sql.notify_jobs.clone())
+        sqlx::query(sql.workers.notify_jobs.clone())
             .bind(jobs)
             .execute(&mut *tx)
             .await?;
@@ -89,9 +88,7 @@ pub(crate) async fn recover_stale(
 }
 
 pub(crate) struct Sweeper {
-    pub(crate) pool: PgPool,
-    pub(crate) sql: Arc<Statements>,
-    pub(crate) schema_name: String,
+    pub(crate) db: Db,
     pub(crate) interval: Duration,
     pub(crate) threshold: Duration,
     pub(crate) delay: Duration,
@@ -113,15 +110,8 @@ impl Sweeper {
             if !self.health.may_sweep() {
                 continue;
             }
-            if let Err(e) = recover_stale(
-                &self.pool,
-                &self.sql,
-                &self.schema_name,
-                self.threshold,
-                self.delay,
-                Some(&self.own_id),
-            )
-            .await
+            if let Err(e) =
+                recover_stale(&self.db, self.threshold, self.delay, Some(&self.own_id)).await
             {
                 tracing::warn!(error = %e, "dead-worker sweep failed; will try again");
             }

@@ -2,33 +2,27 @@
 //! locked more than 4 hours ago are unlocked, every 8 to 10 minutes with
 //! jitter, the first time within a minute of start.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::backoff::random_fraction;
 use crate::error::Error;
-use crate::sql::Statements;
+use crate::sql::Db;
 use crate::worker_utils::WorkerUtils;
 
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(8 * 60);
 pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
 /// Runs the sweep until `shutdown` turns true.
-pub(crate) async fn sweep_stale_locks(
-    pool: PgPool,
-    sql: Arc<Statements>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub(crate) async fn sweep_stale_locks(db: Db, mut shutdown: watch::Receiver<bool>) {
     let mut delay = Duration::from_secs_f64(60.0 * random_fraction());
     loop {
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        match reset_once(&pool, &sql).await {
+        match reset_once(&db).await {
             Ok((jobs, queues)) if jobs + queues > 0 => {
                 tracing::warn!(
                     jobs,
@@ -45,9 +39,9 @@ pub(crate) async fn sweep_stale_locks(
 }
 
 /// One pass of the sweep; returns how many jobs and queues it unlocked.
-async fn reset_once(pool: &PgPool, sql: &Statements) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as::<_, (i64, i64)>(sql.reset_stale_locks.clone())
-        .fetch_one(pool)
+async fn reset_once(db: &Db) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as::<_, (i64, i64)>(db.sql.workers.reset_stale_locks.clone())
+        .fetch_one(&db.pool)
         .await
 }
 
@@ -63,5 +57,5 @@ async fn reset_once(pool: &PgPool, sql: &Statements) -> Result<(i64, i64), sqlx:
 /// ```
 #[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub async fn reset_stale_locks(utils: &WorkerUtils) -> Result<(i64, i64), Error> {
-    Ok(reset_once(utils.pool(), utils.statements()).await?)
+    Ok(reset_once(utils.db()).await?)
 }

@@ -2,8 +2,6 @@
 //! jobs (migrate, remove, complete, fail, reschedule, unlock, list workers,
 //! recover, clean up). Adding jobs is in `enqueue/`.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row, SqlStr};
 
@@ -12,7 +10,7 @@ use crate::job::Job;
 use crate::migrate;
 use crate::recovery::{RecoveryReport, recover_stale};
 use crate::schema::Schema;
-use crate::sql::Statements;
+use crate::sql::{Db, Statements};
 
 type JobsQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Job, sqlx::postgres::PgArguments>;
 
@@ -33,9 +31,7 @@ type JobsQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Job, sqlx::postgre
 /// ```
 #[derive(Clone, Debug)]
 pub struct WorkerUtils {
-    pool: PgPool,
-    schema: Arc<Schema>,
-    sql: Arc<Statements>,
+    db: Db,
 }
 
 /// Changes for [`WorkerUtils::reschedule_jobs`]; `None` keeps the current
@@ -74,52 +70,50 @@ pub enum Cleanup {
 impl WorkerUtils {
     /// Utilities for `schema` on `pool`. Nothing is checked until first use.
     pub fn new(pool: PgPool, schema: &str) -> Self {
-        let schema = Schema::new(schema);
-        let sql = Arc::new(Statements::new(&schema));
         Self {
-            pool,
-            schema: Arc::new(schema),
-            sql,
+            db: Db::new(pool, Schema::new(schema)),
         }
     }
 
     /// The pool this uses.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.db.pool
     }
 
     /// The schema name.
     pub fn schema(&self) -> &str {
-        self.schema.name()
+        self.db.schema.name()
     }
 
-    pub(crate) fn schema_arc(&self) -> Arc<Schema> {
-        self.schema.clone()
+    /// The engine's handle on the same pool and schema.
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
     }
 
-    pub(crate) fn statements(&self) -> &Arc<Statements> {
-        &self.sql
+    pub(crate) fn statements(&self) -> &Statements {
+        &self.db.sql
     }
 
     /// Installs or upgrades the worker schema (safe to run concurrently; does
     /// nothing when up to date).
     pub async fn migrate(&self) -> Result<(), Error> {
-        migrate::migrate(&self.pool, &self.schema).await
+        migrate::migrate(&self.db.pool, &self.db.schema).await
     }
 
     /// Removes the job with this key: deleted if not running; if running, it
     /// loses its key and will not be retried (it is not cancelled).
     /// Returns the job, or `None` when no job has the key.
     pub async fn remove_job(&self, job_key: &str) -> Result<Option<Job>, Error> {
-        Ok(sqlx::query_as(self.sql.remove_job.clone())
+        Ok(sqlx::query_as(self.db.sql.jobs.remove_job.clone())
             .bind(job_key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.pool)
             .await?)
     }
 
     /// Marks jobs as done (deletes them) unless a worker is running them.
     pub async fn complete_jobs(&self, ids: &[i64]) -> Result<Vec<Job>, Error> {
-        self.admin(&self.sql.complete_jobs, ids, |q| q).await
+        self.admin(&self.db.sql.jobs.complete_jobs, ids, |q| q)
+            .await
     }
 
     /// Marks jobs as permanently failed unless a worker is running them.
@@ -128,8 +122,10 @@ impl WorkerUtils {
         ids: &[i64],
         reason: Option<&str>,
     ) -> Result<Vec<Job>, Error> {
-        self.admin(&self.sql.permanently_fail_jobs, ids, |q| q.bind(reason))
-            .await
+        self.admin(&self.db.sql.jobs.permanently_fail_jobs, ids, |q| {
+            q.bind(reason)
+        })
+        .await
     }
 
     /// Changes run_at, priority, attempts or max_attempts of jobs that are
@@ -139,7 +135,7 @@ impl WorkerUtils {
         ids: &[i64],
         changes: Reschedule,
     ) -> Result<Vec<Job>, Error> {
-        self.admin(&self.sql.reschedule_jobs, ids, |q| {
+        self.admin(&self.db.sql.jobs.reschedule_jobs, ids, |q| {
             q.bind(changes.run_at)
                 .bind(changes.priority.map(i32::from))
                 .bind(changes.attempts.map(i32::from))
@@ -155,15 +151,15 @@ impl WorkerUtils {
         bind: impl FnOnce(JobsQuery<'q>) -> JobsQuery<'q>,
     ) -> Result<Vec<Job>, Error> {
         let query = sqlx::query_as::<_, Job>(statement.clone()).bind(ids);
-        Ok(bind(query).fetch_all(&self.pool).await?)
+        Ok(bind(query).fetch_all(&self.db.pool).await?)
     }
 
     /// Unlocks every job and queue locked by these pool ids (no age check).
     /// Use it for workers you know are gone.
     pub async fn force_unlock_workers(&self, pool_ids: &[String]) -> Result<(), Error> {
-        sqlx::query(self.sql.force_unlock_workers.clone())
+        sqlx::query(self.db.sql.jobs.force_unlock_workers.clone())
             .bind(pool_ids)
-            .execute(&self.pool)
+            .execute(&self.db.pool)
             .await?;
         Ok(())
     }
@@ -171,8 +167,8 @@ impl WorkerUtils {
     /// The workers registered in this schema, oldest first. Node workers do
     /// not register and are not listed.
     pub async fn list_workers(&self) -> Result<Vec<WorkerInfo>, Error> {
-        let rows = sqlx::query(self.sql.list_workers.clone())
-            .fetch_all(&self.pool)
+        let rows = sqlx::query(self.db.sql.workers.list_workers.clone())
+            .fetch_all(&self.db.pool)
             .await?;
         rows.iter()
             .map(|row| {
@@ -196,34 +192,26 @@ impl WorkerUtils {
         &self,
         threshold: std::time::Duration,
     ) -> Result<RecoveryReport, Error> {
-        Ok(recover_stale(
-            &self.pool,
-            &self.sql,
-            self.schema.name(),
-            threshold,
-            std::time::Duration::ZERO,
-            None,
-        )
-        .await?)
+        Ok(recover_stale(&self.db, threshold, std::time::Duration::ZERO, None).await?)
     }
 
     /// Runs cleanup operations, in their fixed order. `keep` lists task
     /// identifiers [`Cleanup::GcTaskIdentifiers`] must not delete.
     pub async fn cleanup(&self, tasks: &[Cleanup], keep: &[String]) -> Result<(), Error> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.db.pool.acquire().await?;
         if tasks.contains(&Cleanup::DeletePermafailedJobs) {
-            sqlx::query(self.sql.cleanup_permafailed_jobs.clone())
+            sqlx::query(self.db.sql.jobs.cleanup_permafailed_jobs.clone())
                 .execute(&mut *conn)
                 .await?;
         }
         if tasks.contains(&Cleanup::GcTaskIdentifiers) {
-            sqlx::query(self.sql.cleanup_task_identifiers.clone())
+            sqlx::query(self.db.sql.jobs.cleanup_task_identifiers.clone())
                 .bind(keep)
                 .execute(&mut *conn)
                 .await?;
         }
         if tasks.contains(&Cleanup::GcJobQueues) {
-            sqlx::query(self.sql.cleanup_job_queues.clone())
+            sqlx::query(self.db.sql.jobs.cleanup_job_queues.clone())
                 .execute(&mut *conn)
                 .await?;
         }

@@ -8,12 +8,11 @@
 //! Rust, schedules the minute; everyone else adds nothing.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr as _, SqlStr};
+use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 
 use super::clock::Clock;
@@ -21,6 +20,7 @@ use super::crontab::CronItem;
 use super::pattern::floor_to_minute;
 use crate::error::Error;
 use crate::schema::Schema;
+use crate::sql::Db;
 
 const ONE_MINUTE: TimeDelta = TimeDelta::minutes(1);
 /// Timers fire this long after the minute, so the clock shows the new
@@ -82,80 +82,17 @@ pub enum CronEvent {
     },
 }
 
-/// The cron statements for one schema.
-#[derive(Debug)]
-struct Statements {
-    select_known: SqlStr,
-    insert_known: SqlStr,
-    schedule: SqlStr,
-}
-
-fn stmt(sql: String) -> SqlStr {
-    // The schema enters only as `Schema::quoted()`; values are parameters.
-    AssertSqlSafe(Arc::<str>::from(sql)).into_sql_str()
-}
-
-impl Statements {
-    fn new(schema: &Schema) -> Self {
-        let s = schema.quoted();
-        Statements {
-            select_known: stmt(format!(
-                "select identifier, known_since, last_execution \
-                 from {s}._private_known_crontabs where identifier = any($1::text[])"
-            )),
-            insert_known: stmt(format!(
-                "insert into {s}._private_known_crontabs (identifier, known_since) \
-                 select id, $2::timestamptz from unnest($1::text[]) as u(id) \
-                 on conflict do nothing"
-            )),
-            // One statement per minute: claim (identifier, minute) pairs by
-            // moving last_execution forward, then add a job for each pair
-            // claimed, in item order. A concurrent scheduler waits on the row
-            // lock and then finds last_execution no longer older.
-            schedule: stmt(format!(
-                "with due as ( \
-                   select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], \
-                     $5::int[], $6::int[], $7::text[], $8::text[]) with ordinality \
-                   as d(identifier, task, payload, queue_name, max_attempts, priority, \
-                     job_key, job_key_mode, ord) \
-                 ), claimed as ( \
-                   insert into {s}._private_known_crontabs as known \
-                     (identifier, known_since, last_execution) \
-                   select identifier, $9::timestamptz, $9::timestamptz from due \
-                   order by identifier \
-                   on conflict (identifier) do update \
-                   set last_execution = excluded.last_execution \
-                   where known.last_execution is null \
-                     or known.last_execution < excluded.last_execution \
-                   returning known.identifier \
-                 ) \
-                 select due.identifier, ({s}.add_job( \
-                   identifier => due.task, payload => due.payload::json, \
-                   queue_name => due.queue_name, run_at => $9::timestamptz, \
-                   max_attempts => due.max_attempts, job_key => due.job_key, \
-                   priority => due.priority, flags => null::text[], \
-                   job_key_mode => due.job_key_mode)).id \
-                 from due join claimed on claimed.identifier = due.identifier \
-                 order by due.ord"
-            )),
-        }
-    }
-}
-
 /// Runs cron for `items` until `shutdown` becomes true (or its sender is
 /// dropped). Never returns an error and never gives up: any failure is
 /// logged and the whole cycle, backfill included, restarts after a growing
 /// delay (200 ms × 1.5ⁿ, at most 60 s, with jitter).
 pub(crate) async fn run_scheduler(
-    pool: PgPool,
-    schema: Arc<Schema>,
+    db: Db,
     items: Vec<CronItem>,
     clock: Clock,
     shutdown: watch::Receiver<bool>,
 ) {
-    Scheduler::new(pool, &schema, items, clock, None)
-        .run(shutdown)
-        .await;
+    Scheduler::new(db, items, clock, None).run(shutdown).await;
 }
 
 #[cfg_attr(not(feature = "testing"), allow(dead_code))]
@@ -171,15 +108,14 @@ pub async fn run_scheduler_for_tests(
 ) -> Result<(), Error> {
     let schema = Schema::new(schema);
     schema.validate()?;
-    Scheduler::new(pool, &schema, items, clock, Some(events))
+    Scheduler::new(Db::new(pool, schema), items, clock, Some(events))
         .run(shutdown)
         .await;
     Ok(())
 }
 
 struct Scheduler {
-    pool: PgPool,
-    sql: Statements,
+    db: Db,
     items: Vec<CronItem>,
     clock: Clock,
     events: Option<mpsc::UnboundedSender<CronEvent>>,
@@ -199,8 +135,7 @@ impl From<sqlx::Error> for Stop {
 
 impl Scheduler {
     fn new(
-        pool: PgPool,
-        schema: &Schema,
+        db: Db,
         mut items: Vec<CronItem>,
         clock: Clock,
         events: Option<mpsc::UnboundedSender<CronEvent>>,
@@ -221,8 +156,7 @@ impl Scheduler {
             first
         });
         Scheduler {
-            pool,
-            sql: Statements::new(schema),
+            db,
             items,
             clock,
             events,
@@ -342,9 +276,9 @@ impl Scheduler {
     async fn register_and_backfill(&self, start: DateTime<Utc>) -> Result<(), sqlx::Error> {
         let identifiers: Vec<&str> = self.items.iter().map(|i| i.identifier.as_str()).collect();
         let rows: Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> =
-            sqlx::query_as(self.sql.select_known.clone())
+            sqlx::query_as(self.db.sql.cron.select_known.clone())
                 .bind(&identifiers)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.db.pool)
                 .await?;
         let known: HashMap<String, DateTime<Utc>> = rows
             .into_iter()
@@ -356,10 +290,10 @@ impl Scheduler {
             .filter(|id| !known.contains_key(*id))
             .collect();
         if !unknown.is_empty() {
-            sqlx::query(self.sql.insert_known.clone())
+            sqlx::query(self.db.sql.cron.insert_known.clone())
                 .bind(&unknown)
                 .bind(start)
-                .execute(&self.pool)
+                .execute(&self.db.pool)
                 .await?;
         }
 
@@ -436,7 +370,7 @@ impl Scheduler {
                     .map(|_| item.options.job_key_mode.as_str()),
             );
         }
-        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(self.sql.schedule.clone())
+        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(self.db.sql.cron.schedule.clone())
             .bind(&identifiers)
             .bind(&tasks)
             .bind(&payloads)
@@ -446,7 +380,7 @@ impl Scheduler {
             .bind(&keys)
             .bind(&modes)
             .bind(minute)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db.pool)
             .await?;
         let added: Vec<String> = rows.into_iter().map(|(id, _)| id).collect();
         tracing::debug!(%ts, backfilled, ?added, "cron scheduled");

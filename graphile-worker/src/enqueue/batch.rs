@@ -69,7 +69,7 @@ impl Batch {
 
     /// The statements for these specs (the NUL-safe ones when needed).
     pub(super) fn statements<'s>(&self, sql: &'s Statements) -> &'s BulkAdd {
-        sql.bulk(self.specs.text_payloads)
+        sql.jobs.bulk(self.specs.text_payloads)
     }
 
     /// Adds the batch and returns the jobs in input order.

@@ -60,7 +60,7 @@ impl WorkerUtils {
     {
         // As JSON text, not jsonb (sqlx's encoding of a `Value`): `json`
         // keeps what jsonb refuses, such as the escape `\u0000`.
-        let job: Option<Job> = sqlx::query_as(self.statements().add_job.clone())
+        let job: Option<Job> = sqlx::query_as(self.statements().jobs.add_job.clone())
             .bind(identifier)
             .bind(payload.to_string())
             .bind(spec.queue_name.as_deref())

@@ -28,14 +28,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use super::{ClaimRef, HeldJobs, Outcome, lock_held, storable_message};
 use crate::backoff::Backoff;
 use crate::listen::Wakeups;
-use crate::sql::Statements;
+use crate::sql::Db;
 
 /// Sends outcomes to the writer task.
 #[derive(Clone, Debug)]
@@ -60,8 +59,7 @@ impl Completer {
     /// Starts the writer. It ends once every `Completer` clone is dropped and
     /// the remaining outcomes are written.
     pub(crate) fn start(
-        pool: PgPool,
-        sql: Arc<Statements>,
+        db: Db,
         pool_id: String,
         held: HeldJobs,
         wakeups: Arc<Wakeups>,
@@ -69,8 +67,7 @@ impl Completer {
         let (tx, rx) = mpsc::unbounded_channel();
         let progress = Arc::new(Progress::default());
         let writer = Writer {
-            pool,
-            sql,
+            db,
             pool_id,
             held,
             wakeups,
@@ -149,8 +146,7 @@ struct Report {
 }
 
 struct Writer {
-    pool: PgPool,
-    sql: Arc<Statements>,
+    db: Db,
     pool_id: String,
     held: HeldJobs,
     wakeups: Arc<Wakeups>,
@@ -203,26 +199,7 @@ impl Writer {
                 }
             }
             let still_busy = self.write(&batch).await;
-            let settled: Vec<&Report> = batch
-                .iter()
-                .filter(|r| !still_busy.contains(&r.claim))
-                .collect();
-            {
-                let mut held = lock_held(&self.held);
-                for report in &settled {
-                    held.release(report.claim.id);
-                }
-            }
-            let frees_work = settled.iter().any(|r| r.frees_work);
-            let count = u64::try_from(settled.len()).unwrap_or(u64::MAX);
-            self.progress.written.fetch_add(count, Ordering::AcqRel);
-            self.progress.changed.notify_waiters();
-            self.progress.landed.notify_one();
-            // An unlocked queue may hold the next runnable job, and a
-            // returned job can run again.
-            if frees_work {
-                self.wakeups.notify.notify_one();
-            }
+            self.settle(&batch, &still_busy);
             if still_busy.is_empty() {
                 if busy.is_empty() {
                     busy_delay = BUSY_RETRY_MIN;
@@ -238,6 +215,32 @@ impl Writer {
                 busy.extend(wait);
             }
             batch.clear();
+        }
+    }
+
+    /// The outcomes of `batch` that landed (all but `still_busy`): their
+    /// jobs are no longer held, and whoever waits for written outcomes or
+    /// for work is told.
+    fn settle(&self, batch: &[Report], still_busy: &[ClaimRef]) {
+        let settled: Vec<&Report> = batch
+            .iter()
+            .filter(|r| !still_busy.contains(&r.claim))
+            .collect();
+        {
+            let mut held = lock_held(&self.held);
+            for report in &settled {
+                held.release(report.claim.id);
+            }
+        }
+        let frees_work = settled.iter().any(|r| r.frees_work);
+        let count = u64::try_from(settled.len()).unwrap_or(u64::MAX);
+        self.progress.written.fetch_add(count, Ordering::AcqRel);
+        self.progress.changed.notify_waiters();
+        self.progress.landed.notify_one();
+        // An unlocked queue may hold the next runnable job, and a
+        // returned job can run again.
+        if frees_work {
+            self.wakeups.notify.notify_one();
         }
     }
 
@@ -331,10 +334,10 @@ impl Writer {
             reports.iter().map(|r| r.claim.claimed_at).collect();
         let written: i64 = match kind {
             Kind::Complete => {
-                sqlx::query_scalar(self.sql.complete_own_jobs.clone())
+                sqlx::query_scalar(self.db.sql.outcomes.complete_own_jobs.clone())
                     .bind(&ids)
                     .bind(&self.pool_id)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.db.pool)
                     .await?
             }
             Kind::Fail => {
@@ -353,13 +356,13 @@ impl Writer {
                     messages.push(message);
                     interrupted.push(i);
                 }
-                sqlx::query_scalar(self.sql.fail_own_jobs.clone())
+                sqlx::query_scalar(self.db.sql.outcomes.fail_own_jobs.clone())
                     .bind(&ids)
                     .bind(&messages)
                     .bind(&self.pool_id)
                     .bind(&interrupted)
                     .bind(&claimed)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.db.pool)
                     .await?
             }
         };
@@ -371,11 +374,11 @@ impl Writer {
             Kind::Complete => vec![None; claimed.len()],
             Kind::Fail => claimed,
         };
-        let still_mine: Vec<i64> = sqlx::query_scalar(self.sql.still_held.clone())
+        let still_mine: Vec<i64> = sqlx::query_scalar(self.db.sql.outcomes.still_held.clone())
             .bind(&ids)
             .bind(&self.pool_id)
             .bind(&fence)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.db.pool)
             .await?;
         Ok(reports
             .iter()

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -24,6 +23,7 @@ use crate::heartbeat::Health;
 use crate::listen::{Wakeups, listen};
 use crate::recovery::Sweeper;
 use crate::registry::TaskSet;
+use crate::sql::Db;
 use crate::sweep::sweep_stale_locks;
 use crate::worker_utils::WorkerUtils;
 
@@ -59,7 +59,8 @@ pub struct Worker {
 /// What a worker is made of, shared by its runs.
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub(crate) pool: PgPool,
+    pub(crate) db: Db,
+    /// The same handle, as tasks receive it.
     pub(crate) utils: WorkerUtils,
     pub(crate) pool_id: String,
     pub(crate) tasks: TaskSet,
@@ -183,7 +184,7 @@ impl Worker {
         }
         let handle = self.shutdown_handle();
         background.spawn(listen(
-            inner.pool.clone(),
+            inner.db.pool.clone(),
             inner.wakeups.clone(),
             inner.shutdown.subscribe(),
             move |number| {
@@ -194,14 +195,12 @@ impl Worker {
             },
         ));
         background.spawn(sweep_stale_locks(
-            inner.pool.clone(),
-            inner.utils.statements().clone(),
+            inner.db.clone(),
             inner.shutdown.subscribe(),
         ));
         if !inner.cron_items.is_empty() {
             background.spawn(run_scheduler(
-                inner.pool.clone(),
-                inner.utils.schema_arc(),
+                inner.db.clone(),
                 inner.cron_items.clone(),
                 Clock::System,
                 inner.shutdown.subscribe(),
@@ -209,9 +208,7 @@ impl Worker {
         }
         if inner.recovery {
             let sweeper = Sweeper {
-                pool: inner.pool.clone(),
-                sql: inner.utils.statements().clone(),
-                schema_name: inner.utils.schema().to_owned(),
+                db: inner.db.clone(),
                 interval: inner.recovery_sweep_interval,
                 threshold: inner.stale_worker_threshold,
                 delay: inner.recovery_delay,

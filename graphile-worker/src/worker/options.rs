@@ -284,21 +284,15 @@ impl WorkerOptions {
         let pool_id = format!("pool-{:018x}", random_u64() as u128 & ((1 << 72) - 1));
         let identifiers = tasks.identifiers();
         let forbidden = (!self.forbidden_flags.is_empty()).then(|| self.forbidden_flags.clone());
-        let claimer = Claimer::new(
-            pool.clone(),
-            utils.statements().clone(),
-            pool_id.clone(),
-            &identifiers,
-            forbidden,
-        )
-        .await?;
+        let claimer =
+            Claimer::new(utils.db().clone(), pool_id.clone(), &identifiers, forbidden).await?;
         tracing::info!(pool_id = %pool_id, tasks = ?identifiers, "worker ready");
 
         let (shutdown, _) = watch::channel(false);
         let (abort, _) = watch::channel(false);
         Ok(Worker {
             inner: Arc::new(Inner {
-                pool,
+                db: utils.db().clone(),
                 utils,
                 pool_id,
                 tasks,

@@ -56,15 +56,15 @@ impl WindDown {
             let _ = writer.await;
         }
         let inner = &self.inner;
-        let sql = inner.utils.statements();
+        let sql = &inner.db.sql;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         for attempt in 1..=5 {
             let result = if self.strays_possible {
                 reconcile(inner, &[]).await
             } else {
-                sqlx::query(sql.unlock_own_queues.clone())
+                sqlx::query(sql.claims.unlock_own_queues.clone())
                     .bind(&inner.pool_id)
-                    .execute(&inner.pool)
+                    .execute(&inner.db.pool)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())
@@ -92,10 +92,10 @@ impl WindDown {
 /// Hands back the jobs locked by this worker that it does not hold (`held`
 /// lists those it does), and unlocks its queues that hold none of them.
 pub(super) async fn reconcile(inner: &Inner, held: &[i64]) -> Result<(), String> {
-    let (jobs, queues): (i64, i64) = sqlx::query_as(inner.utils.statements().return_strays.clone())
+    let (jobs, queues): (i64, i64) = sqlx::query_as(inner.db.sql.claims.return_strays.clone())
         .bind(&inner.pool_id)
         .bind(held)
-        .fetch_one(&inner.pool)
+        .fetch_one(&inner.db.pool)
         .await
         .map_err(|e| e.to_string())?;
     if jobs + queues > 0 {

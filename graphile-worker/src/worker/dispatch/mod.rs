@@ -3,7 +3,7 @@
 //! writer, and winds down in order.
 //!
 //! What it guarantees, with the heartbeat ([`crate::heartbeat`]) and the
-//! outcome writer ([`crate::completion`]):
+//! outcome writer ([`crate::outcome`]):
 //!
 //! - Jobs are claimed and started only while the worker's heartbeat is
 //!   fresh; a worker that may have been declared dead stops its running jobs
@@ -31,16 +31,12 @@ use super::local_queue::{LOCAL_TTL, Pace, Waiting};
 use super::wind_down::WindDown;
 use crate::backoff::Backoff;
 use crate::error::Error;
-use crate::execute::run_job;
 use crate::heartbeat::{self, Heartbeat, refresh_locks};
-use crate::job::Job;
-use crate::outcome::{
-    ClaimRef, Completer, HEARTBEAT_LOST_MESSAGE, HeldJobs, Outcome, OutcomeGuard, SHUTDOWN_MESSAGE,
-};
+use crate::outcome::{Completer, HEARTBEAT_LOST_MESSAGE, HeldJobs, SHUTDOWN_MESSAGE};
 
-mod claims;
+mod jobs;
 
-pub(in crate::worker) use claims::Claimed;
+pub(in crate::worker) use jobs::Claimed;
 
 /// Runs one dispatch loop to its end and winds it down.
 pub(super) async fn dispatch(inner: Arc<Inner>, once: bool) -> Result<(), Error> {
@@ -119,8 +115,7 @@ impl Dispatcher {
     fn start(inner: Arc<Inner>, once: bool) -> Result<Self, Error> {
         let held = HeldJobs::default();
         let (completer, writer) = Completer::start(
-            inner.pool.clone(),
-            inner.utils.statements().clone(),
+            inner.db.clone(),
             inner.pool_id.clone(),
             held.clone(),
             inner.wakeups.clone(),
@@ -131,8 +126,7 @@ impl Dispatcher {
         let mut refresher = None;
         if inner.recovery {
             let beat = Heartbeat {
-                options: (*inner.pool.connect_options()).clone(),
-                sql: inner.utils.statements().clone(),
+                db: inner.db.clone(),
                 pool_id: inner.pool_id.clone(),
                 metadata: inner.metadata.clone(),
                 interval: inner.heartbeat_interval,
@@ -144,8 +138,7 @@ impl Dispatcher {
                 |e| Error::Internal(format!("could not start the heartbeat thread: {e}")),
             )?);
             refresher = Some(tokio::spawn(refresh_locks(
-                inner.pool.clone(),
-                inner.utils.statements().clone(),
+                inner.db.clone(),
                 inner.pool_id.clone(),
                 held.clone(),
                 inner.heartbeat_interval,
@@ -204,10 +197,10 @@ impl Dispatcher {
             return;
         }
         let sent = Instant::now();
-        let register = sqlx::query(self.inner.utils.statements().register_worker.clone())
+        let register = sqlx::query(self.inner.db.sql.workers.register_worker.clone())
             .bind(&self.inner.pool_id)
             .bind(self.inner.metadata.to_string())
-            .execute(&self.inner.pool);
+            .execute(&self.inner.db.pool);
         match tokio::time::timeout(self.inner.stale_worker_threshold / 4, register).await {
             Ok(Ok(_)) => {
                 self.inner.health.beat_landed(sent);
@@ -216,14 +209,6 @@ impl Dispatcher {
                 tracing::warn!(error = %e, "could not register the worker yet; the heartbeat will retry")
             }
             Err(_) => tracing::warn!("registering the worker is slow; the heartbeat will retry"),
-        }
-    }
-
-    /// Hands back every job waiting in the local queue.
-    fn hand_back_waiting(&mut self) {
-        for (job, _) in self.buffer.drain(..) {
-            self.completer
-                .send(ClaimRef::of(&job), Outcome::Returned, true);
         }
     }
 
@@ -246,24 +231,6 @@ impl Dispatcher {
             abort.send_replace(Some(HEARTBEAT_LOST_MESSAGE));
         });
         self.draining = !self.running.is_empty();
-    }
-
-    fn start_job(&mut self, job: Job) {
-        let handler = self.inner.tasks.handler(&job.task_identifier);
-        let utils = self.inner.utils.clone();
-        let cancel = self.cancel.subscribe();
-        let aborts = (self.abort.subscribe(), self.inner.abort.subscribe());
-        // Made before the task: a task dropped before its first poll drops
-        // the guard too, which still reports the job.
-        let guard = OutcomeGuard {
-            claim: ClaimRef::of(&job),
-            queued: job.queue_name.is_some(),
-            completer: Some(self.completer.clone()),
-        };
-        self.running.spawn(async move {
-            let outcome = run_job(job, handler, utils, cancel, aborts).await;
-            guard.send(outcome);
-        });
     }
 
     /// The loop: claim, start, and wait, until shutdown (or, for `run_once`,
@@ -324,37 +291,6 @@ impl Dispatcher {
                 Event::Timer => self.on_timer(),
                 Event::Shutdown | Event::Landed => {}
             }
-        }
-    }
-
-    /// Reaps finished jobs so their slots count as free.
-    fn reap(&mut self) {
-        let mut finished = 0;
-        while self.running.try_join_next().is_some() {
-            finished += 1;
-        }
-        self.pace.record(finished);
-    }
-
-    /// Starts waiting jobs in free slots.
-    fn start_waiting(&mut self) {
-        while self.running.len() < self.inner.concurrency {
-            let Some((job, _)) = self.buffer.pop_front() else {
-                break;
-            };
-            self.start_job(job);
-        }
-    }
-
-    /// Jobs that waited too long locally go back for others to take.
-    fn expire_waiting(&mut self) {
-        if let Some((_, since)) = self.buffer.front()
-            && since.elapsed() > LOCAL_TTL
-        {
-            self.hand_back_waiting();
-            // The pace that filled the buffer is out of date: start again
-            // from claiming for free slots only.
-            self.pace.reset();
         }
     }
 

@@ -1,13 +1,20 @@
-//! Claiming, as the dispatcher does it: starting a claim when the planner
-//! says so, taking in what it brought back, and reconciling after a claim
-//! whose answer was lost.
+//! A job's way through the dispatcher: a claim started when the planner
+//! says so, what it brought back taken in and queued locally, then started
+//! in a free slot with the guard that reports its outcome (or handed back
+//! if it waited too long). Also reconciling after a claim whose answer was
+//! lost.
 
 use std::time::{Duration, Instant};
 
 use super::Dispatcher;
 use crate::claim::ClaimBatch;
 use crate::error::Error;
-use crate::outcome::{give_back_claimed, is_retryable, lock_held, settle_rejects};
+use crate::execute::{RunWith, run_job};
+use crate::job::Job;
+use crate::outcome::{
+    ClaimRef, Outcome, OutcomeGuard, give_back_claimed, is_retryable, lock_held, settle_rejects,
+};
+use crate::worker::local_queue::LOCAL_TTL;
 use crate::worker::local_queue::buffer_in_order;
 use crate::worker::planner::{ClaimView, claim_limit};
 use crate::worker::wind_down::reconcile;
@@ -208,6 +215,65 @@ impl Dispatcher {
         }
         lock_held(&self.held).extend(batch.jobs.iter().map(|j| j.id));
         buffer_in_order(&mut self.buffer, batch.jobs, Instant::now());
+    }
+
+    /// Hands back every job waiting in the local queue.
+    pub(super) fn hand_back_waiting(&mut self) {
+        for (job, _) in self.buffer.drain(..) {
+            self.completer
+                .send(ClaimRef::of(&job), Outcome::Returned, true);
+        }
+    }
+
+    pub(super) fn start_job(&mut self, job: Job) {
+        let with = RunWith {
+            handler: self.inner.tasks.handler(&job.task_identifier),
+            utils: self.inner.utils.clone(),
+            cancel: self.cancel.subscribe(),
+            aborts: (self.abort.subscribe(), self.inner.abort.subscribe()),
+        };
+        // Made before the task: a task dropped before its first poll drops
+        // the guard too, which still reports the job.
+        let guard = OutcomeGuard {
+            claim: ClaimRef::of(&job),
+            queued: job.queue_name.is_some(),
+            completer: Some(self.completer.clone()),
+        };
+        self.running.spawn(async move {
+            let outcome = run_job(job, with).await;
+            guard.send(outcome);
+        });
+    }
+
+    /// Reaps finished jobs so their slots count as free.
+    pub(super) fn reap(&mut self) {
+        let mut finished = 0;
+        while self.running.try_join_next().is_some() {
+            finished += 1;
+        }
+        self.pace.record(finished);
+    }
+
+    /// Starts waiting jobs in free slots.
+    pub(super) fn start_waiting(&mut self) {
+        while self.running.len() < self.inner.concurrency {
+            let Some((job, _)) = self.buffer.pop_front() else {
+                break;
+            };
+            self.start_job(job);
+        }
+    }
+
+    /// Jobs that waited too long locally go back for others to take.
+    pub(super) fn expire_waiting(&mut self) {
+        if let Some((_, since)) = self.buffer.front()
+            && since.elapsed() > LOCAL_TTL
+        {
+            self.hand_back_waiting();
+            // The pace that filled the buffer is out of date: start again
+            // from claiming for free slots only.
+            self.pace.reset();
+        }
     }
 }
 

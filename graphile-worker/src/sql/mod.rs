@@ -1,0 +1,73 @@
+//! Every SQL statement the library sends, built once per schema, and
+//! [`Db`], the one handle through which the engine reaches the database.
+//!
+//! The schema name reaches SQL only here and only in its quoted form
+//! ([`Schema::quoted`]); every value is a bind parameter. That is the audit
+//! behind the [`AssertSqlSafe`] below.
+//!
+//! The statements are grouped by their user: [`jobs`] (adding and
+//! administering jobs), [`engine`] (claims and outcomes), [`workers`]
+//! (registry, heartbeats, recovery) and [`cron`].
+
+use std::sync::Arc;
+
+use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr as _, SqlStr};
+
+use crate::schema::Schema;
+
+pub(crate) mod cron;
+pub(crate) mod engine;
+pub(crate) mod jobs;
+pub(crate) mod workers;
+
+pub(crate) use jobs::{BulkAdd, SpecsJson};
+
+/// The pool, the schema and its statements: what every part of the engine
+/// (claiming, the outcome writer, heartbeats, recovery, cron) and
+/// [`WorkerUtils`](crate::WorkerUtils) share. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct Db {
+    pub(crate) pool: PgPool,
+    pub(crate) schema: Arc<Schema>,
+    pub(crate) sql: Arc<Statements>,
+}
+
+impl Db {
+    /// The handle for `schema` on `pool`; nothing is checked until first use.
+    pub(crate) fn new(pool: PgPool, schema: Schema) -> Self {
+        let sql = Arc::new(Statements::new(&schema));
+        Self {
+            pool,
+            schema: Arc::new(schema),
+            sql,
+        }
+    }
+}
+
+/// Statements for one schema. Cloning a statement is cheap (shared string).
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub(crate) jobs: jobs::JobStatements,
+    pub(crate) claims: engine::ClaimStatements,
+    pub(crate) outcomes: engine::OutcomeStatements,
+    pub(crate) workers: workers::WorkerStatements,
+    pub(crate) cron: cron::CronStatements,
+}
+
+impl Statements {
+    pub(crate) fn new(schema: &Schema) -> Self {
+        let s = schema.quoted();
+        Self {
+            jobs: jobs::JobStatements::new(s),
+            claims: engine::ClaimStatements::new(s),
+            outcomes: engine::OutcomeStatements::new(s),
+            workers: workers::WorkerStatements::new(s),
+            cron: cron::CronStatements::new(s),
+        }
+    }
+}
+
+/// A statement whose text was built from [`Schema::quoted`] and constants.
+fn stmt(sql: String) -> SqlStr {
+    AssertSqlSafe(Arc::<str>::from(sql)).into_sql_str()
+}
