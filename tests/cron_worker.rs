@@ -5,9 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{count, eventually, migrated};
-use graphile_worker::{JobContext, Task, TaskError, Worker};
+use common::{migrated, shut_down, start, wait_for_count};
+use graphile_worker::{JobContext, Task, TaskError, Worker, WorkerOptions};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 
 #[derive(Serialize, Deserialize)]
 struct Tick {}
@@ -19,12 +20,18 @@ impl Task for Tick {
     }
 }
 
+/// A worker on `pool` that runs [`Tick`], without signal handling.
+fn ticker(pool: &PgPool) -> WorkerOptions {
+    Worker::options()
+        .pg_pool(pool.clone())
+        .handle_signals(false)
+        .register::<Tick>()
+}
+
 #[tokio::test]
 async fn a_bad_crontab_line_is_refused_at_start_up_with_its_line_number() {
     let (_db, pool, _utils) = migrated().await;
-    let err = Worker::options()
-        .pg_pool(pool.clone())
-        .register::<Tick>()
+    let err = ticker(&pool)
         .crontab("# nightly jobs\n0 4 * * * tick\n\n61 * * * * tick ?id=bad")
         .init()
         .await
@@ -34,18 +41,14 @@ async fn a_bad_crontab_line_is_refused_at_start_up_with_its_line_number() {
     assert!(message.contains("line 4"), "{message}");
     assert!(message.contains("61"), "{message}");
 
-    let err = Worker::options()
-        .pg_pool(pool.clone())
-        .register::<Tick>()
+    let err = ticker(&pool)
         .crontab_file("/nonexistent/crontab")
         .init()
         .await
         .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/crontab"), "{err}");
 
-    let err = Worker::options()
-        .pg_pool(pool)
-        .register::<Tick>()
+    let err = ticker(&pool)
         .crontab("0 4 * * * tick\n0 5 * * * tick")
         .init()
         .await
@@ -60,32 +63,21 @@ async fn a_running_worker_registers_its_schedules() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("crontab");
     std::fs::write(&file, "0 3 * * * tick ?id=from_file\n").unwrap();
-    let worker = Worker::options()
-        .pg_pool(pool.clone())
-        .handle_signals(false)
-        .register::<Tick>()
-        .crontab("0 4 * * * tick ?id=nightly&fill=1h")
-        .crontab_file(&file)
-        .init()
-        .await
-        .unwrap();
-    let stop = worker.shutdown_handle();
-    let running = tokio::spawn(async move { worker.run().await });
-    eventually(Duration::from_secs(10), "the schedules to be known", || {
-        let pool = pool.clone();
-        async move {
-            (count(
-                &pool,
-                "select count(*) from graphile_worker._private_known_crontabs \
-                 where identifier in ('nightly', 'from_file')",
-            )
-            .await
-                == 2)
-                .then_some(())
-        }
-    })
+    let (_, stop, running) = start(
+        ticker(&pool)
+            .crontab("0 4 * * * tick ?id=nightly&fill=1h")
+            .crontab_file(&file),
+    )
     .await;
-    stop.shutdown();
-    running.await.unwrap().unwrap();
+    wait_for_count(
+        &pool,
+        Duration::from_secs(10),
+        "the schedules to be known",
+        "select count(*) from graphile_worker._private_known_crontabs \
+         where identifier in ('nightly', 'from_file')",
+        |n| n == 2,
+    )
+    .await;
+    shut_down(stop, running).await;
     std::fs::remove_dir_all(&dir).ok();
 }

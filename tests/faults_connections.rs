@@ -15,8 +15,11 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{count, eventually, migrated, run_in_background, wait_for_listener};
-use graphile_worker::{JobContext, JobSpec, NewJob, Task, TaskError, Worker};
+use common::{
+    count, eventually, in_queue, migrated, run_in_background, stop_worker, wait_for_count,
+    wait_for_listener,
+};
+use graphile_worker::{JobContext, JobSpec, NewJob, Task, TaskError, Worker, WorkerOptions};
 use graphile_worker_dev::proxy::Proxy;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -236,6 +239,17 @@ async fn settle(
     }
 }
 
+/// Options for a worker of `T` with short recovery settings.
+fn options<T: Task>(poll: Duration, threshold: Duration) -> WorkerOptions {
+    Worker::options()
+        .register::<T>()
+        .handle_signals(false)
+        .poll_interval(poll)
+        .heartbeat_interval(HEARTBEAT)
+        .stale_worker_threshold(threshold)
+        .recovery_sweep_interval(SWEEP)
+}
+
 /// A worker for `T` connected through `proxy`, with short recovery settings.
 async fn worker_via<T: Task>(
     proxy: &Proxy,
@@ -243,32 +257,31 @@ async fn worker_via<T: Task>(
     poll: Duration,
     threshold: Duration,
 ) -> Worker {
-    Worker::options()
-        .database_url(&proxy.url())
-        .register::<T>()
+    options::<T>(poll, threshold)
+        .database_url(proxy.url())
         .concurrency(concurrency)
-        .handle_signals(false)
-        .poll_interval(poll)
-        .heartbeat_interval(HEARTBEAT)
-        .stale_worker_threshold(threshold)
-        .recovery_sweep_interval(SWEEP)
         .init()
         .await
         .expect("init the worker through the proxy")
 }
 
-/// Stops a worker and waits for `run()` to return.
-async fn stop(
-    handle: graphile_worker::ShutdownHandle,
-    running: tokio::task::JoinHandle<Result<(), graphile_worker::Error>>,
-    name: &str,
-) {
-    handle.shutdown();
-    let result = tokio::time::timeout(Duration::from_secs(20), running)
-        .await
-        .unwrap_or_else(|_| panic!("{name}: run() did not return within 20 s of shutdown"))
-        .unwrap_or_else(|e| panic!("{name}: the run task failed: {e}"));
-    result.unwrap_or_else(|e| panic!("{name}: run() returned an error: {e}"));
+/// Waits (at most `within`) until all `total` jobs ran and left the table
+/// and no queue is locked, then asserts that each ran exactly once and
+/// nothing is left locked.
+async fn assert_all_ran_once(pool: &PgPool, total: i64, within: Duration, what: &str) {
+    let end = settle(pool, within, what, |s| {
+        s.jobs_left == 0 && s.jobs_run == total && s.queues_locked == 0
+    })
+    .await;
+    assert_eq!(end.jobs_run_twice, 0, "a job ran twice: {end:#?}");
+    assert_eq!(end.runs, total, "every job ran exactly once: {end:#?}");
+    assert_eq!(end.jobs_locked, 0, "{end:#?}");
+    assert_eq!(end.queues_locked, 0, "{end:#?}");
+}
+
+/// Stops a worker: its `run()` must return well within 20 s.
+async fn stop(handle: graphile_worker::ShutdownHandle, running: common::Running, name: &str) {
+    stop_worker(name, handle, running, Duration::from_secs(20)).await;
 }
 
 /// A claim commits on the server but its response never reaches the
@@ -308,24 +321,15 @@ async fn a_claim_whose_response_is_lost_after_commit_leaves_nothing_locked() {
     proxy.pause();
     // Two jobs in named queues, first in line, so that the lost claim holds
     // queue locks too; then plain jobs.
-    let mut jobs = vec![
-        NewJob {
+    let mut jobs: Vec<NewJob> = ["qa", "qb"]
+        .map(|queue| NewJob {
             spec: JobSpec {
-                queue_name: Some("qa".into()),
                 priority: Some(-1),
-                ..JobSpec::default()
+                ..in_queue(queue)
             },
             ..NewJob::new("record", payload.clone())
-        },
-        NewJob {
-            spec: JobSpec {
-                queue_name: Some("qb".into()),
-                priority: Some(-1),
-                ..JobSpec::default()
-            },
-            ..NewJob::new("record", payload.clone())
-        },
-    ];
+        })
+        .into();
     jobs.extend((0..6).map(|_| NewJob::new("record", payload.clone())));
     let total = jobs.len() as i64 + 1;
     utils.add_raw_jobs(&jobs).await.expect("add jobs");
@@ -367,19 +371,15 @@ async fn a_claim_whose_response_is_lost_after_commit_leaves_nothing_locked() {
     proxy.blackhole_responses(false);
     proxy.cut();
 
-    let end = settle(
+    assert_all_ran_once(
         &pool,
+        total,
         Duration::from_secs(30),
         &format!(
             "all {total} jobs to run and leave the table (the lost claim locked {stray} jobs and {stray_queues} queues)"
         ),
-        |s| s.jobs_left == 0 && s.jobs_run == total && s.queues_locked == 0,
     )
     .await;
-    assert_eq!(end.runs, total, "every job ran exactly once: {end:#?}");
-    assert_eq!(end.jobs_run_twice, 0, "{end:#?}");
-    assert_eq!(end.jobs_locked, 0, "{end:#?}");
-    assert_eq!(end.queues_locked, 0, "{end:#?}");
     stop(handle, running, "the worker").await;
 }
 
@@ -410,10 +410,13 @@ async fn connections_reset_mid_statement_never_run_a_job_twice() {
     let proxy = Proxy::start(&db.url).await;
     let worker = worker_via::<Record>(&proxy, 4, POLL, THRESHOLD).await;
     let (handle, running) = run_in_background(&worker);
-    eventually(Duration::from_secs(20), "the drain to start", || {
-        let pool = pool.clone();
-        async move { (count(&pool, "select count(*) from runs").await > 0).then_some(()) }
-    })
+    wait_for_count(
+        &pool,
+        Duration::from_secs(20),
+        "the drain to start",
+        "select count(*) from runs",
+        |n| n > 0,
+    )
     .await;
 
     // Reset everything every 150 ms or so while the drain goes on, for up
@@ -447,17 +450,13 @@ async fn connections_reset_mid_statement_never_run_a_job_twice() {
         "the resets should overlap the drain (make the jobs slower): {cuts} cuts, {during:#?}"
     );
 
-    let end = settle(
+    assert_all_ran_once(
         &pool,
+        JOBS,
         Duration::from_secs(25),
         &format!("all {JOBS} jobs to run and leave the table"),
-        |s| s.jobs_left == 0 && s.jobs_run == JOBS && s.queues_locked == 0,
     )
     .await;
-    assert_eq!(end.jobs_run_twice, 0, "a job ran twice: {end:#?}");
-    assert_eq!(end.runs, JOBS, "every job ran exactly once: {end:#?}");
-    assert_eq!(end.jobs_locked, 0, "{end:#?}");
-    assert_eq!(end.queues_locked, 0, "{end:#?}");
     stop(handle, running, "the worker").await;
 }
 
@@ -482,10 +481,7 @@ async fn a_stalled_database_does_not_run_jobs_twice() {
         .add_raw_job(
             "long",
             json!({"ledger": db.name, "ms": JOB_MS}),
-            JobSpec {
-                queue_name: Some("long".into()),
-                ..JobSpec::default()
-            },
+            in_queue("long"),
         )
         .await
         .expect("add the job");
@@ -505,14 +501,8 @@ async fn a_stalled_database_does_not_run_jobs_twice() {
     assert_eq!(first.as_deref(), Some(stalled_id.as_str()));
 
     // The peer, straight to the database.
-    let peer = Worker::options()
+    let peer = options::<Long>(POLL, THRESHOLD)
         .pg_pool(db.pool(10).await)
-        .register::<Long>()
-        .handle_signals(false)
-        .poll_interval(POLL)
-        .heartbeat_interval(HEARTBEAT)
-        .stale_worker_threshold(THRESHOLD)
-        .recovery_sweep_interval(SWEEP)
         .init()
         .await
         .expect("init the peer");

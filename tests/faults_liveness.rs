@@ -12,12 +12,13 @@ mod faults_support;
 
 use std::time::{Duration, Instant};
 
-use common::{count, eventually, migrated, run_in_background};
+use common::{Running, add_job, count, eventually, locks_held, migrated, start, stop_worker};
 use faults_support::{
-    events, jobs_dump, ledger, ledger_dump, locks_left, open_gate, record, registered,
-    wait_for_gate,
+    events, ledger, open_gate, record, registered, story_of, wait_for_gate, wait_until_registered,
 };
-use graphile_worker::{JobContext, JobSpec, Task, TaskError, Worker, WorkerOptions, WorkerUtils};
+use graphile_worker::{
+    JobContext, JobSpec, ShutdownHandle, Task, TaskError, Worker, WorkerOptions,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -107,10 +108,6 @@ fn options(pool: PgPool) -> WorkerOptions {
         .register::<Steady>()
 }
 
-async fn add(utils: &WorkerUtils, task: &str, payload: serde_json::Value, spec: JobSpec) -> i64 {
-    utils.add_raw_job(task, payload, spec).await.unwrap().id
-}
-
 async fn jobs_left(pool: &PgPool) -> i64 {
     count(pool, "select count(*) from graphile_worker.jobs").await
 }
@@ -137,36 +134,87 @@ async fn peer_pool(db: &graphile_worker_dev::TestDatabase) -> PgPool {
 async fn start_peer(
     db: &graphile_worker_dev::TestDatabase,
     pool: &PgPool,
-) -> (
-    Worker,
-    graphile_worker::ShutdownHandle,
-    tokio::task::JoinHandle<Result<(), graphile_worker::Error>>,
-) {
-    let peer = options(peer_pool(db).await)
-        .concurrency(2)
-        .init()
-        .await
-        .unwrap();
-    let (stop, run) = run_in_background(&peer);
-    let id = peer.pool_id().to_owned();
-    eventually(Duration::from_secs(10), "the peer to register", || async {
-        registered(pool, &id).await.then_some(())
-    })
-    .await;
+) -> (Worker, ShutdownHandle, Running) {
+    let (peer, stop, run) = start(options(peer_pool(db).await).concurrency(2)).await;
+    wait_until_registered(pool, peer.pool_id(), "the peer").await;
     (peer, stop, run)
 }
 
-async fn stop_worker(
-    name: &str,
-    stop: graphile_worker::ShutdownHandle,
-    run: tokio::task::JoinHandle<Result<(), graphile_worker::Error>>,
+/// Starts worker A on `a_pool` (two slots), and waits until it started
+/// both `jobs`: its pool id and the running worker.
+async fn start_a(
+    a_pool: PgPool,
+    ledger: &PgPool,
+    jobs: [i64; 2],
+) -> (String, ShutdownHandle, Running) {
+    let (a, stop_a, run_a) = start(options(a_pool).concurrency(2)).await;
+    eventually(Duration::from_secs(15), "A to start both jobs", || async {
+        (events(ledger, jobs[0], "start").await == 1 && events(ledger, jobs[1], "start").await == 1)
+            .then_some(())
+    })
+    .await;
+    (a.pool_id().to_owned(), stop_a, run_a)
+}
+
+/// Waits (at most 40 s) until every one of `finishing` is done and every
+/// job left the table, or one of `running` started again.
+async fn wait_until_finished_or_restarted(
+    ledger: &PgPool,
+    pool: &PgPool,
+    running: &[i64],
+    finishing: &[i64],
+    what: &str,
 ) {
-    stop.shutdown();
-    let result = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .unwrap_or_else(|_| panic!("{name}: run() did not return within 30 s of shutdown"))
-        .unwrap();
-    assert!(result.is_ok(), "{name}: run() returned {result:?}");
+    eventually(Duration::from_secs(40), what, || async {
+        let mut restarted = false;
+        for &id in running {
+            restarted = restarted || events(ledger, id, "start").await > 1;
+        }
+        let mut finished = true;
+        for &id in finishing {
+            finished = finished && events(ledger, id, "done").await >= 1;
+        }
+        let finished = finished && jobs_left(pool).await == 0;
+        (restarted || finished).then_some(())
+    })
+    .await;
+}
+
+/// What both tests end with: A was never declared dead, `all_jobs`
+/// completed, nothing is locked; then the peer and A stop, and still
+/// nothing is locked.
+async fn assert_a_lived_then_stop(
+    ledger: &PgPool,
+    pool: &PgPool,
+    a_id: &str,
+    all_jobs: &str,
+    story: &str,
+    (stop_peer, run_peer): (ShutdownHandle, Running),
+    (stop_a, run_a): (ShutdownHandle, Running),
+) {
+    assert_eq!(
+        count(
+            ledger,
+            "select count(*) from runs where last_error like '%stopped heartbeating%'"
+        )
+        .await,
+        0,
+        "a job ran after being recovered from A {story}"
+    );
+    assert!(
+        registered(pool, a_id).await,
+        "A's registry row was swept although A is alive {story}"
+    );
+    assert_eq!(jobs_left(pool).await, 0, "{all_jobs} completed {story}");
+    assert_eq!(
+        locks_held(pool).await,
+        (0, 0),
+        "nothing left locked {story}"
+    );
+
+    stop_worker("peer", stop_peer, run_peer, Duration::from_secs(30)).await;
+    stop_worker("A", stop_a, run_a, Duration::from_secs(30)).await;
+    assert_eq!(locks_held(pool).await, (0, 0), "nothing left locked");
 }
 
 #[tokio::test]
@@ -174,14 +222,14 @@ async fn a_task_holding_every_pool_connection_does_not_get_its_worker_declared_d
     let (db, pool, utils) = migrated().await;
     let ledger = ledger(&db).await;
     let hold_ms = FAULT.as_millis() as u64;
-    let hog = add(
+    let hog = add_job(
         &utils,
         "hog",
         json!({"gate": "fault", "hold_ms": hold_ms}),
         JobSpec::default(),
     )
     .await;
-    let steady = add(
+    let steady = add_job(
         &utils,
         "steady",
         json!({"gate": "fault", "ms": hold_ms}),
@@ -190,15 +238,7 @@ async fn a_task_holding_every_pool_connection_does_not_get_its_worker_declared_d
     .await;
 
     // Worker A: a small pool of its own, both jobs at once.
-    let a_pool = db.pool(A_POOL_SIZE).await;
-    let a = options(a_pool).concurrency(2).init().await.unwrap();
-    let a_id = a.pool_id().to_owned();
-    let (stop_a, run_a) = run_in_background(&a);
-    eventually(Duration::from_secs(15), "A to start both jobs", || async {
-        (events(&ledger, hog, "start").await == 1 && events(&ledger, steady, "start").await == 1)
-            .then_some(())
-    })
-    .await;
+    let (a_id, stop_a, run_a) = start_a(db.pool(A_POOL_SIZE).await, &ledger, [hog, steady]).await;
     let (_peer, stop_peer, run_peer) = start_peer(&db, &pool).await;
 
     // The hog takes A's pool; steady runs as long, using none of it.
@@ -206,26 +246,22 @@ async fn a_task_holding_every_pool_connection_does_not_get_its_worker_declared_d
     open_gate(&ledger, "fault").await;
     // Until both jobs finished and are gone (nothing can run them again),
     // or one of them starts a second time.
-    eventually(
-        Duration::from_secs(40),
+    wait_until_finished_or_restarted(
+        &ledger,
+        &pool,
+        &[hog, steady],
+        &[hog, steady],
         "both jobs to finish and be deleted, or one to start again",
-        || async {
-            let restarted = events(&ledger, hog, "start").await > 1
-                || events(&ledger, steady, "start").await > 1;
-            let finished = events(&ledger, hog, "done").await >= 1
-                && events(&ledger, steady, "done").await >= 1
-                && jobs_left(&pool).await == 0;
-            (restarted || finished).then_some(())
-        },
     )
     .await;
     let took = fault_started.elapsed();
 
-    let story = format!(
-        "(A is {a_id}; {took:?} after the fault began)\nledger:{}\njobs:{}",
-        ledger_dump(&ledger).await,
-        jobs_dump(&pool).await
-    );
+    let story = story_of(
+        format!("(A is {a_id}; {took:?} after the fault began)"),
+        &ledger,
+        &pool,
+    )
+    .await;
     for (name, id) in [("hog", hog), ("steady", steady)] {
         assert_eq!(
             events(&ledger, id, "start").await,
@@ -256,29 +292,16 @@ async fn a_task_holding_every_pool_connection_does_not_get_its_worker_declared_d
         held + 1 >= A_POOL_SIZE,
         "the hog held only {held} of A's {A_POOL_SIZE} connections {story}"
     );
-    assert_eq!(
-        count(
-            &ledger,
-            "select count(*) from runs where last_error like '%stopped heartbeating%'"
-        )
-        .await,
-        0,
-        "a job ran after being recovered from A {story}"
-    );
-    assert!(
-        registered(&pool, &a_id).await,
-        "A's registry row was swept although A is alive {story}"
-    );
-    assert_eq!(jobs_left(&pool).await, 0, "both jobs completed {story}");
-    assert_eq!(
-        locks_left(&pool).await,
-        (0, 0),
-        "nothing left locked {story}"
-    );
-
-    stop_worker("peer", stop_peer, run_peer).await;
-    stop_worker("A", stop_a, run_a).await;
-    assert_eq!(locks_left(&pool).await, (0, 0), "nothing left locked");
+    assert_a_lived_then_stop(
+        &ledger,
+        &pool,
+        &a_id,
+        "both jobs",
+        &story,
+        (stop_peer, run_peer),
+        (stop_a, run_a),
+    )
+    .await;
 }
 
 /// How the application holds a running job's row lock.
@@ -295,7 +318,7 @@ async fn a_running_jobs_row_locked_by_an_application_transaction(how: RowLock) {
     let (db, pool, utils) = migrated().await;
     let ledger = ledger(&db).await;
     // Both run until well after the application's transaction ends.
-    let keyed = add(
+    let keyed = add_job(
         &utils,
         "steady",
         json!({"gate": "finish", "ms": 0}),
@@ -305,7 +328,7 @@ async fn a_running_jobs_row_locked_by_an_application_transaction(how: RowLock) {
         },
     )
     .await;
-    let unrelated = add(
+    let unrelated = add_job(
         &utils,
         "steady",
         json!({"gate": "finish", "ms": 0}),
@@ -313,19 +336,7 @@ async fn a_running_jobs_row_locked_by_an_application_transaction(how: RowLock) {
     )
     .await;
 
-    let a = options(db.pool(20).await)
-        .concurrency(2)
-        .init()
-        .await
-        .unwrap();
-    let a_id = a.pool_id().to_owned();
-    let (stop_a, run_a) = run_in_background(&a);
-    eventually(Duration::from_secs(15), "A to start both jobs", || async {
-        (events(&ledger, keyed, "start").await == 1
-            && events(&ledger, unrelated, "start").await == 1)
-            .then_some(())
-    })
-    .await;
+    let (a_id, stop_a, run_a) = start_a(db.pool(20).await, &ledger, [keyed, unrelated]).await;
     let (_peer, stop_peer, run_peer) = start_peer(&db, &pool).await;
 
     // The application's transaction, on its own connection.
@@ -367,28 +378,22 @@ async fn a_running_jobs_row_locked_by_an_application_transaction(how: RowLock) {
 
     // Until every job finished and is gone, or the running ones started
     // again.
-    eventually(
-        Duration::from_secs(40),
+    let finishing: Vec<i64> = [keyed, unrelated].into_iter().chain(replacement).collect();
+    wait_until_finished_or_restarted(
+        &ledger,
+        &pool,
+        &[keyed, unrelated],
+        &finishing,
         "the jobs to finish and be deleted, or to start again",
-        || async {
-            let restarted = events(&ledger, keyed, "start").await > 1
-                || events(&ledger, unrelated, "start").await > 1;
-            let mut finished = events(&ledger, keyed, "done").await >= 1
-                && events(&ledger, unrelated, "done").await >= 1
-                && jobs_left(&pool).await == 0;
-            if let Some(id) = replacement {
-                finished = finished && events(&ledger, id, "done").await >= 1;
-            }
-            (restarted || finished).then_some(())
-        },
     )
     .await;
 
-    let story = format!(
-        "({how:?}; A is {a_id}; row locked for {held_for:?})\nledger:{}\njobs:{}",
-        ledger_dump(&ledger).await,
-        jobs_dump(&pool).await
-    );
+    let story = story_of(
+        format!("({how:?}; A is {a_id}; row locked for {held_for:?})"),
+        &ledger,
+        &pool,
+    )
+    .await;
     assert_eq!(
         events(&ledger, unrelated, "start").await,
         1,
@@ -413,29 +418,16 @@ async fn a_running_jobs_row_locked_by_an_application_transaction(how: RowLock) {
             "the job the application added for k1 ran once {story}"
         );
     }
-    assert_eq!(
-        count(
-            &ledger,
-            "select count(*) from runs where last_error like '%stopped heartbeating%'"
-        )
-        .await,
-        0,
-        "a job ran after being recovered from A {story}"
-    );
-    assert!(
-        registered(&pool, &a_id).await,
-        "A's registry row was swept although A is alive {story}"
-    );
-    assert_eq!(jobs_left(&pool).await, 0, "every job completed {story}");
-    assert_eq!(
-        locks_left(&pool).await,
-        (0, 0),
-        "nothing left locked {story}"
-    );
-
-    stop_worker("peer", stop_peer, run_peer).await;
-    stop_worker("A", stop_a, run_a).await;
-    assert_eq!(locks_left(&pool).await, (0, 0), "nothing left locked");
+    assert_a_lived_then_stop(
+        &ledger,
+        &pool,
+        &a_id,
+        "every job",
+        &story,
+        (stop_peer, run_peer),
+        (stop_a, run_a),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -12,8 +12,13 @@ mod faults_support;
 
 use std::time::{Duration, Instant};
 
-use common::{count, eventually, migrated, run_in_background};
-use faults_support::{events, jobs_dump, ledger, ledger_dump, locks_left, record, registered};
+use common::{
+    add_job, count, eventually, locks_held, migrated, run_in_background, run_sql, start,
+    stop_worker,
+};
+use faults_support::{
+    events, jobs_dump, ledger, record, registered, story_of, wait_until_registered,
+};
 use graphile_worker::{JobContext, JobSpec, NewJob, Task, TaskError, Worker, WorkerOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -154,13 +159,13 @@ async fn a_nul_in_a_failure_message_does_not_poison_the_batch() {
         );
         if task == "panic_with_nul" {
             assert!(
-                last_error.starts_with("task panicked: "),
+                last_error.starts_with("task panicked at tests/faults_outcomes.rs:"),
                 "job {id}: {last_error:?}"
             );
         }
     }
     assert_eq!(
-        locks_left(&pool).await,
+        locks_held(&pool).await,
         (0, 0),
         "nothing left locked {story}"
     );
@@ -272,25 +277,19 @@ async fn a_removed_job_stopped_by_shutdown(fail_on_cancel: bool) {
     let (db, pool, utils) = migrated().await;
     let ledger = ledger(&db).await;
     let key = "stubborn-1";
-    let job = utils
-        .add_raw_job(
-            "stubborn",
-            json!({"fail_on_cancel": fail_on_cancel}),
-            JobSpec {
-                job_key: Some(key.into()),
-                ..JobSpec::default()
-            },
-        )
-        .await
-        .unwrap()
-        .id;
+    let job = add_job(
+        &utils,
+        "stubborn",
+        json!({"fail_on_cancel": fail_on_cancel}),
+        JobSpec {
+            job_key: Some(key.into()),
+            ..JobSpec::default()
+        },
+    )
+    .await;
 
-    let a = worker(db.pool(20).await)
-        .shutdown_grace_period(Duration::from_millis(300))
-        .init()
-        .await
-        .unwrap();
-    let (stop_a, run_a) = run_in_background(&a);
+    let (_, stop_a, run_a) =
+        start(worker(db.pool(20).await).shutdown_grace_period(Duration::from_millis(300))).await;
     eventually(Duration::from_secs(15), "the job to start", || async {
         (events(&ledger, job, "start").await == 1).then_some(())
     })
@@ -305,21 +304,13 @@ async fn a_removed_job_stopped_by_shutdown(fail_on_cancel: bool) {
         "remove_job disarms it"
     );
 
-    stop_a.shutdown();
-    let result = tokio::time::timeout(Duration::from_secs(30), run_a)
-        .await
-        .expect("A's run() returns after the grace period")
-        .unwrap();
-    assert!(result.is_ok(), "{result:?}");
+    // A's run() returns after the grace period.
+    stop_worker("A", stop_a, run_a, Duration::from_secs(30)).await;
     assert_eq!(events(&ledger, job, "saw-cancel").await, 1);
     let after_shutdown = jobs_dump(&pool).await;
 
     // A later job, then a new worker runs everything that is due.
-    let mark = utils
-        .add_raw_job("mark", json!({}), JobSpec::default())
-        .await
-        .unwrap()
-        .id;
+    let mark = add_job(&utils, "mark", json!({}), JobSpec::default()).await;
     let b = worker(db.pool(20).await)
         .concurrency(2)
         .init()
@@ -332,11 +323,12 @@ async fn a_removed_job_stopped_by_shutdown(fail_on_cancel: bool) {
         || async { (run_b.is_finished() || events(&ledger, job, "start").await > 1).then_some(()) },
     )
     .await;
-    let story = format!(
-        "(fail_on_cancel: {fail_on_cancel})\njobs after A's shutdown:{after_shutdown}\nledger:{}\njobs now:{}",
-        ledger_dump(&ledger).await,
-        jobs_dump(&pool).await
-    );
+    let story = story_of(
+        format!("(fail_on_cancel: {fail_on_cancel})\njobs after A's shutdown:{after_shutdown}"),
+        &ledger,
+        &pool,
+    )
+    .await;
     assert_eq!(
         events(&ledger, job, "start").await,
         1,
@@ -362,7 +354,7 @@ async fn a_removed_job_stopped_by_shutdown(fail_on_cancel: bool) {
         "the removed job is neither locked nor waiting for a retry {story}"
     );
     assert_eq!(
-        locks_left(&pool).await,
+        locks_held(&pool).await,
         (0, 0),
         "nothing left locked {story}"
     );
@@ -409,7 +401,8 @@ async fn outcome_writes_failing_for_longer_than_a_minute_are_retried_until_they_
     // Completing a job deletes its row: make that fail with a retryable
     // error (read-only transaction, as during a failover) while claims,
     // which only update, still work.
-    sqlx::raw_sql(
+    run_sql(
+        &pool,
         "create table fault (deletes_fail boolean not null);
          insert into fault values (false);
          create function fail_job_deletes() returns trigger language plpgsql as $$
@@ -422,9 +415,7 @@ async fn outcome_writes_failing_for_longer_than_a_minute_are_retried_until_they_
          create trigger fail_job_deletes before delete on graphile_worker._private_jobs
            for each row execute function fail_job_deletes();",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
     let batch: Vec<NewJob> = (0..JOBS).map(|_| NewJob::new("note", json!({}))).collect();
     let ids: Vec<i64> = utils
         .add_raw_jobs(&batch)
@@ -444,10 +435,7 @@ async fn outcome_writes_failing_for_longer_than_a_minute_are_retried_until_they_
     let a_id = a.pool_id().to_owned();
     let (stop_a, run_a) = run_in_background(&a);
     let started = Instant::now();
-    eventually(Duration::from_secs(10), "A to register", || async {
-        registered(&pool, &a_id).await.then_some(())
-    })
-    .await;
+    wait_until_registered(&pool, &a_id, "A").await;
 
     // While the fault lasts: sample how many distinct jobs ran (claiming
     // must pause while outcomes pile up unwritten) and whether A is still
@@ -488,7 +476,7 @@ async fn outcome_writes_failing_for_longer_than_a_minute_are_retried_until_they_
             returned_at = Some(now);
         }
         if now >= next_report {
-            let (locked, _) = locks_left(&pool).await;
+            let (locked, _) = locks_held(&pool).await;
             timeline.push_str(&format!(
                 "\n  {now:.1?}: {ran} jobs ran, {locked} locked, registered: {is_registered}"
             ));
@@ -564,7 +552,7 @@ async fn outcome_writes_failing_for_longer_than_a_minute_are_retried_until_they_
             "{left} jobs are left in the table ({locked_by_a} of them locked by A, which is gone)"
         ));
     }
-    let locks = locks_left(&pool).await;
+    let locks = locks_held(&pool).await;
     if locks != (0, 0) {
         violations.push(format!("locks left (jobs, queues): {locks:?}"));
     }

@@ -1,6 +1,9 @@
 //! The test harness itself: a throwaway server and Node graphile-worker.
 
-use graphile_worker_dev::{fresh_database, node};
+mod common;
+
+use common::node_install;
+use graphile_worker_dev::fresh_database;
 
 #[tokio::test]
 async fn databases_are_fresh_and_separate() {
@@ -18,13 +21,7 @@ async fn databases_are_fresh_and_separate() {
 #[tokio::test]
 async fn node_graphile_worker_migrates() {
     let db = fresh_database().await;
-    node::run_js_ok(
-        &db.url,
-        "graphile_worker",
-        "const {runMigrations}=require('graphile-worker');\
-         runMigrations({connectionString: process.env.DATABASE_URL}).then(()=>process.exit(0),e=>{console.error(e);process.exit(1)})",
-    )
-    .await;
+    node_install(&db, "graphile_worker").await;
     let pool = db.pool(2).await;
     let latest: i32 = sqlx::query_scalar("select max(id) from graphile_worker.migrations")
         .fetch_one(&pool)

@@ -235,20 +235,15 @@ fn fresh_second() -> Row {
 
 /// The first job in `state`, as the state SQL leaves it.
 fn first_in(state: State) -> Row {
+    // The same key and task as the fresh second job, with the first spec.
     let mut row = Row {
-        task_identifier: TASK.into(),
-        key: Some(KEY.into()),
-        revision: 0,
-        attempts: 0,
         max_attempts: 5,
         payload: json!({"v": 1}),
         run_at: t1(),
         queue_name: Some("q1".into()),
         priority: 3,
         flags: Some(json!({"a": true})),
-        last_error: None,
-        locked: false,
-        locked_by: None,
+        ..fresh_second()
     };
     match state {
         State::None | State::Pending => {}

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{count, eventually, migrated};
+use common::{count, eventually, locks_held, migrated, run_sql};
 use graphile_worker::{JobContext, NewJob, Task, TaskError, Worker};
 use graphile_worker_dev::node;
 use serde::{Deserialize, Serialize};
@@ -80,12 +80,11 @@ runOnce({
 #[tokio::test]
 async fn node_and_rust_drain_two_thousand_jobs_each_exactly_once() {
     let (db, pool, utils) = migrated().await;
-    sqlx::raw_sql(
+    run_sql(
+        &pool,
         "create table runs (n bigint not null, task text not null, runner text not null)",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
     // Half the mixed jobs added by Node, half by us; each side adds the
     // jobs only the other side runs.
     node::run_js_ok(&db.url, "graphile_worker", NODE_ADD).await;
@@ -162,20 +161,5 @@ async fn node_and_rust_drain_two_thousand_jobs_each_exactly_once() {
         100
     );
     // Nothing stays locked: no job, no queue.
-    assert_eq!(
-        count(
-            &pool,
-            "select count(*) from graphile_worker._private_jobs where locked_by is not null"
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        count(
-            &pool,
-            "select count(*) from graphile_worker._private_job_queues where locked_by is not null"
-        )
-        .await,
-        0
-    );
+    assert_eq!(locks_held(&pool).await, (0, 0));
 }

@@ -3,8 +3,11 @@
 //! and transactional enqueue, the registry, and a payload written by Node
 //! graphile-worker decoded into a `rename_all = "camelCase"` task.
 
-use graphile_worker::{JobContext, JobSpec, Task, Worker, WorkerUtils, task};
-use graphile_worker_dev::{TestDatabase, fresh_database, node};
+mod common;
+
+use common::{migrated, run_sql};
+use graphile_worker::{JobContext, JobSpec, Task, Worker, task};
+use graphile_worker_dev::node;
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -47,14 +50,6 @@ async fn record_signup(
         .execute(ctx.utils().pool())
         .await?;
     Ok(())
-}
-
-async fn migrated() -> (TestDatabase, PgPool, WorkerUtils) {
-    let db = fresh_database().await;
-    let pool = db.pool(5).await;
-    let utils = WorkerUtils::new(pool.clone(), SCHEMA);
-    utils.migrate().await.unwrap();
-    (db, pool, utils)
 }
 
 /// What the database holds for one job: identifier, queue, priority,
@@ -339,12 +334,11 @@ const { makeWorkerUtils } = require("graphile-worker");
 #[tokio::test]
 async fn a_node_add_job_payload_runs_through_a_camel_case_task() {
     let (db, pool, _utils) = migrated().await;
-    sqlx::raw_sql(
+    run_sql(
+        &pool,
         "create table signups (user_id bigint not null, referral_code text, job_id bigint not null)",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
     node::run_js_ok(&db.url, SCHEMA, NODE_ADD_SIGNUP).await;
 
     let worker = Worker::options()

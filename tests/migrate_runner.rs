@@ -1,11 +1,12 @@
 //! The migration runner: ledger, concurrency, take-over of older ledgers,
 //! refusals, notifications, and coexistence with Node graphile-worker 0.18.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use chrono::{DateTime, Utc};
+use common::{Captured, node_install};
 use graphile_worker::{Error, JobSpec, MigrateError, WorkerUtils, quote_identifier};
 use graphile_worker_dev::{TestDatabase, fresh_database, node};
 use sqlx::PgPool;
@@ -50,6 +51,14 @@ async fn ledger_ids(pool: &PgPool, schema: &str) -> Vec<i32> {
         .into_iter()
         .map(|r| r.0)
         .collect()
+}
+
+/// Asserts that the ledger holds exactly migrations 1..=`last`.
+async fn assert_ledger_upto(pool: &PgPool, schema: &str, last: i32) {
+    assert_eq!(
+        ledger_ids(pool, schema).await,
+        (1..=last).collect::<Vec<_>>()
+    );
 }
 
 async fn breaking_ids(pool: &PgPool, schema: &str) -> Vec<i32> {
@@ -122,17 +131,6 @@ async fn utils(db: &TestDatabase, schema: &str) -> WorkerUtils {
     WorkerUtils::new(db.pool(2).await, schema)
 }
 
-async fn node_install(db: &TestDatabase, schema: &str) {
-    node::run_js_ok(
-        &db.url,
-        schema,
-        "const {runMigrations}=require('graphile-worker');\
-         runMigrations({connectionString: process.env.DATABASE_URL})\
-         .then(()=>process.exit(0),e=>{console.error(e);process.exit(1)})",
-    )
-    .await;
-}
-
 /// Runs Node 0.18's `runOnce` with one task, `node_task`, that prints its
 /// payload after `RAN `. Returns Node's standard output.
 async fn node_run_once(db: &TestDatabase, schema: &str) -> String {
@@ -147,6 +145,69 @@ async fn node_run_once(db: &TestDatabase, schema: &str) -> String {
     .await
 }
 
+/// Drops the ledger's `breaking` column, as in a ledger written before Node
+/// 0.15.2.
+async fn drop_the_breaking_column(pool: &PgPool) {
+    exec(
+        pool,
+        "alter table graphile_worker.migrations drop column breaking".into(),
+    )
+    .await;
+}
+
+/// What taking over an older ledger leaves: our breaking rows marked, the
+/// worker registry, and a schema that takes jobs.
+async fn assert_taken_over(utils: &WorkerUtils) {
+    assert_eq!(breaking_ids(utils.pool(), SCHEMA).await, OUR_BREAKING);
+    assert_registry_present(utils.pool(), SCHEMA).await;
+    utils
+        .add_raw_job("after_takeover", serde_json::json!({}), JobSpec::default())
+        .await
+        .unwrap();
+}
+
+/// A fresh database with our schema `SCHEMA`, and utils on it.
+async fn our_install() -> (TestDatabase, WorkerUtils) {
+    let db = fresh_database().await;
+    let utils = utils(&db, SCHEMA).await;
+    utils.migrate().await.unwrap();
+    (db, utils)
+}
+
+/// A fresh database migrated up to migration `last` (with its pool).
+async fn migrated_until(last: i32) -> (TestDatabase, PgPool) {
+    let db = fresh_database().await;
+    let pool = db.pool(2).await;
+    graphile_worker::testing::migrate_until(&pool, SCHEMA, last)
+        .await
+        .unwrap();
+    (db, pool)
+}
+
+/// Stands in for a newer version: a migration 21 in the ledger.
+async fn add_migration_21(pool: &PgPool, breaking: bool) {
+    exec(
+        pool,
+        format!("insert into graphile_worker.migrations (id, breaking) values (21, {breaking})"),
+    )
+    .await;
+}
+
+/// Runs `n` migrators at once, each on a connection of its own; each must
+/// succeed.
+async fn migrate_concurrently(db: &TestDatabase, n: usize) {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let pool = db.pool(1).await;
+        tasks.push(tokio::spawn(async move {
+            WorkerUtils::new(pool, SCHEMA).migrate().await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+}
+
 async fn job_count(pool: &PgPool, schema: &str) -> i64 {
     sqlx::query_scalar(sql(format!(
         "select count(*) from {}.jobs",
@@ -159,9 +220,7 @@ async fn job_count(pool: &PgPool, schema: &str) -> i64 {
 
 #[tokio::test]
 async fn fresh_install_writes_the_ledger_with_our_breaking_ids() {
-    let db = fresh_database().await;
-    let utils = utils(&db, SCHEMA).await;
-    utils.migrate().await.unwrap();
+    let (_db, utils) = our_install().await;
 
     let rows = ledger(utils.pool(), SCHEMA).await;
     assert_eq!(
@@ -193,21 +252,9 @@ async fn fresh_install_writes_the_ledger_with_our_breaking_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_migrators_all_succeed() {
     let db = fresh_database().await;
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let pool = db.pool(1).await;
-        tasks.push(tokio::spawn(async move {
-            WorkerUtils::new(pool, SCHEMA).migrate().await
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap().unwrap();
-    }
+    migrate_concurrently(&db, 20).await;
     let pool = db.pool(1).await;
-    assert_eq!(
-        ledger_ids(&pool, SCHEMA).await,
-        (1..=20).collect::<Vec<_>>()
-    );
+    assert_ledger_upto(&pool, SCHEMA, 20).await;
     assert_eq!(breaking_ids(&pool, SCHEMA).await, OUR_BREAKING);
     assert_registry_present(&pool, SCHEMA).await;
 }
@@ -260,10 +307,7 @@ async fn ledger_row_comes_first_and_each_migration_commits_alone() {
     };
 
     // 1..15 are committed, each on its own.
-    assert_eq!(
-        ledger_ids(&pool, SCHEMA).await,
-        (1..=15).collect::<Vec<_>>()
-    );
+    assert_ledger_upto(&pool, SCHEMA, 15).await;
     assert!(function_exists(&pool, SCHEMA, "force_unlock_workers").await);
     // The waiting transaction holds locks on the ledger only: nothing of
     // migration 16 ran before its ledger insert.
@@ -296,18 +340,13 @@ async fn ledger_row_comes_first_and_each_migration_commits_alone() {
 
     holder.rollback().await.unwrap();
     run.await.unwrap().unwrap();
-    assert_eq!(
-        ledger_ids(&pool, SCHEMA).await,
-        (1..=20).collect::<Vec<_>>()
-    );
+    assert_ledger_upto(&pool, SCHEMA, 20).await;
     assert_eq!(breaking_ids(&pool, SCHEMA).await, OUR_BREAKING);
 }
 
 #[tokio::test]
 async fn migrating_again_changes_nothing_and_keeps_jobs() {
-    let db = fresh_database().await;
-    let utils = utils(&db, SCHEMA).await;
-    utils.migrate().await.unwrap();
+    let (db, utils) = our_install().await;
     let job = utils
         .add_raw_job(
             "keep_me",
@@ -344,11 +383,7 @@ async fn takes_over_a_node_ledger_without_the_breaking_column() {
     let db = fresh_database().await;
     node_install(&db, SCHEMA).await;
     let pool = db.pool(2).await;
-    exec(
-        &pool,
-        "alter table graphile_worker.migrations drop column breaking".into(),
-    )
-    .await;
+    drop_the_breaking_column(&pool).await;
     let ts_before: Vec<DateTime<Utc>> =
         sqlx::query_scalar("select ts from graphile_worker.migrations order by id")
             .fetch_all(&pool)
@@ -364,41 +399,21 @@ async fn takes_over_a_node_ledger_without_the_breaking_column() {
         (1..=20).collect::<Vec<_>>()
     );
     assert_eq!(rows.iter().map(|r| r.1).collect::<Vec<_>>(), ts_before);
-    assert_eq!(breaking_ids(&pool, SCHEMA).await, OUR_BREAKING);
-    assert_registry_present(&pool, SCHEMA).await;
-    utils
-        .add_raw_job("after_takeover", serde_json::json!({}), JobSpec::default())
-        .await
-        .unwrap();
+    assert_taken_over(&utils).await;
 }
 
 /// An older ledger (rows 1..10, no `breaking` column) is adopted and the
 /// remaining migrations 11..20 really run.
 #[tokio::test]
 async fn takes_over_an_old_ledger_and_applies_the_rest() {
-    let db = fresh_database().await;
-    let pool = db.pool(2).await;
-    graphile_worker::testing::migrate_until(&pool, SCHEMA, 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        ledger_ids(&pool, SCHEMA).await,
-        (1..=10).collect::<Vec<_>>()
-    );
-    exec(
-        &pool,
-        "alter table graphile_worker.migrations drop column breaking".into(),
-    )
-    .await;
+    let (_db, pool) = migrated_until(10).await;
+    assert_ledger_upto(&pool, SCHEMA, 10).await;
+    drop_the_breaking_column(&pool).await;
 
     let utils = WorkerUtils::new(pool.clone(), SCHEMA);
     utils.migrate().await.unwrap();
 
-    assert_eq!(
-        ledger_ids(&pool, SCHEMA).await,
-        (1..=20).collect::<Vec<_>>()
-    );
-    assert_eq!(breaking_ids(&pool, SCHEMA).await, OUR_BREAKING);
+    assert_ledger_upto(&pool, SCHEMA, 20).await;
     assert_eq!(
         relation_kind(&pool, SCHEMA, "_private_jobs")
             .await
@@ -409,20 +424,12 @@ async fn takes_over_an_old_ledger_and_applies_the_rest() {
         relation_kind(&pool, SCHEMA, "jobs").await.as_deref(),
         Some("v")
     );
-    assert_registry_present(&pool, SCHEMA).await;
-    utils
-        .add_raw_job("after_takeover", serde_json::json!({}), JobSpec::default())
-        .await
-        .unwrap();
+    assert_taken_over(&utils).await;
 }
 
 #[tokio::test]
 async fn migration_11_refuses_recently_locked_jobs() {
-    let db = fresh_database().await;
-    let pool = db.pool(2).await;
-    graphile_worker::testing::migrate_until(&pool, SCHEMA, 10)
-        .await
-        .unwrap();
+    let (_db, pool) = migrated_until(10).await;
     // At revision 10 jobs live in the old `jobs` table.
     exec(
         &pool,
@@ -454,10 +461,7 @@ async fn migration_11_refuses_recently_locked_jobs() {
     );
 
     // Migration 11 was rolled back as a whole; 1..10 stay.
-    assert_eq!(
-        ledger_ids(&pool, SCHEMA).await,
-        (1..=10).collect::<Vec<_>>()
-    );
+    assert_ledger_upto(&pool, SCHEMA, 10).await;
     assert_eq!(
         relation_kind(&pool, SCHEMA, "jobs").await.as_deref(),
         Some("r")
@@ -471,10 +475,7 @@ async fn migration_11_refuses_recently_locked_jobs() {
     )
     .await;
     utils.migrate().await.unwrap();
-    assert_eq!(
-        ledger_ids(&pool, SCHEMA).await,
-        (1..=20).collect::<Vec<_>>()
-    );
+    assert_ledger_upto(&pool, SCHEMA, 20).await;
     let (task, payload): (String, serde_json::Value) = sqlx::query_as(
         "select t.identifier, j.payload from graphile_worker._private_jobs j \
              join graphile_worker._private_tasks t on t.id = j.task_id",
@@ -488,16 +489,8 @@ async fn migration_11_refuses_recently_locked_jobs() {
 
 #[tokio::test]
 async fn a_newer_breaking_migration_is_refused_and_nothing_changes() {
-    let db = fresh_database().await;
-    let pool = db.pool(2).await;
-    graphile_worker::testing::migrate_until(&pool, SCHEMA, 15)
-        .await
-        .unwrap();
-    exec(
-        &pool,
-        "insert into graphile_worker.migrations (id, breaking) values (21, true)".into(),
-    )
-    .await;
+    let (_db, pool) = migrated_until(15).await;
+    add_migration_21(&pool, true).await;
     let before = ledger(&pool, SCHEMA).await;
 
     let err = WorkerUtils::new(pool.clone(), SCHEMA)
@@ -527,31 +520,11 @@ async fn a_newer_breaking_migration_is_refused_and_nothing_changes() {
     assert_eq!(relation_kind(&pool, SCHEMA, "_private_workers").await, None);
 }
 
-/// A `Write` into a shared buffer, for capturing log output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_newer_non_breaking_migration_only_warns() {
-    let db = fresh_database().await;
-    let pool = db.pool(2).await;
-    let utils = WorkerUtils::new(pool.clone(), SCHEMA);
-    utils.migrate().await.unwrap();
-    exec(
-        &pool,
-        "insert into graphile_worker.migrations (id, breaking) values (21, false)".into(),
-    )
-    .await;
+    let (_db, utils) = our_install().await;
+    let pool = utils.pool().clone();
+    add_migration_21(&pool, false).await;
     let before = ledger(&pool, SCHEMA).await;
 
     let captured = Captured::default();
@@ -567,7 +540,7 @@ async fn a_newer_non_breaking_migration_only_warns() {
     drop(guard);
     result.unwrap();
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let warning = log
         .lines()
         .find(|l| l.contains("WARN"))
@@ -584,19 +557,12 @@ async fn a_newer_non_breaking_migration_only_warns() {
 /// would replace that version's add_job/add_jobs with ours.
 #[tokio::test]
 async fn past_migration_20_only_the_registry_is_created() {
-    let db = fresh_database().await;
-    let pool = db.pool(2).await;
-    let utils = WorkerUtils::new(pool.clone(), SCHEMA);
-    utils.migrate().await.unwrap();
+    let (_db, utils) = our_install().await;
+    let pool = utils.pool().clone();
     // Stand in for a newer Node: a migration 21 in the ledger, an add_jobs
     // of its own, and no registry.
-    exec(
-        &pool,
-        "insert into graphile_worker.migrations (id, breaking) values (21, false); \
-         drop table graphile_worker._private_workers"
-            .into(),
-    )
-    .await;
+    add_migration_21(&pool, false).await;
+    exec(&pool, "drop table graphile_worker._private_workers".into()).await;
     let newer: String =
         sqlx::query_scalar("select pg_get_functiondef('graphile_worker.add_jobs'::regproc)")
             .fetch_one(&pool)
@@ -719,29 +685,15 @@ async fn node_installed_database_gets_our_worker_registry() {
 async fn concurrent_migrators_add_the_registry_to_a_node_install_once() {
     let db = fresh_database().await;
     node_install(&db, SCHEMA).await;
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let pool = db.pool(1).await;
-        tasks.push(tokio::spawn(async move {
-            WorkerUtils::new(pool, SCHEMA).migrate().await
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap().unwrap();
-    }
+    migrate_concurrently(&db, 20).await;
     let pool = db.pool(1).await;
     assert_registry_present(&pool, SCHEMA).await;
-    assert_eq!(
-        ledger_ids(&pool, SCHEMA).await,
-        (1..=20).collect::<Vec<_>>()
-    );
+    assert_ledger_upto(&pool, SCHEMA, 20).await;
 }
 
 #[tokio::test]
 async fn node_worker_runs_a_job_we_added() {
-    let db = fresh_database().await;
-    let utils = utils(&db, SCHEMA).await;
-    utils.migrate().await.unwrap();
+    let (db, utils) = our_install().await;
     utils
         .add_raw_job(
             "node_task",
@@ -755,10 +707,7 @@ async fn node_worker_runs_a_job_we_added() {
     assert!(stdout.contains(r#"RAN {"n":42}"#), "node output:\n{stdout}");
     assert_eq!(job_count(utils.pool(), SCHEMA).await, 0);
     // Node found nothing to migrate.
-    assert_eq!(
-        ledger_ids(utils.pool(), SCHEMA).await,
-        (1..=20).collect::<Vec<_>>()
-    );
+    assert_ledger_upto(utils.pool(), SCHEMA, 20).await;
 }
 
 #[tokio::test]
@@ -776,10 +725,7 @@ async fn a_schema_name_with_a_quote_and_a_space_works_end_to_end() {
         .unwrap();
     assert_eq!(first.payload(), r#"{"migrationNumber":1,"breaking":true}"#);
 
-    assert_eq!(
-        ledger_ids(utils.pool(), schema).await,
-        (1..=20).collect::<Vec<_>>()
-    );
+    assert_ledger_upto(utils.pool(), schema, 20).await;
     assert_eq!(breaking_ids(utils.pool(), schema).await, OUR_BREAKING);
     assert_registry_present(utils.pool(), schema).await;
 
@@ -803,8 +749,5 @@ async fn a_schema_name_with_a_quote_and_a_space_works_end_to_end() {
     let stdout = node_run_once(&db, schema).await;
     assert!(stdout.contains(r#"RAN {"n":2}"#), "node output:\n{stdout}");
     assert_eq!(job_count(utils.pool(), schema).await, 0);
-    assert_eq!(
-        ledger_ids(utils.pool(), schema).await,
-        (1..=20).collect::<Vec<_>>()
-    );
+    assert_ledger_upto(utils.pool(), schema, 20).await;
 }

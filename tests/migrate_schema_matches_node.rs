@@ -5,12 +5,15 @@
 //! mid-call, upstream issue #580), flags, notifications, migration 11's
 //! locked-jobs guard and data copy, and the worker registry functions.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::node_install;
 use graphile_worker::{JobKeyMode, JobSpec, WorkerUtils, quote_identifier};
 use graphile_worker_dev::{TestDatabase, fresh_database, node};
 use sqlx::postgres::PgListener;
@@ -174,17 +177,6 @@ fn without_registry(catalog: &BTreeSet<String>) -> BTreeSet<String> {
         .collect()
 }
 
-async fn node_install(db: &TestDatabase, schema: &str) {
-    node::run_js_ok(
-        &db.url,
-        schema,
-        "const { runMigrations } = require('graphile-worker');\
-         runMigrations({ connectionString: process.env.DATABASE_URL, schema: process.env.GRAPHILE_WORKER_SCHEMA })\
-           .then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });",
-    )
-    .await;
-}
-
 async fn our_install(pool: &PgPool, schema: &str) {
     WorkerUtils::new(pool.clone(), schema)
         .migrate()
@@ -202,14 +194,21 @@ async fn ledger_ids(pool: &PgPool, schema: &str) -> Vec<i32> {
     .unwrap()
 }
 
-#[tokio::test]
-async fn fresh_install_matches_node_apart_from_the_worker_registry() {
+/// Two fresh databases, at once: one with Node's install of `schema`, one
+/// with ours; each with a pool.
+async fn node_and_our_installs(schema: &str) -> ((TestDatabase, PgPool), (TestDatabase, PgPool)) {
     let (node_db, our_db) = tokio::join!(fresh_database(), fresh_database());
     let (node_pool, our_pool) = tokio::join!(node_db.pool(2), our_db.pool(2));
     tokio::join!(
-        node_install(&node_db, SCHEMA),
-        our_install(&our_pool, SCHEMA)
+        node_install(&node_db, schema),
+        our_install(&our_pool, schema)
     );
+    ((node_db, node_pool), (our_db, our_pool))
+}
+
+#[tokio::test]
+async fn fresh_install_matches_node_apart_from_the_worker_registry() {
+    let ((_node_db, node_pool), (_our_db, our_pool)) = node_and_our_installs(SCHEMA).await;
 
     let node = catalog(&node_pool, SCHEMA).await;
     let ours = catalog(&our_pool, SCHEMA).await;
@@ -237,12 +236,7 @@ async fn fresh_install_matches_node_apart_from_the_worker_registry() {
 
 #[tokio::test]
 async fn node_install_continued_by_ours_only_gains_the_registry() {
-    let (node_db, our_db) = tokio::join!(fresh_database(), fresh_database());
-    let (pool, our_pool) = tokio::join!(node_db.pool(2), our_db.pool(2));
-    tokio::join!(
-        node_install(&node_db, SCHEMA),
-        our_install(&our_pool, SCHEMA)
-    );
+    let ((_node_db, pool), (_our_db, our_pool)) = node_and_our_installs(SCHEMA).await;
     let before = catalog(&pool, SCHEMA).await;
 
     our_install(&pool, SCHEMA).await;
@@ -378,9 +372,7 @@ async fn every_migration_leaves_the_same_objects_as_nodes() {
 #[tokio::test]
 async fn a_schema_name_with_quotes_and_spaces_installs_and_adds_jobs() {
     const ODD: &str = "gw \"odd\" schema";
-    let (our_db, node_db) = tokio::join!(fresh_database(), fresh_database());
-    let (pool, node_pool) = tokio::join!(our_db.pool(2), node_db.pool(2));
-    tokio::join!(our_install(&pool, ODD), node_install(&node_db, ODD));
+    let ((_node_db, node_pool), (_our_db, pool)) = node_and_our_installs(ODD).await;
     assert_same(
         "node",
         &catalog(&node_pool, ODD).await,

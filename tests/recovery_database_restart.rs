@@ -5,59 +5,38 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{count, eventually, migrated};
+use common::{
+    add_job, count, eventually, migrated_with_runs, spawn_test_worker, wait_for_count,
+    wait_for_events,
+};
 use graphile_worker::JobSpec;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 #[tokio::test]
 async fn a_worker_process_survives_a_database_restart() {
-    let (db, pool, utils) = migrated().await;
-    sqlx::raw_sql(
-        "create table runs (id serial primary key, event text, job_id bigint, attempts smallint, pid int, at timestamptz default clock_timestamp())",
+    let (db, pool, utils) = migrated_with_runs().await;
+    let (mut child, pool_id) = spawn_test_worker(
+        &db,
+        &[
+            ("GW_HEARTBEAT_MS", "200".into()),
+            ("GW_THRESHOLD_MS", "5000".into()),
+            ("GW_SWEEP_MS", "300".into()),
+        ],
     )
-    .execute(&pool)
-    .await
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_test_worker"))
-        .env("DATABASE_URL", &db.url)
-        .env("GW_HEARTBEAT_MS", "200")
-        .env("GW_THRESHOLD_MS", "5000")
-        .env("GW_SWEEP_MS", "300")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn test_worker");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("worker start-up")
-        .unwrap()
-        .unwrap();
-    let pool_id = ready.strip_prefix("ready ").unwrap().to_owned();
+    .await;
 
     // A job that is running while the server restarts.
-    let in_flight = utils
-        .add_raw_job(
-            "sleepy",
-            json!({"ms_first": 1500, "ms_retry": 10}),
-            JobSpec::default(),
-        )
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), "the job to start", || {
-        let pool = pool.clone();
-        async move {
-            (count(&pool, "select count(*) from runs where event = 'start'").await == 1)
-                .then_some(())
-        }
-    })
+    let in_flight = add_job(
+        &utils,
+        "sleepy",
+        json!({"ms_first": 1500, "ms_retry": 10}),
+        JobSpec::default(),
+    )
     .await;
+    // The job starts.
+    wait_for_events(&pool, "start", 1, Duration::from_secs(10)).await;
 
     if !tokio::task::spawn_blocking(graphile_worker_dev::restart_server)
         .await
@@ -78,10 +57,7 @@ async fn a_worker_process_survives_a_database_restart() {
             async move {
                 let left = count(
                     &pool,
-                    &format!(
-                        "select count(*) from graphile_worker.jobs where id = {}",
-                        in_flight.id
-                    ),
+                    &format!("select count(*) from graphile_worker.jobs where id = {in_flight}"),
                 )
                 .await;
                 let done = count(&pool, "select count(*) from runs where event = 'done'").await;
@@ -92,32 +68,19 @@ async fn a_worker_process_survives_a_database_restart() {
     .await;
 
     // New work after the restart runs too.
-    let later = utils
-        .add_raw_job(
-            "sleepy",
-            json!({"ms_first": 10, "ms_retry": 10}),
-            JobSpec::default(),
-        )
-        .await
-        .unwrap();
-    eventually(
+    let later = add_job(
+        &utils,
+        "sleepy",
+        json!({"ms_first": 10, "ms_retry": 10}),
+        JobSpec::default(),
+    )
+    .await;
+    wait_for_count(
+        &pool,
         Duration::from_secs(20),
         "the job added after the restart",
-        || {
-            let pool = pool.clone();
-            async move {
-                (count(
-                    &pool,
-                    &format!(
-                        "select count(*) from runs where event = 'done' and job_id = {}",
-                        later.id
-                    ),
-                )
-                .await
-                    == 1)
-                    .then_some(())
-            }
-        },
+        &format!("select count(*) from runs where event = 'done' and job_id = {later}"),
+        |n| n == 1,
     )
     .await;
 

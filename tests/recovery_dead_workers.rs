@@ -6,55 +6,30 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{count, eventually, migrated, wait_for_server_time};
+use common::{
+    add_job, count, event_count, eventually, migrated_with_runs, run_in_background,
+    spawn_test_worker, wait_for_count, wait_for_events, wait_for_server_time,
+};
 use graphile_worker::{JobContext, JobSpec, Task, TaskError, Worker, WorkerUtils};
 use graphile_worker_dev::{TestDatabase, node};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const HEARTBEAT_MS: u64 = 200;
 const THRESHOLD_MS: u64 = 1500;
 const SWEEP_MS: u64 = 250;
 
-async fn runs_table(pool: &PgPool) {
-    sqlx::raw_sql(
-        "create table runs (id serial primary key, event text, job_id bigint, attempts smallint, pid int, at timestamptz default clock_timestamp())",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
-}
-
 /// Starts a worker process and waits until it is running.
 async fn spawn_worker(db: &TestDatabase) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_test_worker"))
-        .env("DATABASE_URL", &db.url)
-        .env("GW_HEARTBEAT_MS", HEARTBEAT_MS.to_string())
-        .env("GW_THRESHOLD_MS", THRESHOLD_MS.to_string())
-        .env("GW_SWEEP_MS", SWEEP_MS.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn test_worker");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("worker start-up")
-        .unwrap()
-        .expect("worker printed nothing");
-    let pool_id = line.strip_prefix("ready ").expect("ready line").to_owned();
-    (child, pool_id)
-}
-
-async fn events(pool: &PgPool, event: &str) -> i64 {
-    count(
-        pool,
-        &format!("select count(*) from runs where event = '{event}'"),
+    spawn_test_worker(
+        db,
+        &[
+            ("GW_HEARTBEAT_MS", HEARTBEAT_MS.to_string()),
+            ("GW_THRESHOLD_MS", THRESHOLD_MS.to_string()),
+            ("GW_SWEEP_MS", SWEEP_MS.to_string()),
+        ],
     )
     .await
 }
@@ -74,11 +49,7 @@ async fn job_events(pool: &PgPool, job_id: i64, event: &str) -> i64 {
 /// between the two writes would forget the worker and leave its job to the
 /// 4-hour rule.)
 async fn plant_dead_worker(pool: &PgPool, utils: &WorkerUtils, id: &str) -> i64 {
-    let job = utils
-        .add_raw_job("held_by_the_dead", json!({}), JobSpec::default())
-        .await
-        .unwrap()
-        .id;
+    let job = add_job(utils, "held_by_the_dead", json!({}), JobSpec::default()).await;
     let mut tx = pool.begin().await.unwrap();
     sqlx::query(
         "insert into graphile_worker._private_workers (id, last_heartbeat_at) \
@@ -131,33 +102,25 @@ async fn wait_for_sweep(pool: &PgPool, dead: &str, job: i64) {
 
 #[tokio::test]
 async fn killed_workers_jobs_run_to_completion_elsewhere() {
-    let (db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
+    let (db, pool, utils) = migrated_with_runs().await;
     for _ in 0..2 {
-        utils
-            .add_raw_job(
-                "sleepy",
-                json!({"ms_first": 3_600_000, "ms_retry": 10}),
-                JobSpec::default(),
-            )
-            .await
-            .unwrap();
+        add_job(
+            &utils,
+            "sleepy",
+            json!({"ms_first": 3_600_000, "ms_retry": 10}),
+            JobSpec::default(),
+        )
+        .await;
     }
     let (mut doomed, doomed_id) = spawn_worker(&db).await;
-    eventually(Duration::from_secs(20), "both jobs to start", || {
-        let pool = pool.clone();
-        async move { (events(&pool, "start").await == 2).then_some(()) }
-    })
-    .await;
+    // Both jobs start.
+    wait_for_events(&pool, "start", 2, Duration::from_secs(20)).await;
     doomed.kill().await.unwrap(); // SIGKILL: no clean shutdown
     let killed_at = std::time::Instant::now();
 
     let (_survivor, survivor_id) = spawn_worker(&db).await;
-    eventually(Duration::from_secs(20), "both jobs to finish", || {
-        let pool = pool.clone();
-        async move { (events(&pool, "done").await == 2).then_some(()) }
-    })
-    .await;
+    // Both jobs finish.
+    wait_for_events(&pool, "done", 2, Duration::from_secs(20)).await;
     let took = killed_at.elapsed();
     // Threshold + sweep interval (jittered) + start-up and polling slack.
     assert!(
@@ -183,16 +146,14 @@ async fn killed_workers_jobs_run_to_completion_elsewhere() {
 
 #[tokio::test]
 async fn a_long_job_on_a_live_worker_runs_once() {
-    let (db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
-    utils
-        .add_raw_job(
-            "sleepy",
-            json!({"ms_first": 8 * THRESHOLD_MS, "ms_retry": 10}),
-            JobSpec::default(),
-        )
-        .await
-        .unwrap();
+    let (db, pool, utils) = migrated_with_runs().await;
+    add_job(
+        &utils,
+        "sleepy",
+        json!({"ms_first": 8 * THRESHOLD_MS, "ms_retry": 10}),
+        JobSpec::default(),
+    )
+    .await;
     let (_a, _) = spawn_worker(&db).await;
     let (_b, _) = spawn_worker(&db).await;
     let started_at: chrono::DateTime<chrono::Utc> =
@@ -210,16 +171,13 @@ async fn a_long_job_on_a_live_worker_runs_once() {
     let planted = plant_dead_worker(&pool, &utils, "pool-dead").await;
     wait_for_sweep(&pool, "pool-dead", planted).await;
     assert_eq!(
-        events(&pool, "done").await,
+        event_count(&pool, "done").await,
         0,
         "the job (8 thresholds long) ended before a sweep could be seen"
     );
-    eventually(Duration::from_secs(30), "the job to finish", || {
-        let pool = pool.clone();
-        async move { (events(&pool, "done").await == 1).then_some(()) }
-    })
-    .await;
-    assert_eq!(events(&pool, "start").await, 1, "the job ran once");
+    // The job finishes.
+    wait_for_events(&pool, "done", 1, Duration::from_secs(30)).await;
+    assert_eq!(event_count(&pool, "start").await, 1, "the job ran once");
     // The lock was kept fresh: a Node worker's 4-hour sweep would see a
     // recent locked_at too.
     assert_eq!(
@@ -254,9 +212,7 @@ async fn sweeper(pool: &PgPool) -> graphile_worker::ShutdownHandle {
         .init()
         .await
         .unwrap();
-    let handle = worker.shutdown_handle();
-    tokio::spawn(async move { worker.run().await });
-    handle
+    run_in_background(&worker).0
 }
 
 const NODE_SLOW_WORKER: &str = r#"
@@ -282,17 +238,15 @@ const { run } = require("graphile-worker");
 
 #[tokio::test]
 async fn a_live_node_workers_long_job_is_never_stolen() {
-    let (db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
+    let (db, pool, utils) = migrated_with_runs().await;
     let stop = sweeper(&pool).await;
-    utils
-        .add_raw_job(
-            "node_slow",
-            json!({"ms": 3 * THRESHOLD_MS}),
-            JobSpec::default(),
-        )
-        .await
-        .unwrap();
+    add_job(
+        &utils,
+        "node_slow",
+        json!({"ms": 3 * THRESHOLD_MS}),
+        JobSpec::default(),
+    )
+    .await;
     let mut node_worker = Command::from(node::js_command(
         &db.url,
         "graphile_worker",
@@ -303,11 +257,8 @@ async fn a_live_node_workers_long_job_is_never_stolen() {
     .kill_on_drop(true)
     .spawn()
     .expect("spawn node");
-    eventually(Duration::from_secs(30), "node to start the job", || {
-        let pool = pool.clone();
-        async move { (events(&pool, "start").await == 1).then_some(()) }
-    })
-    .await;
+    // Node starts the job.
+    wait_for_events(&pool, "start", 1, Duration::from_secs(30)).await;
     let lock = || async {
         sqlx::query_as::<_, (Option<String>, Option<chrono::DateTime<chrono::Utc>>)>(
             "select locked_by, locked_at from graphile_worker.jobs where task_identifier = 'node_slow'",
@@ -338,27 +289,25 @@ async fn a_live_node_workers_long_job_is_never_stolen() {
         .expect("node worker exits")
         .unwrap();
     assert!(status.success());
-    assert_eq!(events(&pool, "start").await, 1);
-    assert_eq!(events(&pool, "done").await, 1);
+    assert_eq!(event_count(&pool, "start").await, 1);
+    assert_eq!(event_count(&pool, "done").await, 1);
     stop.shutdown();
 }
 
 #[tokio::test]
 async fn a_job_that_kills_its_worker_ends_permanently_failed() {
-    let (db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
+    let (db, pool, utils) = migrated_with_runs().await;
     let stop = sweeper(&pool).await;
-    let job = utils
-        .add_raw_job(
-            "abort",
-            json!({}),
-            JobSpec {
-                max_attempts: Some(2),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let job = add_job(
+        &utils,
+        "abort",
+        json!({}),
+        JobSpec {
+            max_attempts: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
     for attempt in 1..=2i64 {
         let (mut child, _) = spawn_worker(&db).await;
         let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
@@ -366,25 +315,20 @@ async fn a_job_that_kills_its_worker_ends_permanently_failed() {
             .expect("the poison job kills the worker")
             .unwrap();
         assert!(!status.success());
-        assert_eq!(events(&pool, "start").await, attempt);
-        eventually(Duration::from_secs(20), "the job to be recovered", || {
-            let pool = pool.clone();
-            async move {
-                (count(
-                    &pool,
-                    "select count(*) from graphile_worker.jobs where locked_by is null",
-                )
-                .await
-                    == 1)
-                    .then_some(())
-            }
-        })
+        assert_eq!(event_count(&pool, "start").await, attempt);
+        wait_for_count(
+            &pool,
+            Duration::from_secs(20),
+            "the job to be recovered",
+            "select count(*) from graphile_worker.jobs where locked_by is null",
+            |n| n == 1,
+        )
         .await;
     }
     let (attempts, max_attempts, last_error): (i16, i16, Option<String>) = sqlx::query_as(
         "select attempts, max_attempts, last_error from graphile_worker.jobs where id = $1",
     )
-    .bind(job.id)
+    .bind(job)
     .fetch_one(&pool)
     .await
     .unwrap();
@@ -396,23 +340,23 @@ async fn a_job_that_kills_its_worker_ends_permanently_failed() {
     // claimed the failed job, it would have done so first, or in the same
     // claim, and died.
     let (mut child, _) = spawn_worker(&db).await;
-    let after = utils
-        .add_raw_job(
-            "sleepy",
-            json!({"ms_first": 200, "ms_retry": 200}),
-            JobSpec {
-                priority: Some(10),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(20), "the later job to finish", || {
-        let pool = pool.clone();
-        async move { (job_events(&pool, after.id, "done").await == 1).then_some(()) }
-    })
+    let after = add_job(
+        &utils,
+        "sleepy",
+        json!({"ms_first": 200, "ms_retry": 200}),
+        JobSpec {
+            priority: Some(10),
+            ..Default::default()
+        },
+    )
     .await;
-    assert_eq!(job_events(&pool, job.id, "start").await, 2);
+    eventually(
+        Duration::from_secs(20),
+        "the later job to finish",
+        || async { (job_events(&pool, after, "done").await == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(job_events(&pool, job, "start").await, 2);
     assert!(child.try_wait().unwrap().is_none(), "the worker is alive");
     child.kill().await.unwrap();
     stop.shutdown();

@@ -5,6 +5,9 @@
 //! The linked crate is named here only by `use ... as _;`, so this also shows
 //! that such a line is enough to register a crate's tasks.
 
+mod common;
+
+use common::{assert_clash_with_linked_record_visit, from_registry_error};
 use graphile_worker::{Error, Worker, task};
 use graphile_worker_dev::fresh_database;
 
@@ -34,31 +37,11 @@ fn use_as_underscore_registers_the_linked_crates_tasks() {
 async fn two_tasks_with_one_identifier_stop_the_worker_naming_both_places() {
     let db = fresh_database().await;
 
-    let err = Worker::from_registry()
-        .database_url(&db.url)
-        .handle_signals(false)
-        .init()
-        .await
-        .unwrap_err();
+    let err = from_registry_error(&db.url).await;
 
-    let Error::DuplicateTask {
-        identifier,
-        first,
-        second,
-    } = &err
-    else {
-        panic!("expected DuplicateTask, got {err:?}");
-    };
-    assert_eq!(identifier, "record_visit");
-    let mut places = [first.clone(), second.clone()];
-    places.sort();
-    assert!(
-        places[0].starts_with("tests/linked-tasks/src/lib.rs:"),
-        "{err}"
-    );
-    assert_eq!(
-        places[1],
-        format!("tests/registry_duplicate_task.rs:{LOCAL_LINE}")
+    let places = assert_clash_with_linked_record_visit(
+        &err,
+        &format!("tests/registry_duplicate_task.rs:{LOCAL_LINE}"),
     );
     let message = err.to_string();
     assert!(

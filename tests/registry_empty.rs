@@ -5,6 +5,9 @@
 //! so this binary could use its tasks; it never names the crate, so they are
 //! not linked and not registered. (`registry_linked_tasks.rs` names it.)
 
+mod common;
+
+use common::{from_registry_error, run_sql};
 use graphile_worker::{Error, JobContext, JobSpec, Task, TaskError, Worker};
 use graphile_worker_dev::fresh_database;
 
@@ -20,12 +23,7 @@ fn a_tasks_crate_that_is_never_named_registers_nothing() {
 async fn from_registry_with_no_tasks_fails_to_start_with_the_linking_hint() {
     let db = fresh_database().await;
 
-    let err = Worker::from_registry()
-        .database_url(&db.url)
-        .handle_signals(false)
-        .init()
-        .await
-        .unwrap_err();
+    let err = from_registry_error(&db.url).await;
 
     assert!(matches!(err, Error::NoTasks), "{err:?}");
     let message = err.to_string();
@@ -66,10 +64,7 @@ impl Task for Shout {
 async fn a_hand_registered_task_runs_without_any_registry_entry() {
     let db = fresh_database().await;
     let pool = db.pool(5).await;
-    sqlx::raw_sql("create table shouts (text text not null)")
-        .execute(&pool)
-        .await
-        .unwrap();
+    run_sql(&pool, "create table shouts (text text not null)").await;
 
     let worker = Worker::from_registry()
         .pg_pool(pool.clone())

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{count, migrated};
+use common::{count, db_now, in_queue, migrated, run_sql, set_job};
 use graphile_worker::{Cleanup, Error, Job, JobKeyMode, JobSpec, NewJob, Reschedule, WorkerUtils};
 use serde_json::json;
 use sqlx::{PgPool, Row as _};
@@ -59,24 +59,6 @@ async fn ids_left(pool: &PgPool) -> Vec<i64> {
         .unwrap()
 }
 
-async fn db_now(pool: &PgPool) -> DateTime<Utc> {
-    sqlx::query_scalar("select now()")
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
-/// Runs `assignments` (SQL after `set`) on one private job row.
-async fn set(pool: &PgPool, id: i64, assignments: &str) {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "update graphile_worker._private_jobs set {assignments} where id = $1"
-    )))
-    .bind(id)
-    .execute(pool)
-    .await
-    .unwrap();
-}
-
 fn ids(jobs: &[Job]) -> Vec<i64> {
     jobs.iter().map(|j| j.id).collect()
 }
@@ -110,13 +92,10 @@ struct States {
 }
 
 async fn states(pool: &PgPool, utils: &WorkerUtils) -> States {
-    let queued = JobSpec {
-        queue_name: Some("q1".into()),
-        ..Default::default()
-    };
+    let queued = in_queue("q1");
     let waiting = add(utils, "task_a", queued.clone()).await.id;
     let retrying = add(utils, "task_a", JobSpec::default()).await.id;
-    set(pool, retrying, "attempts = 2, last_error = 'boom'").await;
+    set_job(pool, retrying, "attempts = 2, last_error = 'boom'").await;
     let failed = add(
         utils,
         "task_b",
@@ -127,16 +106,16 @@ async fn states(pool: &PgPool, utils: &WorkerUtils) -> States {
     )
     .await
     .id;
-    set(pool, failed, "attempts = 3, last_error = 'boom'").await;
+    set_job(pool, failed, "attempts = 3, last_error = 'boom'").await;
     let running = add(utils, "task_a", queued).await.id;
-    set(
+    set_job(
         pool,
         running,
         "attempts = 1, locked_at = now() - interval '1 hour', locked_by = 'pool-live'",
     )
     .await;
     let stale = add(utils, "task_a", JobSpec::default()).await.id;
-    set(
+    set_job(
         pool,
         stale,
         "attempts = 1, locked_at = now() - interval '5 hours', locked_by = 'pool-gone'",
@@ -242,68 +221,51 @@ async fn reschedule_jobs_changes_each_field_and_zero_is_a_value() {
         },
     )
     .await;
-    set(&pool, job.id, "attempts = 3, last_error = 'boom'").await;
+    set_job(&pool, job.id, "attempts = 3, last_error = 'boom'").await;
     let s = states(&pool, &utils).await;
 
     let summary = |j: &Job| (j.priority, j.attempts, j.max_attempts, j.run_at);
     // Nothing given: nothing changes but updated_at.
+    // Reschedules the job alone, and returns it.
+    let id = job.id;
+    let reschedule = |how: Reschedule| {
+        let utils = utils.clone();
+        async move { utils.reschedule_jobs(&[id], how).await.unwrap().remove(0) }
+    };
     let before = db_now(&pool).await;
-    let same = utils
-        .reschedule_jobs(&[job.id], Reschedule::default())
-        .await
-        .unwrap();
-    assert_eq!(summary(&same[0]), (5, 3, 10, later));
-    assert!(same[0].updated_at >= before);
+    let same = reschedule(Reschedule::default()).await;
+    assert_eq!(summary(&same), (5, 3, 10, later));
+    assert!(same.updated_at >= before);
 
-    let r = utils
-        .reschedule_jobs(
-            &[job.id],
-            Reschedule {
-                priority: Some(0),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(summary(&r[0]), (0, 3, 10, later), "priority 0 is applied");
+    let r = reschedule(Reschedule {
+        priority: Some(0),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(summary(&r), (0, 3, 10, later), "priority 0 is applied");
 
-    let r = utils
-        .reschedule_jobs(
-            &[job.id],
-            Reschedule {
-                attempts: Some(0),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(summary(&r[0]), (0, 0, 10, later), "attempts 0 is applied");
+    let r = reschedule(Reschedule {
+        attempts: Some(0),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(summary(&r), (0, 0, 10, later), "attempts 0 is applied");
 
-    let r = utils
-        .reschedule_jobs(
-            &[job.id],
-            Reschedule {
-                max_attempts: Some(4),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(summary(&r[0]), (0, 0, 4, later));
+    let r = reschedule(Reschedule {
+        max_attempts: Some(4),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(summary(&r), (0, 0, 4, later));
 
     let sooner = micros(Utc::now() - chrono::Duration::minutes(1));
-    let r = utils
-        .reschedule_jobs(
-            &[job.id],
-            Reschedule {
-                run_at: Some(sooner),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(summary(&r[0]), (0, 0, 4, sooner));
-    assert_eq!(r[0].last_error.as_deref(), Some("boom"), "not cleared");
+    let r = reschedule(Reschedule {
+        run_at: Some(sooner),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(summary(&r), (0, 0, 4, sooner));
+    assert_eq!(r.last_error.as_deref(), Some("boom"), "not cleared");
     let stored = seen(&pool, job.id).await.unwrap();
     assert_eq!(
         (
@@ -350,14 +312,14 @@ async fn remove_job_deletes_a_waiting_job_and_disarms_a_running_one() {
     };
     let free = add(&utils, "task_a", keyed("k-free")).await;
     let running = add(&utils, "task_a", keyed("k-running")).await;
-    set(
+    set_job(
         &pool,
         running.id,
         "attempts = 1, locked_at = now(), locked_by = 'pool-live'",
     )
     .await;
     let stale = add(&utils, "task_a", keyed("k-stale")).await;
-    set(
+    set_job(
         &pool,
         stale.id,
         "attempts = 1, locked_at = now() - interval '5 hours', locked_by = 'pool-gone'",
@@ -408,16 +370,12 @@ async fn queue_lock(pool: &PgPool, queue: &str) -> Option<String> {
 #[tokio::test]
 async fn force_unlock_workers_frees_jobs_and_queues_of_those_pools_only() {
     let (_db, pool, utils) = migrated().await;
-    let in_queue = |q: &str| JobSpec {
-        queue_name: Some(q.into()),
-        ..Default::default()
-    };
     let a1 = add(&utils, "task_a", in_queue("qa")).await.id;
     let a2 = add(&utils, "task_a", JobSpec::default()).await.id;
     let b1 = add(&utils, "task_a", in_queue("qb")).await.id;
     for (id, by) in [(a1, "pool-a"), (a2, "pool-a"), (b1, "pool-b")] {
         // Locked a second ago: far from stale.
-        set(
+        set_job(
             &pool,
             id,
             &format!("attempts = 1, locked_at = now(), locked_by = '{by}'"),
@@ -493,7 +451,7 @@ async fn cleanup_operations_each_remove_only_what_is_unused() {
     )
     .await
     .id;
-    set(
+    set_job(
         &pool,
         failed_running,
         "attempts = 1, locked_at = now(), locked_by = 'pool-live'",
@@ -548,13 +506,6 @@ async fn cleanup_operations_each_remove_only_what_is_unused() {
     );
 }
 
-fn in_queue(q: &str) -> JobSpec {
-    JobSpec {
-        queue_name: Some(q.into()),
-        ..Default::default()
-    }
-}
-
 #[tokio::test]
 async fn cleanup_runs_in_a_fixed_order_whatever_order_it_is_given() {
     let (_db, pool, utils) = migrated().await;
@@ -563,13 +514,12 @@ async fn cleanup_runs_in_a_fixed_order_whatever_order_it_is_given() {
         &utils,
         "doomed",
         JobSpec {
-            queue_name: Some("q-doomed".into()),
             max_attempts: Some(1),
-            ..Default::default()
+            ..in_queue("q-doomed")
         },
     )
     .await;
-    set(&pool, doomed.id, "attempts = 1").await;
+    set_job(&pool, doomed.id, "attempts = 1").await;
     // Listed backwards: the job must still go first, so its task and queue
     // are unused when they are collected.
     utils
@@ -728,7 +678,8 @@ async fn add_raw_jobs_keeps_input_order_when_a_keyed_job_is_locked_mid_call() {
     .await;
     // Fires after add_jobs' "retire locked keyed jobs" step, before its
     // upsert: the moment a claiming worker would take the job.
-    sqlx::raw_sql(
+    run_sql(
+        &pool,
         "create function graphile_worker.test_lock_k() returns trigger language plpgsql as $$
          begin
            if pg_trigger_depth() = 1 then
@@ -740,9 +691,7 @@ async fn add_raw_jobs_keeps_input_order_when_a_keyed_job_is_locked_mid_call() {
          create trigger race after update on graphile_worker._private_jobs
            for each statement execute function graphile_worker.test_lock_k();",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
     let input = vec![
         NewJob {
             spec: JobSpec {
@@ -893,14 +842,13 @@ async fn recover_stale_workers_frees_a_dead_workers_jobs_and_leaves_unregistered
     let (_db, pool, utils) = migrated().await;
     // A registered worker that stopped heartbeating ten minutes ago, one that
     // is alive, and a Node worker (never registers) holding a job.
-    sqlx::raw_sql(
+    run_sql(
+        &pool,
         "insert into graphile_worker._private_workers (id, started_at, last_heartbeat_at, metadata) values
            ('pool-dead', now() - interval '1 hour', now() - interval '10 minutes', '{\"host\":\"box-1\",\"pid\":41}'),
            ('pool-alive', now() - interval '30 minutes', now(), '{\"host\":\"box-2\",\"pid\":42}')",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
     let dead_job = add(&utils, "task_a", in_queue("dead_q")).await.id;
     let dead_last_try = add(
         &utils,
@@ -919,10 +867,10 @@ async fn recover_stale_workers_frees_a_dead_workers_jobs_and_leaves_unregistered
             "attempts = {attempts}, locked_at = now() - interval '10 minutes', locked_by = '{by}'"
         )
     };
-    set(&pool, dead_job, &lock("pool-dead", 1)).await;
-    set(&pool, dead_last_try, &lock("pool-dead", 2)).await;
-    set(&pool, alive_job, &lock("pool-alive", 1)).await;
-    set(&pool, node_job, &lock("pool-node0000000000", 1)).await;
+    set_job(&pool, dead_job, &lock("pool-dead", 1)).await;
+    set_job(&pool, dead_last_try, &lock("pool-dead", 2)).await;
+    set_job(&pool, alive_job, &lock("pool-alive", 1)).await;
+    set_job(&pool, node_job, &lock("pool-node0000000000", 1)).await;
     sqlx::query(
         "update graphile_worker._private_job_queues set locked_at = now() - interval '10 minutes', \
          locked_by = 'pool-dead' where queue_name = 'dead_q'",
@@ -1064,15 +1012,14 @@ async fn add_raw_jobs_names_a_task_another_transaction_created_meanwhile() {
 #[tokio::test]
 async fn recover_stale_workers_does_nothing_while_another_process_recovers() {
     let (_db, pool, utils) = migrated().await;
-    sqlx::raw_sql(
+    run_sql(
+        &pool,
         "insert into graphile_worker._private_workers (id, last_heartbeat_at) \
          values ('pool-dead', now() - interval '10 minutes')",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
     let job = add(&utils, "task_a", JobSpec::default()).await.id;
-    set(
+    set_job(
         &pool,
         job,
         "attempts = 1, locked_at = now() - interval '10 minutes', locked_by = 'pool-dead'",

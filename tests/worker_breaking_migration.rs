@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    add_job, count, create_runs_and_gates, has_tag, locks_left, migrated, wait_for_listener,
+    add_job, count, has_tag, in_queue, locks_left, migrated_with_runs, start, wait_for_listener,
     wait_for_tag, worker,
 };
 use graphile_worker::{Error, JobSpec};
@@ -15,29 +15,15 @@ use serde_json::json;
 
 #[tokio::test]
 async fn a_breaking_migration_stops_the_worker_gracefully_and_a_non_breaking_one_does_not() {
-    let (_db, pool, utils) = migrated().await;
-    create_runs_and_gates(&pool).await;
-    add_job(
-        &utils,
-        "until_shutdown",
-        json!({}),
-        JobSpec {
-            queue_name: Some("q".into()),
-            ..Default::default()
-        },
+    let (_db, pool, utils) = migrated_with_runs().await;
+    add_job(&utils, "until_shutdown", json!({}), in_queue("q")).await;
+    let (_, _, running) = start(
+        worker(&pool)
+            .concurrency(2)
+            .poll_interval(Duration::from_secs(3600))
+            .shutdown_grace_period(Duration::from_secs(60)),
     )
     .await;
-    let w = worker(&pool)
-        .concurrency(2)
-        .poll_interval(Duration::from_secs(3600))
-        .shutdown_grace_period(Duration::from_secs(60))
-        .init()
-        .await
-        .unwrap();
-    let running = tokio::spawn({
-        let w = w.clone();
-        async move { w.run().await }
-    });
     wait_for_tag(&pool, "running").await;
     wait_for_listener(&pool).await;
 

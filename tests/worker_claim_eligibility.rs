@@ -4,28 +4,16 @@
 mod common;
 
 use chrono::Utc;
-use common::{add_job, create_runs_and_gates, migrated, tags, worker};
+use common::{add_job, in_queue, migrated_with_runs, set_job, tags, worker};
 use graphile_worker::JobSpec;
 use serde_json::json;
-use sqlx::PgPool;
-
-async fn set_job(pool: &PgPool, id: i64, assignments: &str) {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "update graphile_worker._private_jobs set {assignments} where id = $1"
-    )))
-    .bind(id)
-    .execute(pool)
-    .await
-    .unwrap();
-}
 
 /// What a worker leaves alone: jobs not due yet, of tasks it does not run,
 /// permanently failed, locked by another worker, or in a queue another
 /// worker holds.
 #[tokio::test]
 async fn a_worker_claims_only_due_available_jobs_of_its_own_tasks() {
-    let (_db, pool, utils) = migrated().await;
-    create_runs_and_gates(&pool).await;
+    let (_db, pool, utils) = migrated_with_runs().await;
     let tag = |t: &str| json!({ "tag": t });
     add_job(&utils, "record", tag("ready"), JobSpec::default()).await;
     let future = add_job(
@@ -54,16 +42,7 @@ async fn a_worker_claims_only_due_available_jobs_of_its_own_tasks() {
         "attempts = 1, locked_at = now(), locked_by = 'pool-other'",
     )
     .await;
-    let queued = add_job(
-        &utils,
-        "record",
-        tag("queued"),
-        JobSpec {
-            queue_name: Some("busy-q".into()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let queued = add_job(&utils, "record", tag("queued"), in_queue("busy-q")).await;
     sqlx::query(
         "update graphile_worker._private_job_queues set locked_at = now(), locked_by = 'pool-other'",
     )

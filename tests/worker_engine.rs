@@ -5,32 +5,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Witness, count, eventually, migrated, run_in_background, wait_for_listener};
-use graphile_worker::{JobContext, JobSpec, NewJob, Task, TaskError, Worker};
+use common::{
+    Witness, add_job, attempts_and_lock, count, db_now, eventually, migrated, migrated_with_runs,
+    note, refuse_registry, run_in_background, run_sql, shut_down, start, stop_refusing,
+    stop_worker, tags, wait_for_count, wait_for_listener, wait_for_refusals,
+};
+use graphile_worker::{JobContext, JobSpec, NewJob, Task, TaskError, Worker, WorkerUtils};
+use graphile_worker_dev::TestDatabase;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
-
-/// Records each run in the test database's `runs` table.
-#[derive(Serialize, Deserialize)]
-struct Record {
-    tag: String,
-}
-
-impl Task for Record {
-    const IDENTIFIER: &'static str = "record";
-    async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
-        sqlx::query("insert into runs (tag, job_id, attempts, queue) values ($1, $2, $3, $4)")
-            .bind(&self.tag)
-            .bind(ctx.job_id())
-            .bind(ctx.attempts())
-            .bind(ctx.job().queue_name.clone())
-            .execute(ctx.utils().pool())
-            .await
-            .map_err(|e| TaskError::new(e.to_string()))?;
-        Ok(())
-    }
-}
 
 #[derive(Serialize, Deserialize)]
 struct Fail {}
@@ -59,11 +43,7 @@ struct Hang {}
 impl Task for Hang {
     const IDENTIFIER: &'static str = "hang";
     async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
-        sqlx::query("insert into runs (tag, job_id) values ('hang-started', $1)")
-            .bind(ctx.job_id())
-            .execute(ctx.utils().pool())
-            .await
-            .map_err(|e| TaskError::new(e.to_string()))?;
+        note(&ctx, "hang-started").await?;
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Ok(())
     }
@@ -102,38 +82,77 @@ impl Task for Serial {
     }
 }
 
-async fn runs_table(pool: &PgPool) {
-    sqlx::raw_sql(
-        "create table runs (id serial primary key, tag text, job_id bigint, attempts smallint, queue text, at timestamptz default clock_timestamp());
-         create table serial_state (running bigint not null); insert into serial_state values (0);",
+/// A fresh database with the `runs` ledger and the state [`Serial`] keeps.
+async fn setup() -> (TestDatabase, PgPool, WorkerUtils) {
+    let (db, pool, utils) = migrated_with_runs().await;
+    run_sql(
+        &pool,
+        "create table serial_state (running bigint not null); insert into serial_state values (0);",
     )
-    .execute(pool)
-    .await
-    .unwrap();
+    .await;
+    (db, pool, utils)
 }
 
+/// The shared worker ([`common::worker`]) with this file's tasks too.
 fn worker(pool: &PgPool) -> graphile_worker::WorkerOptions {
-    Worker::options()
-        .pg_pool(pool.clone())
-        .handle_signals(false)
-        .register::<Record>()
+    common::worker(pool)
         .register::<Fail>()
         .register::<Explode>()
         .register::<Hang>()
         .register::<Serial>()
 }
 
-async fn tags(pool: &PgPool) -> Vec<String> {
-    sqlx::query_scalar("select tag from runs order by id")
-        .fetch_all(pool)
+/// Adds a `record` job that records `tag`, returning its id.
+async fn add_record(utils: &WorkerUtils, tag: &str, spec: JobSpec) -> i64 {
+    add_job(utils, "record", json!({ "tag": tag }), spec).await
+}
+
+/// Begins a transaction and adds, in it, a `record` job for `tag`.
+async fn record_in_a_transaction(
+    pool: &PgPool,
+    utils: &WorkerUtils,
+    tag: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = pool.begin().await.unwrap();
+    utils
+        .add_raw_job_in(
+            &mut *tx,
+            "record",
+            json!({ "tag": tag }),
+            JobSpec::default(),
+        )
         .await
-        .unwrap()
+        .unwrap();
+    tx
+}
+
+/// Job `id`'s attempts, whether it is locked, and its last error.
+async fn attempts_lock_and_error(pool: &PgPool, id: i64) -> (i16, bool, String) {
+    sqlx::query_as(
+        "select attempts, locked_at is not null, last_error from graphile_worker.jobs \
+         where id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Waits until a `hang` job started.
+async fn wait_for_hang_to_start(pool: &PgPool) {
+    wait_for_count(
+        pool,
+        Duration::from_secs(10),
+        "the job to start",
+        "select count(*) from runs where tag = 'hang-started'",
+        |n| n == 1,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn runs_jobs_once_and_deletes_them() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
+    let (_db, pool, utils) = setup().await;
     let jobs: Vec<NewJob> = (0..50)
         .map(|i| NewJob::new("record", json!({"tag": format!("t{i}")})))
         .collect();
@@ -153,22 +172,12 @@ async fn runs_jobs_once_and_deletes_them() {
 
 #[tokio::test]
 async fn failure_records_message_and_exact_backoff() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
-    let job = utils
-        .add_raw_job("fail", json!({}), JobSpec::default())
-        .await
-        .unwrap();
+    let (_db, pool, utils) = setup().await;
+    let job = add_job(&utils, "fail", json!({}), JobSpec::default()).await;
     let w = worker(&pool).init().await.unwrap();
-    let before: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let before = db_now(&pool).await;
     w.run_once().await.unwrap();
-    let after: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let after = db_now(&pool).await;
     let (attempts, last_error, run_at, locked_by): (
         i16,
         Option<String>,
@@ -177,7 +186,7 @@ async fn failure_records_message_and_exact_backoff() {
     ) = sqlx::query_as(
         "select attempts, last_error, run_at, locked_by from graphile_worker.jobs where id = $1",
     )
-    .bind(job.id)
+    .bind(job)
     .fetch_one(&pool)
     .await
     .unwrap();
@@ -195,19 +204,12 @@ async fn failure_records_message_and_exact_backoff() {
     assert!(run_at <= after + delay + chrono::Duration::milliseconds(5));
 
     // Second failure: +7.389 s from then.
-    sqlx::query("update graphile_worker._private_jobs set run_at = now() where id = $1")
-        .bind(job.id)
-        .execute(&pool)
-        .await
-        .unwrap();
-    let before: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    common::set_job(&pool, job, "run_at = now()").await;
+    let before = db_now(&pool).await;
     w.run_once().await.unwrap();
     let (attempts, run_at): (i16, chrono::DateTime<chrono::Utc>) =
         sqlx::query_as("select attempts, run_at from graphile_worker.jobs where id = $1")
-            .bind(job.id)
+            .bind(job)
             .fetch_one(&pool)
             .await
             .unwrap();
@@ -218,20 +220,10 @@ async fn failure_records_message_and_exact_backoff() {
 
 #[tokio::test]
 async fn panics_and_bad_payloads_fail_the_job_not_the_worker() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
-    let boom = utils
-        .add_raw_job("explode", json!({}), JobSpec::default())
-        .await
-        .unwrap();
-    let bad = utils
-        .add_raw_job("record", json!({"tag": 42}), JobSpec::default())
-        .await
-        .unwrap();
-    utils
-        .add_raw_job("record", json!({"tag": "fine"}), JobSpec::default())
-        .await
-        .unwrap();
+    let (_db, pool, utils) = setup().await;
+    let boom = add_job(&utils, "explode", json!({}), JobSpec::default()).await;
+    let bad = add_job(&utils, "record", json!({"tag": 42}), JobSpec::default()).await;
+    add_record(&utils, "fine", JobSpec::default()).await;
     let w = worker(&pool).concurrency(2).init().await.unwrap();
     w.run_once().await.unwrap();
     assert_eq!(tags(&pool).await, vec!["fine"]);
@@ -248,8 +240,13 @@ async fn panics_and_bad_payloads_fail_the_job_not_the_worker() {
             .unwrap_or_default()
         }
     };
-    assert_eq!(error_of(boom.id).await, "task panicked: kaboom");
-    let bad_error = error_of(bad.id).await;
+    let panicked = error_of(boom).await;
+    assert!(
+        panicked.starts_with("task panicked at tests/worker_engine.rs:")
+            && panicked.ends_with(": kaboom"),
+        "{panicked}"
+    );
+    let bad_error = error_of(bad).await;
     assert!(
         bad_error.starts_with(
             "could not decode the payload for task `record`: invalid type: integer `42`"
@@ -260,8 +257,7 @@ async fn panics_and_bad_payloads_fail_the_job_not_the_worker() {
 
 #[tokio::test]
 async fn an_unreadable_claimed_row_fails_its_job_and_the_rest_run() {
-    let (_db, pool, _utils) = migrated().await;
-    runs_table(&pool).await;
+    let (_db, pool, _utils) = setup().await;
     // JSON nested deeper than serde_json reads (128 levels): PostgreSQL
     // stores it, the worker cannot decode it.
     let deep: i64 = sqlx::query_scalar(
@@ -289,14 +285,7 @@ async fn an_unreadable_claimed_row_fails_its_job_and_the_rest_run() {
     let mut ran = tags(&pool).await;
     ran.sort();
     assert_eq!(ran, vec!["ancient", "fine"]);
-    let (attempts, locked, error): (i16, bool, String) = sqlx::query_as(
-        "select attempts, locked_at is not null, last_error from graphile_worker.jobs \
-         where id = $1",
-    )
-    .bind(deep)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (attempts, locked, error) = attempts_lock_and_error(&pool, deep).await;
     assert_eq!((attempts, locked), (1, false));
     assert!(
         error.starts_with("the job could not be read from the database:")
@@ -329,16 +318,9 @@ impl Task for DecoderPanics {
 
 #[tokio::test]
 async fn a_panic_while_decoding_the_payload_fails_the_job_and_releases_it() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
-    let doomed = utils
-        .add_raw_job("decoder_panics", json!({}), JobSpec::default())
-        .await
-        .unwrap();
-    utils
-        .add_raw_job("record", json!({"tag": "after"}), JobSpec::default())
-        .await
-        .unwrap();
+    let (_db, pool, utils) = setup().await;
+    let doomed = add_job(&utils, "decoder_panics", json!({}), JobSpec::default()).await;
+    add_record(&utils, "after", JobSpec::default()).await;
     let w = worker(&pool)
         .register::<DecoderPanics>()
         .concurrency(1)
@@ -347,24 +329,20 @@ async fn a_panic_while_decoding_the_payload_fails_the_job_and_releases_it() {
         .unwrap();
     w.run_once().await.unwrap();
     assert_eq!(tags(&pool).await, vec!["after"]);
-    let (attempts, locked, error): (i16, bool, String) = sqlx::query_as(
-        "select attempts, locked_at is not null, last_error from graphile_worker.jobs \
-         where id = $1",
-    )
-    .bind(doomed.id)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (attempts, locked, error) = attempts_lock_and_error(&pool, doomed).await;
     assert_eq!((attempts, locked), (1, false));
-    assert_eq!(error, "task panicked: the decoder gave up");
+    assert!(
+        error.starts_with("task panicked at tests/worker_engine.rs:")
+            && error.ends_with(": the decoder gave up"),
+        "{error}"
+    );
 }
 
 /// Named queues let one job through per claim; a claim that scanned a full
 /// batch of one queue's backlog must not read as "nothing else to do".
 #[tokio::test]
 async fn a_backlog_in_one_named_queue_does_not_hold_back_other_jobs() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
+    let (_db, pool, utils) = setup().await;
     let queued: Vec<NewJob> = (0..40)
         .map(|n| NewJob {
             spec: JobSpec {
@@ -409,27 +387,15 @@ async fn a_backlog_in_one_named_queue_does_not_hold_back_other_jobs() {
 /// with the attempt refunded, and nothing more is claimed.
 #[tokio::test]
 async fn dropping_the_run_future_stops_the_worker_and_hands_its_job_back() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
-    let hung = utils
-        .add_raw_job("hang", json!({}), JobSpec::default())
-        .await
-        .unwrap();
+    let (_db, pool, utils) = setup().await;
+    let hung = add_job(&utils, "hang", json!({}), JobSpec::default()).await;
     let w = worker(&pool)
         .concurrency(2)
         .poll_interval(Duration::from_millis(50))
         .init()
         .await
         .unwrap();
-    let started = eventually(Duration::from_secs(10), "the job to start", || async {
-        (count(
-            &pool,
-            "select count(*) from runs where tag = 'hang-started'",
-        )
-        .await
-            == 1)
-            .then_some(())
-    });
+    let started = wait_for_hang_to_start(&pool);
     tokio::select! {
         result = w.run() => panic!("run() ended on its own: {result:?}"),
         () = started => {}
@@ -438,36 +404,21 @@ async fn dropping_the_run_future_stops_the_worker_and_hands_its_job_back() {
     eventually(
         Duration::from_secs(10),
         "the interrupted job to be handed back",
-        || async {
-            let (attempts, locked): (i16, bool) = sqlx::query_as(
-                "select attempts, locked_at is not null from graphile_worker.jobs where id = $1",
-            )
-            .bind(hung.id)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            (attempts == 0 && !locked).then_some(())
-        },
+        || async { (attempts_and_lock(&pool, hung).await == (0, false)).then_some(()) },
     )
     .await;
     let mut witness = Witness::start(&pool).await;
-    let late = utils
-        .add_raw_job("record", json!({"tag": "late"}), JobSpec::default())
-        .await
-        .unwrap();
+    let late = add_record(&utils, "late", JobSpec::default()).await;
     // Jobs announced after `late` reached the witness, in this process,
     // five times in a row: a live dispatch loop (listening, and polling
     // every 50 ms) would have been told about `late` first, and run it.
     witness.confirm(5).await;
     assert_eq!(tags(&pool).await, vec!["hang-started"]);
-    let (attempts, locked): (i16, bool) = sqlx::query_as(
-        "select attempts, locked_at is not null from graphile_worker.jobs where id = $1",
-    )
-    .bind(late.id)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!((attempts, locked), (0, false), "`late` was never claimed");
+    assert_eq!(
+        attempts_and_lock(&pool, late).await,
+        (0, false),
+        "`late` was never claimed"
+    );
     witness.stop().await;
     // It was there to be taken: a live worker runs it (and only it: `hang`
     // is left alone).
@@ -484,21 +435,19 @@ async fn dropping_the_run_future_stops_the_worker_and_hands_its_job_back() {
 
 #[tokio::test]
 async fn named_queue_runs_serially_in_order_under_eight_slots() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
+    let (_db, pool, utils) = setup().await;
     for n in 0..30 {
-        utils
-            .add_raw_job(
-                "serial",
-                json!({"n": n}),
-                JobSpec {
-                    queue_name: Some("serial-q".into()),
-                    run_at: Some(chrono::Utc::now() - chrono::Duration::seconds(100 - n)),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        add_job(
+            &utils,
+            "serial",
+            json!({"n": n}),
+            JobSpec {
+                queue_name: Some("serial-q".into()),
+                run_at: Some(chrono::Utc::now() - chrono::Duration::seconds(100 - n)),
+                ..Default::default()
+            },
+        )
+        .await;
     }
     // Parallel jobs to fill the other slots.
     let jobs: Vec<NewJob> = (0..40)
@@ -526,34 +475,14 @@ async fn named_queue_runs_serially_in_order_under_eight_slots() {
 
 #[tokio::test]
 async fn forbidden_flags_are_skipped() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
-    utils
-        .add_raw_job(
-            "record",
-            json!({"tag": "flagged"}),
-            JobSpec {
-                flags: Some(vec!["slow".into()]),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    utils
-        .add_raw_job(
-            "record",
-            json!({"tag": "other-flag"}),
-            JobSpec {
-                flags: Some(vec!["fast".into()]),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    utils
-        .add_raw_job("record", json!({"tag": "plain"}), JobSpec::default())
-        .await
-        .unwrap();
+    let (_db, pool, utils) = setup().await;
+    let flagged = |flag: &str| JobSpec {
+        flags: Some(vec![flag.into()]),
+        ..Default::default()
+    };
+    add_record(&utils, "flagged", flagged("slow")).await;
+    add_record(&utils, "other-flag", flagged("fast")).await;
+    add_record(&utils, "plain", JobSpec::default()).await;
     let w = worker(&pool)
         .forbidden_flags(&["slow"])
         .init()
@@ -575,22 +504,15 @@ async fn forbidden_flags_are_skipped() {
 
 #[tokio::test]
 async fn priority_then_run_at_order() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
+    let (_db, pool, utils) = setup().await;
     let base = chrono::Utc::now() - chrono::Duration::seconds(60);
     for (tag, priority, offset) in [("p5", 5, 0), ("p-1b", -1, 2), ("p0", 0, 0), ("p-1a", -1, 1)] {
-        utils
-            .add_raw_job(
-                "record",
-                json!({"tag": tag}),
-                JobSpec {
-                    priority: Some(priority),
-                    run_at: Some(base + chrono::Duration::seconds(offset)),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let spec = JobSpec {
+            priority: Some(priority),
+            run_at: Some(base + chrono::Duration::seconds(offset)),
+            ..Default::default()
+        };
+        add_record(&utils, tag, spec).await;
     }
     let w = worker(&pool)
         .concurrency(1)
@@ -604,41 +526,17 @@ async fn priority_then_run_at_order() {
 
 #[tokio::test]
 async fn shutdown_interrupts_a_job_past_the_grace_period_without_losing_an_attempt() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
-    let job = utils
-        .add_raw_job("hang", json!({}), JobSpec::default())
-        .await
-        .unwrap();
-    let w = worker(&pool)
-        .shutdown_grace_period(Duration::from_millis(300))
-        .init()
-        .await
-        .unwrap();
-    let (handle, running) = run_in_background(&w);
-    eventually(Duration::from_secs(10), "the job to start", || {
-        let pool = pool.clone();
-        async move {
-            (count(
-                &pool,
-                "select count(*) from runs where tag = 'hang-started'",
-            )
-            .await
-                == 1)
-                .then_some(())
-        }
-    })
-    .await;
-    handle.shutdown();
-    tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("run() returns after the grace period")
-        .unwrap()
-        .unwrap();
+    let (_db, pool, utils) = setup().await;
+    let job = add_job(&utils, "hang", json!({}), JobSpec::default()).await;
+    let (_, handle, running) =
+        start(worker(&pool).shutdown_grace_period(Duration::from_millis(300))).await;
+    wait_for_hang_to_start(&pool).await;
+    // run() returns after the grace period.
+    stop_worker("the worker", handle, running, Duration::from_secs(10)).await;
     let (attempts, last_error, locked_by): (i16, Option<String>, Option<String>) = sqlx::query_as(
         "select attempts, last_error, locked_by from graphile_worker.jobs where id = $1",
     )
-    .bind(job.id)
+    .bind(job)
     .fetch_one(&pool)
     .await
     .unwrap();
@@ -665,18 +563,16 @@ async fn listener_pids(pool: &PgPool) -> Vec<i32> {
 
 #[tokio::test]
 async fn listener_reconnects_after_its_connection_is_killed() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
+    let (_db, pool, utils) = setup().await;
     // Polling is too slow to matter, and there are no heartbeats (each one
     // also wakes the dispatcher to claim): only a notification can start a
     // job.
-    let w = worker(&pool)
-        .poll_interval(Duration::from_secs(3600))
-        .recovery(false)
-        .init()
-        .await
-        .unwrap();
-    let (handle, running) = run_in_background(&w);
+    let (_, handle, running) = start(
+        worker(&pool)
+            .poll_interval(Duration::from_secs(3600))
+            .recovery(false),
+    )
+    .await;
     let old = eventually(Duration::from_secs(10), "the listener", || async {
         let pids = listener_pids(&pool).await;
         (!pids.is_empty()).then_some(pids)
@@ -689,10 +585,7 @@ async fn listener_reconnects_after_its_connection_is_killed() {
         let utils = utils.clone();
         let pool = pool.clone();
         async move {
-            utils
-                .add_raw_job("record", json!({"tag": tag}), JobSpec::default())
-                .await
-                .unwrap();
+            add_record(&utils, &tag, JobSpec::default()).await;
             eventually(
                 Duration::from_secs(10),
                 &format!("the job {tag}"),
@@ -738,24 +631,13 @@ async fn listener_reconnects_after_its_connection_is_killed() {
         tags(&pool).await,
         vec!["before", "after-0", "after-1", "after-2"]
     );
-    handle.shutdown();
-    running.await.unwrap().unwrap();
+    shut_down(handle, running).await;
 }
 
 #[tokio::test]
 async fn enqueue_in_a_rolled_back_transaction_leaves_nothing() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
-    let mut tx = pool.begin().await.unwrap();
-    utils
-        .add_raw_job_in(
-            &mut *tx,
-            "record",
-            json!({"tag": "rolled back"}),
-            JobSpec::default(),
-        )
-        .await
-        .unwrap();
+    let (_db, pool, utils) = setup().await;
+    let tx = record_in_a_transaction(&pool, &utils, "rolled back").await;
     tx.rollback().await.unwrap();
     assert_eq!(
         count(&pool, "select count(*) from graphile_worker.jobs").await,
@@ -763,31 +645,19 @@ async fn enqueue_in_a_rolled_back_transaction_leaves_nothing() {
     );
 
     // A committed one wakes a running worker through its notification.
-    let w = worker(&pool)
-        .poll_interval(Duration::from_secs(3600))
-        .init()
-        .await
-        .unwrap();
-    let (handle, running) = run_in_background(&w);
+    let (_, handle, running) = start(worker(&pool).poll_interval(Duration::from_secs(3600))).await;
     wait_for_listener(&pool).await;
-    let mut tx = pool.begin().await.unwrap();
-    utils
-        .add_raw_job_in(
-            &mut *tx,
-            "record",
-            json!({"tag": "committed"}),
-            JobSpec::default(),
-        )
-        .await
-        .unwrap();
+    let tx = record_in_a_transaction(&pool, &utils, "committed").await;
     tx.commit().await.unwrap();
-    eventually(Duration::from_secs(10), "the committed job", || {
-        let pool = pool.clone();
-        async move { (count(&pool, "select count(*) from runs").await == 1).then_some(()) }
-    })
+    wait_for_count(
+        &pool,
+        Duration::from_secs(10),
+        "the committed job",
+        "select count(*) from runs",
+        |n| n == 1,
+    )
     .await;
-    handle.shutdown();
-    running.await.unwrap().unwrap();
+    shut_down(handle, running).await;
     assert_eq!(tags(&pool).await, vec!["committed"]);
 }
 
@@ -804,8 +674,8 @@ async fn configuration_mistakes_are_errors() {
     assert!(matches!(err, graphile_worker::Error::NoTasks), "{err}");
     let err = Worker::options()
         .pg_pool(pool.clone())
-        .register::<Record>()
-        .register::<Record>()
+        .register::<common::Record>()
+        .register::<common::Record>()
         .init()
         .await
         .unwrap_err();
@@ -839,18 +709,9 @@ async fn configuration_mistakes_are_errors() {
 /// refused with a clear error.
 #[tokio::test]
 async fn a_worker_runs_again_after_a_run_ends_and_never_twice_at_once() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
-    let w = worker(&pool)
-        .poll_interval(Duration::from_millis(100))
-        .init()
-        .await
-        .unwrap();
-    let (handle, running) = run_in_background(&w);
-    utils
-        .add_raw_job("record", json!({"tag": "first"}), JobSpec::default())
-        .await
-        .unwrap();
+    let (_db, pool, utils) = setup().await;
+    let (w, handle, running) = start(worker(&pool).poll_interval(Duration::from_millis(100))).await;
+    add_record(&utils, "first", JobSpec::default()).await;
     eventually(Duration::from_secs(10), "the first job", || async {
         tags(&pool)
             .await
@@ -863,27 +724,19 @@ async fn a_worker_runs_again_after_a_run_ends_and_never_twice_at_once() {
         err.to_string().contains("this worker is already running"),
         "{err}"
     );
-    handle.shutdown();
-    running.await.unwrap().unwrap();
+    shut_down(handle, running).await;
 
-    utils
-        .add_raw_job("record", json!({"tag": "second"}), JobSpec::default())
-        .await
-        .unwrap();
+    add_record(&utils, "second", JobSpec::default()).await;
     w.run_once().await.unwrap();
     assert_eq!(tags(&pool).await, vec!["first", "second"]);
     // And run() too, after run_once.
     let (handle, running) = run_in_background(&w);
-    utils
-        .add_raw_job("record", json!({"tag": "third"}), JobSpec::default())
-        .await
-        .unwrap();
+    add_record(&utils, "third", JobSpec::default()).await;
     eventually(Duration::from_secs(10), "the third job", || async {
         (tags(&pool).await.len() == 3).then_some(())
     })
     .await;
-    handle.shutdown();
-    running.await.unwrap().unwrap();
+    shut_down(handle, running).await;
 }
 
 /// A worker whose registration is refused claims nothing until it gets
@@ -891,43 +744,19 @@ async fn a_worker_runs_again_after_a_run_ends_and_never_twice_at_once() {
 /// killed an unregistered worker would stay locked for 4 hours).
 #[tokio::test]
 async fn no_job_is_claimed_before_the_worker_is_registered() {
-    let (_db, pool, utils) = migrated().await;
-    runs_table(&pool).await;
-    sqlx::raw_sql(
-        "create sequence refused_registrations; \
-         create function refuse_registration() returns trigger language plpgsql as \
-           $$ begin perform nextval('refused_registrations'); \
-              raise exception 'registration refused by the test'; end $$; \
-         create trigger refuse_registration before insert on graphile_worker._private_workers \
-           for each row execute function refuse_registration()",
+    let (_db, pool, utils) = setup().await;
+    refuse_registry(&pool, "refused_registrations", "insert").await;
+    add_record(&utils, "early", JobSpec::default()).await;
+    let (_, handle, running) = start(
+        worker(&pool)
+            .poll_interval(Duration::from_millis(50))
+            .heartbeat_interval(Duration::from_millis(50))
+            .stale_worker_threshold(Duration::from_millis(1000)),
     )
-    .execute(&pool)
-    .await
-    .unwrap();
-    utils
-        .add_raw_job("record", json!({"tag": "early"}), JobSpec::default())
-        .await
-        .unwrap();
-    let w = worker(&pool)
-        .poll_interval(Duration::from_millis(50))
-        .heartbeat_interval(Duration::from_millis(50))
-        .stale_worker_threshold(Duration::from_millis(1000))
-        .init()
-        .await
-        .unwrap();
-    let (handle, running) = run_in_background(&w);
+    .await;
     // Several refused registrations span many poll intervals: a worker that
     // claimed regardless would have run the job by then.
-    eventually(Duration::from_secs(10), "refused registrations", || async {
-        (count(
-            &pool,
-            "select case when is_called then last_value else 0 end from refused_registrations",
-        )
-        .await
-            >= 4)
-            .then_some(())
-    })
-    .await;
+    wait_for_refusals(&pool, "refused_registrations", |n| n >= 4).await;
     assert!(tags(&pool).await.is_empty(), "claimed before registering");
     assert_eq!(
         count(
@@ -937,18 +766,14 @@ async fn no_job_is_claimed_before_the_worker_is_registered() {
         .await,
         0
     );
-    sqlx::raw_sql("drop trigger refuse_registration on graphile_worker._private_workers")
-        .execute(&pool)
-        .await
-        .unwrap();
+    stop_refusing(&pool, "refused_registrations").await;
     eventually(
         Duration::from_secs(10),
         "the job after registering",
         || async { (tags(&pool).await == vec!["early".to_owned()]).then_some(()) },
     )
     .await;
-    handle.shutdown();
-    running.await.unwrap().unwrap();
+    shut_down(handle, running).await;
 }
 
 /// Tells the test the moment a job starts (used by one test only).
@@ -976,27 +801,22 @@ async fn jobs_added_during_a_claim_never_wait_for_the_poll() {
     let (_db, pool, utils) = migrated().await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     *PINGS.lock().unwrap() = Some(tx);
-    let w = Worker::options()
-        .pg_pool(pool.clone())
-        .handle_signals(false)
-        .register::<Ping>()
-        .concurrency(4)
-        .poll_interval(Duration::from_secs(3600))
-        .init()
-        .await
-        .unwrap();
-    let (handle, running) = run_in_background(&w);
+    let (_, handle, running) = start(
+        Worker::options()
+            .pg_pool(pool.clone())
+            .handle_signals(false)
+            .register::<Ping>()
+            .concurrency(4)
+            .poll_interval(Duration::from_secs(3600)),
+    )
+    .await;
     wait_for_listener(&pool).await;
     for n in 0..300 {
-        let job = utils
-            .add_raw_job("ping", json!({}), JobSpec::default())
-            .await
-            .unwrap();
+        let job = add_job(&utils, "ping", json!({}), JobSpec::default()).await;
         let started = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
             .unwrap_or_else(|_| panic!("job {n} waited for a poll instead of its notification"));
-        assert_eq!(started, Some(job.id));
+        assert_eq!(started, Some(job));
     }
-    handle.shutdown();
-    running.await.unwrap().unwrap();
+    shut_down(handle, running).await;
 }

@@ -9,36 +9,54 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{
-    Witness, add_job, count, create_runs_and_gates, eventually, has_tag, locks_left, migrated,
-    open_gate, run_in_background, server_now, wait_for_server_time, wait_for_tag, worker,
+    Running, Witness, add_job, attempts_and_lock, count, eventually, has_tag, in_queue, locks_left,
+    migrated_with_runs, open_gate, refuse_registry, server_now, shut_down, start, stop_refusing,
+    wait_for_refusals, wait_for_run_of, wait_for_tag, worker,
 };
-use graphile_worker::JobSpec;
+use graphile_worker::{JobSpec, ShutdownHandle, Worker, WorkerUtils};
 use serde_json::json;
+use sqlx::PgPool;
+
+/// Adds a `gated` job waiting on `gate`, in the queue `<gate>-q`; starts a
+/// worker that beats every `heartbeat` (stale after 2 s) and waits until
+/// the job runs. Returns the job's id and the running worker.
+async fn run_a_gated_job(
+    pool: &PgPool,
+    utils: &WorkerUtils,
+    gate: &str,
+    heartbeat: Duration,
+) -> (i64, Worker, ShutdownHandle, Running) {
+    let job = add_job(
+        utils,
+        "gated",
+        json!({ "gate": gate }),
+        in_queue(&format!("{gate}-q")),
+    )
+    .await;
+    let (w, handle, running) = start(
+        worker(pool)
+            .heartbeat_interval(heartbeat)
+            .stale_worker_threshold(Duration::from_secs(2)),
+    )
+    .await;
+    wait_for_tag(pool, &format!("{gate}:start")).await;
+    (job, w, handle, running)
+}
+
+/// Lets the job of [`run_a_gated_job`] finish, then stops the worker.
+async fn finish_the_gated_job(pool: &PgPool, gate: &str, handle: ShutdownHandle, running: Running) {
+    open_gate(pool, gate).await;
+    wait_for_tag(pool, &format!("{gate}:done")).await;
+    shut_down(handle, running).await;
+}
 
 /// A long job's locks, and its queue's, move with every heartbeat; the
 /// registry shows the worker, the job it holds and its metadata.
 #[tokio::test]
 async fn heartbeats_keep_a_long_jobs_locks_fresh() {
-    let (_db, pool, utils) = migrated().await;
-    create_runs_and_gates(&pool).await;
-    let job = add_job(
-        &utils,
-        "gated",
-        json!({"gate": "slow"}),
-        JobSpec {
-            queue_name: Some("slow-q".into()),
-            ..Default::default()
-        },
-    )
-    .await;
-    let w = worker(&pool)
-        .heartbeat_interval(Duration::from_millis(200))
-        .stale_worker_threshold(Duration::from_secs(2))
-        .init()
-        .await
-        .unwrap();
-    let (handle, running) = run_in_background(&w);
-    wait_for_tag(&pool, "slow:start").await;
+    let (_db, pool, utils) = migrated_with_runs().await;
+    let (job, w, handle, running) =
+        run_a_gated_job(&pool, &utils, "slow", Duration::from_millis(200)).await;
     let locks = || {
         let pool = pool.clone();
         async move {
@@ -81,10 +99,7 @@ async fn heartbeats_keep_a_long_jobs_locks_fresh() {
     let mut tasks: Vec<String> = serde_json::from_value(metadata["tasks"].clone()).unwrap();
     tasks.sort();
     assert_eq!(tasks, ["gated", "record", "until_shutdown"]);
-    open_gate(&pool, "slow").await;
-    wait_for_tag(&pool, "slow:done").await;
-    handle.shutdown();
-    running.await.unwrap().unwrap();
+    finish_the_gated_job(&pool, "slow", handle, running).await;
     assert_eq!(locks_left(&pool).await, (0, 0));
 }
 
@@ -94,26 +109,9 @@ async fn heartbeats_keep_a_long_jobs_locks_fresh() {
 /// sweep instead of blocking its queue for as long as the worker lives.
 #[tokio::test]
 async fn heartbeats_refresh_only_the_queues_of_jobs_the_worker_holds() {
-    let (_db, pool, utils) = migrated().await;
-    create_runs_and_gates(&pool).await;
-    add_job(
-        &utils,
-        "gated",
-        json!({"gate": "held"}),
-        JobSpec {
-            queue_name: Some("held-q".into()),
-            ..Default::default()
-        },
-    )
-    .await;
-    let w = worker(&pool)
-        .heartbeat_interval(Duration::from_millis(100))
-        .stale_worker_threshold(Duration::from_secs(2))
-        .init()
-        .await
-        .unwrap();
-    let (handle, running) = run_in_background(&w);
-    wait_for_tag(&pool, "held:start").await;
+    let (_db, pool, utils) = migrated_with_runs().await;
+    let (_, w, handle, running) =
+        run_a_gated_job(&pool, &utils, "held", Duration::from_millis(100)).await;
     let left_behind: DateTime<Utc> = sqlx::query_scalar(
         "insert into graphile_worker._private_job_queues (queue_name, locked_at, locked_by) \
          values ('left-behind-q', now() - interval '5 hours', $1) returning now()",
@@ -154,10 +152,7 @@ async fn heartbeats_refresh_only_the_queues_of_jobs_the_worker_holds() {
         .await,
         1
     );
-    open_gate(&pool, "held").await;
-    wait_for_tag(&pool, "held:done").await;
-    handle.shutdown();
-    running.await.unwrap().unwrap();
+    finish_the_gated_job(&pool, "held", handle, running).await;
 }
 
 /// A worker whose heartbeats keep failing with an error for longer than the
@@ -167,18 +162,16 @@ async fn heartbeats_refresh_only_the_queues_of_jobs_the_worker_holds() {
 #[tokio::test]
 async fn a_worker_whose_heartbeats_are_refused_stops_claiming_until_they_succeed() {
     const THRESHOLD: Duration = Duration::from_millis(800);
-    let (_db, pool, utils) = migrated().await;
-    create_runs_and_gates(&pool).await;
+    let (_db, pool, utils) = migrated_with_runs().await;
     let mut witness = Witness::start(&pool).await;
-    let w = worker(&pool)
-        .concurrency(2)
-        .poll_interval(Duration::from_millis(100))
-        .heartbeat_interval(Duration::from_millis(100))
-        .stale_worker_threshold(THRESHOLD)
-        .init()
-        .await
-        .unwrap();
-    let (handle, running) = run_in_background(&w);
+    let (w, handle, running) = start(
+        worker(&pool)
+            .concurrency(2)
+            .poll_interval(Duration::from_millis(100))
+            .heartbeat_interval(Duration::from_millis(100))
+            .stale_worker_threshold(THRESHOLD),
+    )
+    .await;
     add_job(
         &utils,
         "record",
@@ -190,27 +183,9 @@ async fn a_worker_whose_heartbeats_are_refused_stops_claiming_until_they_succeed
 
     // Every heartbeat is an update of the worker's registry row: from now
     // on each is refused, and counted (a sequence survives the rollback).
-    sqlx::raw_sql(
-        "create sequence refused_heartbeats; \
-         create function refuse_heartbeats() returns trigger language plpgsql as \
-           $$ begin perform nextval('public.refused_heartbeats'); \
-             raise exception 'heartbeats refused by the test'; end $$; \
-         create trigger refuse_heartbeats before update on graphile_worker._private_workers \
-           for each row execute function refuse_heartbeats()",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    eventually(Duration::from_secs(10), "a refused heartbeat", || async {
-        (count(
-            &pool,
-            "select case when is_called then last_value else 0 end from refused_heartbeats",
-        )
-        .await
-            > 0)
-        .then_some(())
-    })
-    .await;
+    refuse_registry(&pool, "refused_heartbeats", "update").await;
+    // A refused heartbeat.
+    wait_for_refusals(&pool, "refused_heartbeats", |n| n > 0).await;
     // Beats run one after another: once one was refused, the registry
     // holds the last one that got through.
     let last_beat: DateTime<Utc> = sqlx::query_scalar(
@@ -222,50 +197,31 @@ async fn a_worker_whose_heartbeats_are_refused_stops_claiming_until_they_succeed
     .unwrap();
 
     // Others may count the worker as dead once that beat is older than the
-    // stale threshold: by then it has stopped claiming. Add a job after.
-    wait_for_server_time(&pool, last_beat + THRESHOLD).await;
-    let job = add_job(
-        &utils,
-        "record",
-        json!({"tag": "while-unhealthy"}),
-        JobSpec::default(),
-    )
-    .await;
-    // The worker was told: jobs announced after it reached the witness, in
-    // this process, five times in a row.
-    witness.confirm(5).await;
+    // stale threshold: by then it has stopped claiming. A job added after
+    // it, which the worker was told of, is not claimed.
+    let job = witness
+        .add_record_once_stale(last_beat, THRESHOLD, "while-unhealthy")
+        .await;
     assert!(
         !has_tag(&pool, "while-unhealthy").await,
         "claimed a job {} ms after its last heartbeat",
         (server_now(&pool).await - last_beat).num_milliseconds()
     );
-    let (attempts, locked): (i16, bool) = sqlx::query_as(
-        "select attempts, locked_at is not null from graphile_worker.jobs where id = $1",
-    )
-    .bind(job)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!((attempts, locked), (0, false), "the job was not claimed");
+    assert_eq!(
+        attempts_and_lock(&pool, job).await,
+        (0, false),
+        "the job was not claimed"
+    );
 
     // Heartbeats succeed again: the worker resumes, and runs the job only
     // now.
     let restored_at = server_now(&pool).await;
-    sqlx::raw_sql("drop trigger refuse_heartbeats on graphile_worker._private_workers")
-        .execute(&pool)
-        .await
-        .unwrap();
-    wait_for_tag(&pool, "while-unhealthy").await;
-    let ran_at: DateTime<Utc> =
-        sqlx::query_scalar("select at from runs where tag = 'while-unhealthy'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    stop_refusing(&pool, "refused_heartbeats").await;
+    let ran_at = wait_for_run_of(&pool, job, Duration::from_secs(15)).await;
     assert!(
         ran_at > restored_at,
         "the job ran at {ran_at}, before heartbeats were let through at {restored_at}"
     );
     witness.stop().await;
-    handle.shutdown();
-    running.await.unwrap().unwrap();
+    shut_down(handle, running).await;
 }

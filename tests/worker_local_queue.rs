@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{count, create_runs_and_gates, eventually, migrated, worker};
+use common::{count, eventually, migrated_with_runs, start, worker};
 use graphile_worker::{JobContext, JobSpec, Task, TaskError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -30,8 +30,7 @@ impl Task for Quick {
 /// refreshed by heartbeats all along).
 #[tokio::test]
 async fn a_busy_worker_hands_back_jobs_it_cannot_start_to_an_idle_one() {
-    let (_db, pool, utils) = migrated().await;
-    create_runs_and_gates(&pool).await;
+    let (_db, pool, utils) = migrated_with_runs().await;
     let mut jobs: Vec<graphile_worker::NewJob> = (0..3000)
         .map(|_| graphile_worker::NewJob::new("quick", json!({})))
         .collect();
@@ -43,15 +42,13 @@ async fn a_busy_worker_hands_back_jobs_it_cannot_start_to_an_idle_one() {
         ..graphile_worker::NewJob::new("gated", json!({"gate": format!("slow-{n}")}))
     }));
     utils.add_raw_jobs(&jobs).await.unwrap();
-    let busy = worker(&pool)
-        .register::<Quick>()
-        .concurrency(2)
-        .poll_interval(Duration::from_secs(3600))
-        .init()
-        .await
-        .unwrap();
-    let stop_busy = busy.shutdown_handle();
-    let busy_run = tokio::spawn(async move { busy.run().await });
+    let (_, stop_busy, busy_run) = start(
+        worker(&pool)
+            .register::<Quick>()
+            .concurrency(2)
+            .poll_interval(Duration::from_secs(3600)),
+    )
+    .await;
     let started = || async {
         count(
             &pool,
@@ -75,15 +72,13 @@ async fn a_busy_worker_hands_back_jobs_it_cannot_start_to_an_idle_one() {
     )
     .await;
 
-    let idle = worker(&pool)
-        .register::<Quick>()
-        .concurrency(10)
-        .poll_interval(Duration::from_millis(100))
-        .init()
-        .await
-        .unwrap();
-    let stop_idle = idle.shutdown_handle();
-    let idle_run = tokio::spawn(async move { idle.run().await });
+    let (_, stop_idle, idle_run) = start(
+        worker(&pool)
+            .register::<Quick>()
+            .concurrency(10)
+            .poll_interval(Duration::from_millis(100)),
+    )
+    .await;
     eventually(
         Duration::from_secs(10),
         "the idle worker to start the long jobs the busy one cannot",

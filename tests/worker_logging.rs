@@ -4,24 +4,10 @@
 
 mod common;
 
-use common::{add_job, create_runs_and_gates, migrated, worker};
+use common::{Captured, add_job, in_queue, migrated_with_runs, worker};
 use graphile_worker::{JobContext, JobSpec, Task, TaskError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-
-/// A `Write` into a shared buffer, for capturing log output.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[derive(Serialize, Deserialize)]
 struct Refuse {}
@@ -37,16 +23,12 @@ impl Task for Refuse {
 /// with its outcome recorded on it.
 #[tokio::test]
 async fn each_job_is_logged_in_a_span_with_its_id_task_queue_attempt_and_outcome() {
-    let (_db, pool, utils) = migrated().await;
-    create_runs_and_gates(&pool).await;
+    let (_db, pool, utils) = migrated_with_runs().await;
     let ok = add_job(
         &utils,
         "record",
         json!({"tag": "traced"}),
-        JobSpec {
-            queue_name: Some("traced-q".into()),
-            ..Default::default()
-        },
+        in_queue("traced-q"),
     )
     .await;
     let failing = add_job(&utils, "refuse", json!({}), JobSpec::default()).await;
@@ -66,7 +48,7 @@ async fn each_job_is_logged_in_a_span_with_its_id_task_queue_attempt_and_outcome
     let guard = tracing::subscriber::set_default(subscriber);
     w.run_once().await.unwrap();
     drop(guard);
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let line_of = |id: i64| {
         log.lines()
             .find(|l| l.contains(&format!("job.id={id} ")) && l.contains("task"))

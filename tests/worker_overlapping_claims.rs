@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use common::{count, migrated};
+use common::{count, locks_held, migrated, run_sql};
 use graphile_worker::{JobContext, JobSpec, NewJob, Task, TaskError, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -164,14 +164,13 @@ async fn sample_claims(conn: &mut PgConnection) -> (i64, Vec<i32>) {
 #[tokio::test]
 async fn a_large_backlog_with_named_queues_drains_exactly_once_and_in_queue_order() {
     let (db, pool, utils) = migrated().await;
-    sqlx::raw_sql(
+    run_sql(
+        &pool,
         "create table queue_state (queue text primary key, running int not null);
          insert into queue_state select 'q' || i, 0 from generate_series(0, 3) i;
          create table queue_runs (id serial primary key, queue text, n int, others int);",
     )
-    .execute(&pool)
-    .await
-    .unwrap();
+    .await;
     const FREE: i64 = 10_000;
     const PER_QUEUE: i32 = 60;
     let free: Vec<NewJob> = (0..FREE).map(|_| NewJob::new("tick", json!({}))).collect();
@@ -252,12 +251,5 @@ async fn a_large_backlog_with_named_queues_drains_exactly_once_and_in_queue_orde
         assert_eq!(order, (0..PER_QUEUE).collect::<Vec<_>>(), "queue q{q}");
     }
     // Nothing stays locked: no job, no queue.
-    assert_eq!(
-        count(
-            &pool,
-            "select count(*) from graphile_worker._private_job_queues where locked_by is not null"
-        )
-        .await,
-        0
-    );
+    assert_eq!(locks_held(&pool).await.1, 0);
 }

@@ -4,38 +4,29 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{add_job, count, create_runs_and_gates, eventually, locks_left, migrated};
-use graphile_worker::JobSpec;
+use common::{
+    add_job, count, event_count, in_queue, locks_left, migrated_with_runs, spawn_test_worker,
+    wait_for_events,
+};
 use graphile_worker_dev::TestDatabase;
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-/// Starts `test_worker` and waits until it runs.
+/// Starts `test_worker` (two slots, the grace period given) and waits until
+/// it runs.
 async fn spawn_worker(db: &TestDatabase, grace_ms: u64) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_test_worker"))
-        .env("DATABASE_URL", &db.url)
-        .env("GW_GRACE_MS", grace_ms.to_string())
-        .env("GW_CONCURRENCY", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn test_worker");
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::time::timeout(
-        Duration::from_secs(30),
-        BufReader::new(stdout).lines().next_line(),
+    let (child, pool_id) = spawn_test_worker(
+        db,
+        &[
+            ("GW_GRACE_MS", grace_ms.to_string()),
+            ("GW_CONCURRENCY", "2".into()),
+        ],
     )
-    .await
-    .expect("worker start-up")
-    .unwrap()
-    .expect("worker printed nothing");
-    assert!(line.starts_with("ready pool-"), "{line}");
+    .await;
+    assert!(pool_id.starts_with("pool-"), "ready {pool_id}");
     child
 }
 
@@ -53,33 +44,18 @@ fn sigterm(child: &Child) {
     signal(child, "-TERM");
 }
 
-async fn events(pool: &PgPool, event: &str) -> i64 {
-    count(
-        pool,
-        &format!("select count(*) from runs where event = '{event}'"),
-    )
-    .await
-}
-
 async fn wait_for_event(pool: &PgPool, event: &str) {
-    eventually(Duration::from_secs(20), event, || async move {
-        (events(pool, event).await > 0).then_some(())
-    })
-    .await;
+    wait_for_events(pool, event, 1, Duration::from_secs(20)).await;
 }
 
 #[tokio::test]
 async fn sigterm_lets_a_running_job_finish_then_the_process_exits_cleanly() {
-    let (db, pool, utils) = migrated().await;
-    create_runs_and_gates(&pool).await;
+    let (db, pool, utils) = migrated_with_runs().await;
     add_job(
         &utils,
         "sleepy",
         json!({"ms_first": 1500, "ms_retry": 1500}),
-        JobSpec {
-            queue_name: Some("serial".into()),
-            ..Default::default()
-        },
+        in_queue("serial"),
     )
     .await;
     let mut child = spawn_worker(&db, 30_000).await;
@@ -90,7 +66,11 @@ async fn sigterm_lets_a_running_job_finish_then_the_process_exits_cleanly() {
         .expect("the worker exits once its job is done")
         .unwrap();
     assert!(status.success(), "{status:?}");
-    assert_eq!(events(&pool, "done").await, 1, "the job ran to its end");
+    assert_eq!(
+        event_count(&pool, "done").await,
+        1,
+        "the job ran to its end"
+    );
     assert_eq!(
         count(&pool, "select count(*) from graphile_worker.jobs").await,
         0,
@@ -105,18 +85,8 @@ async fn sigterm_lets_a_running_job_finish_then_the_process_exits_cleanly() {
 
 #[tokio::test]
 async fn a_second_signal_interrupts_a_long_job_at_once() {
-    let (db, pool, utils) = migrated().await;
-    create_runs_and_gates(&pool).await;
-    let job = add_job(
-        &utils,
-        "stubborn",
-        json!({}),
-        JobSpec {
-            queue_name: Some("serial".into()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (db, pool, utils) = migrated_with_runs().await;
+    let job = add_job(&utils, "stubborn", json!({}), in_queue("serial")).await;
     // A grace period far longer than the test: only the second signal can
     // end the job.
     let mut child = spawn_worker(&db, 600_000).await;
@@ -132,7 +102,7 @@ async fn a_second_signal_interrupts_a_long_job_at_once() {
     assert!(first_done.elapsed() < Duration::from_secs(15));
     // How it exits (code 0 today) is not the point; that it exits is.
     let _ = status;
-    assert_eq!(events(&pool, "done").await, 0, "the job was cut short");
+    assert_eq!(event_count(&pool, "done").await, 0, "the job was cut short");
     let (attempts, last_error, run_at_ok): (i16, Option<String>, bool) = sqlx::query_as(
         "select attempts, last_error, run_at <= now() from graphile_worker.jobs where id = $1",
     )

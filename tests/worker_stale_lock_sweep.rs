@@ -5,29 +5,26 @@
 mod common;
 
 use chrono::{DateTime, Utc};
-use common::{add_job, migrated};
+use common::{add_job, db_now, in_queue, migrated, set_job};
 use graphile_worker::JobSpec;
 use serde_json::json;
 use sqlx::PgPool;
 
 async fn lock(pool: &PgPool, id: i64, ago: &str) {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "update graphile_worker._private_jobs set attempts = 1, locked_by = 'pool-gone', \
-         locked_at = now() - interval '{ago}' where id = $1"
-    )))
-    .bind(id)
-    .execute(pool)
-    .await
-    .unwrap();
+    set_job(
+        pool,
+        id,
+        &format!("attempts = 1, locked_by = 'pool-gone', locked_at = now() - interval '{ago}'"),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn the_stale_lock_sweep_unlocks_only_locks_older_than_four_hours() {
     let (_db, pool, utils) = migrated().await;
     let in_queue = |q: &str, run_at: DateTime<Utc>| JobSpec {
-        queue_name: Some(q.into()),
         run_at: Some(run_at),
-        ..Default::default()
+        ..in_queue(q)
     };
     let past = Utc::now() - chrono::Duration::hours(6);
     let future = DateTime::from_timestamp_micros(
@@ -49,10 +46,7 @@ async fn the_stale_lock_sweep_unlocks_only_locks_older_than_four_hours() {
     .await
     .unwrap();
 
-    let before: DateTime<Utc> = sqlx::query_scalar("select now()")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let before = db_now(&pool).await;
     let (jobs, queues) = graphile_worker::testing::reset_stale_locks(&utils)
         .await
         .unwrap();

@@ -7,19 +7,27 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    add_job, count, create_runs_and_gates, eventually, migrated, open_gate, run_in_background,
-    tags, wait_for_listener, wait_for_tag, worker,
+    add_job, count, eventually, migrated_with_runs, open_gate, shut_down, start, tags,
+    wait_for_listener, wait_for_tag, worker,
 };
 use graphile_worker::JobSpec;
 use serde_json::json;
+use sqlx::PgPool;
+
+/// Waits (at most 10 s) until `runs` holds `n` tags.
+async fn wait_for_tag_count(pool: &PgPool, n: usize, what: &str) {
+    eventually(Duration::from_secs(10), what, || async {
+        (tags(pool).await.len() == n).then_some(())
+    })
+    .await;
+}
 
 /// With one slot busy on a long job and polling out of the picture, jobs
 /// announced meanwhile start as soon as the slot frees up.
 #[tokio::test]
 async fn jobs_added_while_the_only_slot_is_busy_start_when_it_frees_up() {
     for local_queue in [None, Some(0)] {
-        let (_db, pool, utils) = migrated().await;
-        create_runs_and_gates(&pool).await;
+        let (_db, pool, utils) = migrated_with_runs().await;
         add_job(&utils, "gated", json!({"gate": "long"}), JobSpec::default()).await;
         let mut options = worker(&pool)
             .concurrency(1)
@@ -27,12 +35,7 @@ async fn jobs_added_while_the_only_slot_is_busy_start_when_it_frees_up() {
         if let Some(size) = local_queue {
             options = options.local_queue_size(size);
         }
-        let w = options.init().await.unwrap();
-        let handle = w.shutdown_handle();
-        let running = tokio::spawn({
-            let w = w.clone();
-            async move { w.run().await }
-        });
+        let (_, handle, running) = start(options).await;
         wait_for_tag(&pool, "long:start").await;
         for n in 0..3 {
             add_job(
@@ -44,19 +47,10 @@ async fn jobs_added_while_the_only_slot_is_busy_start_when_it_frees_up() {
             .await;
         }
         open_gate(&pool, "long").await;
-        eventually(
-            Duration::from_secs(10),
-            "the jobs added while busy",
-            || async {
-                let t = tags(&pool).await;
-                (t.len() == 5).then_some(())
-            },
-        )
-        .await;
+        wait_for_tag_count(&pool, 5, "the jobs added while busy").await;
         let t = tags(&pool).await;
         assert_eq!(&t[..2], ["long:start", "long:done"], "{local_queue:?}");
-        handle.shutdown();
-        running.await.unwrap().unwrap();
+        shut_down(handle, running).await;
     }
 }
 
@@ -64,15 +58,13 @@ async fn jobs_added_while_the_only_slot_is_busy_start_when_it_frees_up() {
 /// notification arrives, even one announcing fewer jobs than there are.
 #[tokio::test]
 async fn a_notification_wakes_an_idle_worker_with_many_free_slots() {
-    let (_db, pool, utils) = migrated().await;
-    create_runs_and_gates(&pool).await;
-    let w = worker(&pool)
-        .concurrency(8)
-        .poll_interval(Duration::from_secs(3600))
-        .init()
-        .await
-        .unwrap();
-    let (handle, running) = run_in_background(&w);
+    let (_db, pool, utils) = migrated_with_runs().await;
+    let (_, handle, running) = start(
+        worker(&pool)
+            .concurrency(8)
+            .poll_interval(Duration::from_secs(3600)),
+    )
+    .await;
     wait_for_listener(&pool).await;
     add_job(&utils, "record", json!({"tag": "one"}), JobSpec::default()).await;
     wait_for_tag(&pool, "one").await;
@@ -92,12 +84,8 @@ async fn a_notification_wakes_an_idle_worker_with_many_free_slots() {
         .execute(&pool)
         .await
         .unwrap();
-    eventually(Duration::from_secs(10), "the four quiet jobs", || async {
-        (tags(&pool).await.len() == 5).then_some(())
-    })
-    .await;
-    handle.shutdown();
-    running.await.unwrap().unwrap();
+    wait_for_tag_count(&pool, 5, "the four quiet jobs").await;
+    shut_down(handle, running).await;
     assert_eq!(
         count(&pool, "select count(*) from graphile_worker.jobs").await,
         0

@@ -88,7 +88,7 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
         .map(|rule| quote!(#[serde(rename_all = #rule)]));
     let container_serde = &task.serde;
     let fields = task.params.iter().filter_map(|param| match param {
-        Param::Context => None,
+        Param::Context | Param::Data(_) => None,
         Param::Field(field) => {
             let ident = &field.ident;
             let ty = &field.ty;
@@ -122,12 +122,33 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
         }
     };
 
-    // `impl Task`: call the user's function with the context and the fields.
+    // `impl Task`: call the user's function with the context, the shared
+    // values and the fields, in the order of its parameters.
     let ctx = format_ident!("__graphile_worker_ctx");
+    let data_types: Vec<&syn::Type> = task
+        .params
+        .iter()
+        .filter_map(|param| match param {
+            Param::Data(ty) => Some(&**ty),
+            _ => None,
+        })
+        .collect();
+    let data_idents: Vec<_> = (0..data_types.len())
+        .map(|i| format_ident!("__graphile_worker_data_{i}"))
+        .collect();
     let has_context = task.params.iter().any(|p| matches!(p, Param::Context));
-    let ctx_param = if has_context { quote!(#ctx) } else { quote!(_) };
+    let ctx_param = if has_context || !data_types.is_empty() {
+        quote!(#ctx)
+    } else {
+        quote!(_)
+    };
+    let mut next_data = data_idents.iter();
     let call_args = task.params.iter().map(|param| match param {
         Param::Context => quote!(#ctx),
+        Param::Data(_) => {
+            let ident = next_data.next();
+            quote!(#ident)
+        }
         Param::Field(field) => {
             let ident = &field.ident;
             quote!(self.#ident)
@@ -135,9 +156,47 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
     });
     // Spanned on the function's name, so "future cannot be sent between
     // threads safely" and "cannot be a task result" point at the user's fn.
-    let run_body = quote_spanned! {task.future_span=>
-        ::graphile_worker::__private::task_future(#fn_ident(#(#call_args),*))
+    let run_body = if data_types.is_empty() {
+        quote_spanned! {task.future_span=>
+            ::graphile_worker::__private::task_future(#fn_ident(#(#call_args),*))
+        }
+    } else {
+        // The shared values are taken from the context first (a missing one
+        // fails the job), then moved into the call. Each lookup is spanned
+        // on its parameter's type, so "`TaskData` is not implemented"
+        // points there.
+        let from_context = data_types.iter().map(|ty| {
+            quote_spanned! {ty.span()=>
+                <#ty as ::graphile_worker::__private::TaskData>::from_context(&#ctx)?
+            }
+        });
+        let data = quote! {
+            (|| -> ::core::result::Result<
+                (#(#data_types,)*),
+                ::graphile_worker::__private::TaskError,
+            > {
+                ::core::result::Result::Ok((#(#from_context,)*))
+            })()
+        };
+        quote_spanned! {task.future_span=>
+            ::graphile_worker::__private::task_future_with_data(
+                #data,
+                move |(#(#data_idents,)*)| #fn_ident(#(#call_args),*),
+            )
+        }
     };
+    let required_data = (!data_types.is_empty()).then(|| {
+        let requirements = data_types.iter().map(|ty| {
+            quote_spanned! {ty.span()=>
+                <#ty as ::graphile_worker::__private::TaskData>::requirement()
+            }
+        });
+        quote! {
+            fn required_data() -> ::std::vec::Vec<#gw::DataRequirement> {
+                ::std::vec![#(#requirements),*]
+            }
+        }
+    });
     // The return type carries the same bounds (its hidden type is
     // `task_future`'s), so it gets the same span and the compiler reports
     // one error, not two.
@@ -157,6 +216,7 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
             }
 
             #default_spec
+            #required_data
         }
     };
 
@@ -267,7 +327,7 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
     // Each field type must round-trip through JSON; the error points at the
     // parameter's type.
     let field_checks = task.params.iter().filter_map(|param| match param {
-        Param::Context => None,
+        Param::Context | Param::Data(_) => None,
         Param::Field(field) => {
             let ty = &field.ty;
             Some(quote_spanned! {ty.span()=>

@@ -1,16 +1,28 @@
 //! Reading the annotated function: which parameters become payload fields,
-//! where the context goes, and every shape `#[task]` refuses.
+//! where the context and the worker's shared values go, and every shape
+//! `#[task]` refuses.
 
 use proc_macro2::Span;
-use syn::{Attribute, FnArg, Ident, ItemFn, Pat, Signature, Type};
+use quote::ToTokens;
+use syn::{Attribute, FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, Signature, Type};
 
 /// The name of the context type, recognised by its last path segment.
 const CONTEXT_TYPE: &str = "JobContext";
+
+/// The name of the shared-value type, recognised by its last path segment.
+const DATA_TYPE: &str = "Data";
+
+/// The start of every refusal of a borrowed payload parameter.
+const MUST_OWN: &str =
+    "task parameters are deserialised from the job's JSON payload and must own their data";
 
 /// One parameter of the task function, in declaration order.
 pub(crate) enum Param {
     /// The `JobContext` parameter.
     Context,
+    /// A `Data<T>` parameter: a value registered on the worker, not part of
+    /// the payload. Holds the parameter's type as written.
+    Data(Box<Type>),
     /// A payload field.
     Field(Box<Field>),
 }
@@ -133,6 +145,33 @@ pub(crate) fn validate(mut func: ItemFn) -> syn::Result<TaskFn> {
             }
             ContextKind::No => {}
         }
+        match data_kind(&pat_type.ty) {
+            DataKind::ByValue => {
+                if let Some(attr) = serde.first() {
+                    errors.push(syn::Error::new_spanned(
+                        attr,
+                        "#[serde] does not apply to a `Data` parameter: its value comes from the worker, not from the job's payload",
+                    ));
+                }
+                params.push(Param::Data(pat_type.ty.clone()));
+                continue;
+            }
+            DataKind::Borrowed => {
+                errors.push(syn::Error::new_spanned(
+                    &pat_type.ty,
+                    "take `Data<T>` by value, without `&`: it is cheap to clone (an `Arc`), and the task's future must not borrow from the worker",
+                ));
+                continue;
+            }
+            DataKind::BadArguments(last) => {
+                errors.push(syn::Error::new_spanned(
+                    last,
+                    "`Data` needs the type of the shared value as its one argument, as in `Data<Mailer>`; `#[task]` reserves the name, so rename a payload type called `Data`",
+                ));
+                continue;
+            }
+            DataKind::No => {}
+        }
         let ident = match &*pat_type.pat {
             Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => pat.ident.clone(),
             other => {
@@ -148,6 +187,10 @@ pub(crate) fn validate(mut func: ItemFn) -> syn::Result<TaskFn> {
                 impl_trait,
                 "`impl Trait` makes the task generic; a task parameter needs a concrete type that serde can decode",
             ));
+            continue;
+        }
+        if let Some(error) = find_borrow(&pat_type.ty) {
+            errors.push(error);
             continue;
         }
         params.push(Param::Field(Box::new(Field {
@@ -243,6 +286,161 @@ fn context_kind(ty: &Type) -> ContextKind {
     }
 }
 
+enum DataKind<'a> {
+    /// `Data<T>`.
+    ByValue,
+    /// `&Data<T>`, `&mut Data<T>`.
+    Borrowed,
+    /// `Data`, `Data<A, B>`, `Data<'a>`: the last path segment, to point at.
+    BadArguments(&'a syn::PathSegment),
+    No,
+}
+
+fn data_kind(ty: &Type) -> DataKind<'_> {
+    match ty {
+        Type::Path(path) if path.qself.is_none() => match path.path.segments.last() {
+            Some(last) if last.ident == DATA_TYPE => match &last.arguments {
+                PathArguments::AngleBracketed(args)
+                    if args.args.len() == 1
+                        && matches!(args.args.first(), Some(GenericArgument::Type(_))) =>
+                {
+                    DataKind::ByValue
+                }
+                _ => DataKind::BadArguments(last),
+            },
+            _ => DataKind::No,
+        },
+        Type::Reference(reference) => match data_kind(&reference.elem) {
+            DataKind::No => DataKind::No,
+            _ => DataKind::Borrowed,
+        },
+        Type::Paren(inner) => data_kind(&inner.elem),
+        Type::Group(inner) => data_kind(&inner.elem),
+        _ => DataKind::No,
+    }
+}
+
+/// The refusal of a payload type that borrows: a reference or a lifetime
+/// other than `'static` anywhere in it (such a field cannot be decoded into
+/// a payload that outlives the job's JSON). Points at the borrowing part.
+fn find_borrow(ty: &Type) -> Option<syn::Error> {
+    match ty {
+        Type::Reference(reference) => Some(must_own(ty, owned_for(&reference.elem))),
+        Type::Array(t) => find_borrow(&t.elem),
+        Type::Slice(t) => find_borrow(&t.elem),
+        Type::Group(t) => find_borrow(&t.elem),
+        Type::Paren(t) => find_borrow(&t.elem),
+        Type::Tuple(t) => t.elems.iter().find_map(find_borrow),
+        Type::Path(t) => {
+            let in_qself = t.qself.as_ref().and_then(|q| find_borrow(&q.ty));
+            in_qself.or_else(|| {
+                t.path.segments.iter().find_map(|segment| {
+                    let PathArguments::AngleBracketed(args) = &segment.arguments else {
+                        return None;
+                    };
+                    args.args.iter().find_map(|arg| match arg {
+                        GenericArgument::Lifetime(lifetime) if lifetime.ident != "static" => {
+                            Some(must_own(ty, cow_owned(segment)))
+                        }
+                        GenericArgument::Type(t) => find_borrow(t),
+                        GenericArgument::AssocType(assoc) => find_borrow(&assoc.ty),
+                        _ => None,
+                    })
+                })
+            })
+        }
+        Type::TraitObject(t) => t.bounds.iter().find_map(|bound| match bound {
+            syn::TypeParamBound::Lifetime(lifetime) if lifetime.ident != "static" => {
+                Some(must_own(ty, None))
+            }
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// "Must own their data: use `owned` instead of `ty`", at `ty`.
+fn must_own(ty: &Type, owned: Option<String>) -> syn::Error {
+    let found = type_text(ty);
+    let use_instead = match owned {
+        Some(owned) => format!("use an owned type such as `{owned}` instead of `{found}`"),
+        None => format!("use an owned type instead of `{found}`"),
+    };
+    syn::Error::new_spanned(ty, format!("{MUST_OWN}: {use_instead}"))
+}
+
+/// The owned counterpart of a borrowed `&elem`, when there is an obvious
+/// one: `String` for `str`, `Vec<T>` for `[T]`, `PathBuf` for `Path`, and
+/// the type itself for a sized path type without lifetimes.
+fn owned_for(elem: &Type) -> Option<String> {
+    match elem {
+        Type::Slice(slice) if find_borrow(&slice.elem).is_none() => {
+            Some(format!("Vec<{}>", type_text(&slice.elem)))
+        }
+        Type::Paren(t) => owned_for(&t.elem),
+        Type::Group(t) => owned_for(&t.elem),
+        Type::Path(path) if path.qself.is_none() && find_borrow(elem).is_none() => {
+            let last = path.path.segments.last()?;
+            if !last.arguments.is_none() {
+                return Some(type_text(elem));
+            }
+            Some(match last.ident.to_string().as_str() {
+                "str" => "String".to_owned(),
+                "Path" => "PathBuf".to_owned(),
+                "OsStr" => "OsString".to_owned(),
+                "CStr" => "CString".to_owned(),
+                _ => type_text(elem),
+            })
+        }
+        Type::Array(_) | Type::Tuple(_) if find_borrow(elem).is_none() => Some(type_text(elem)),
+        _ => None,
+    }
+}
+
+/// `String` for `Cow<'a, str>`, `Vec<T>` for `Cow<'a, [T]>`.
+fn cow_owned(segment: &syn::PathSegment) -> Option<String> {
+    if segment.ident != "Cow" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &segment.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|arg| match arg {
+        GenericArgument::Type(Type::Path(path))
+            if path.qself.is_none() && path.path.is_ident("str") =>
+        {
+            Some("String".to_owned())
+        }
+        GenericArgument::Type(Type::Slice(slice)) if find_borrow(&slice.elem).is_none() => {
+            Some(format!("Vec<{}>", type_text(&slice.elem)))
+        }
+        _ => None,
+    })
+}
+
+/// A type as the user would write it, for messages: `Vec<u8>`, not the
+/// token stream's `Vec < u8 >`.
+fn type_text(ty: &Type) -> String {
+    let mut text = ty.to_token_stream().to_string();
+    for (from, to) in [
+        (" <", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        (" ,", ","),
+        (" ;", ";"),
+        (" ::", "::"),
+        (":: ", "::"),
+        ("& ", "&"),
+        ("[ ", "["),
+        (" ]", "]"),
+        ("( ", "("),
+        (" )", ")"),
+    ] {
+        text = text.replace(from, to);
+    }
+    text
+}
+
 /// The first `impl Trait` inside a type, if any.
 fn find_impl_trait(ty: &Type) -> Option<&Type> {
     match ty {
@@ -326,5 +524,74 @@ mod tests {
         assert_eq!(name("r#type"), "Type");
         assert_eq!(name("resize_v2_image"), "ResizeV2Image");
         assert_eq!(name("alreadyCamel"), "AlreadyCamel");
+    }
+
+    fn ty(s: &str) -> Type {
+        syn::parse_str(s).unwrap()
+    }
+
+    #[test]
+    fn data_parameters_are_recognised_by_name() {
+        let kind = |s: &str| match data_kind(&ty(s)) {
+            DataKind::ByValue => "value",
+            DataKind::Borrowed => "borrowed",
+            DataKind::BadArguments(_) => "bad",
+            DataKind::No => "no",
+        };
+        assert_eq!(kind("Data<Mailer>"), "value");
+        assert_eq!(kind("graphile_worker::Data<Arc<Mailer>>"), "value");
+        assert_eq!(kind("&Data<Mailer>"), "borrowed");
+        assert_eq!(kind("&mut graphile_worker::Data<Mailer>"), "borrowed");
+        assert_eq!(kind("Data"), "bad");
+        assert_eq!(kind("Data<A, B>"), "bad");
+        assert_eq!(kind("Data<'a>"), "bad");
+        assert_eq!(kind("Vec<Data<Mailer>>"), "no");
+        assert_eq!(kind("DataSet<u8>"), "no");
+    }
+
+    #[test]
+    fn borrowed_payload_types_name_the_owned_type() {
+        let message = |s: &str| find_borrow(&ty(s)).map(|e| e.to_string());
+        let suggests = |s: &str, owned: &str, found: &str| {
+            assert_eq!(
+                message(s).as_deref(),
+                Some(
+                    format!("{MUST_OWN}: use an owned type such as `{owned}` instead of `{found}`")
+                        .as_str()
+                ),
+                "{s}"
+            );
+        };
+        suggests("&str", "String", "&str");
+        suggests("&'static str", "String", "&'static str");
+        suggests("&mut str", "String", "&mut str");
+        suggests("&[u8]", "Vec<u8>", "&[u8]");
+        suggests("&[Vec<u8>]", "Vec<Vec<u8>>", "&[Vec<u8>]");
+        suggests("&std::path::Path", "PathBuf", "&std::path::Path");
+        suggests("&Option<String>", "Option<String>", "&Option<String>");
+        suggests("Vec<&str>", "String", "&str");
+        suggests("HashMap<String, &[u8]>", "Vec<u8>", "&[u8]");
+        suggests("(i64, &str)", "String", "&str");
+        suggests("Cow<'a, str>", "String", "Cow<'a, str>");
+        suggests("Cow<'_, [u8]>", "Vec<u8>", "Cow<'_, [u8]>");
+        assert_eq!(
+            message("&dyn Display").as_deref(),
+            Some(format!("{MUST_OWN}: use an owned type instead of `&dyn Display`").as_str())
+        );
+        assert!(
+            message("Record<'a>")
+                .unwrap()
+                .contains("instead of `Record<'a>`")
+        );
+        for owned in [
+            "String",
+            "Vec<u8>",
+            "Cow<'static, str>",
+            "Option<Box<str>>",
+            "[u8; 4]",
+            "fn(&str)",
+        ] {
+            assert_eq!(message(owned), None, "{owned}");
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! Running one claimed job: decode, run, catch panics, report the outcome.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -10,8 +10,10 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::context::JobContext;
+use crate::data::DataMap;
 use crate::job::Job;
-use crate::outcome::{self, Outcome, SHUTDOWN_MESSAGE};
+use crate::outcome::{self, Failure, Outcome, SHUTDOWN_MESSAGE};
+use crate::panics;
 use crate::registry::{Handler, TaskFuture};
 use crate::task::TaskError;
 use crate::worker_utils::WorkerUtils;
@@ -42,7 +44,8 @@ pub(crate) async fn run_job(job: Job, with: RunWith) -> Outcome {
     };
     let outcome = run_task(job, with).instrument(span.clone()).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.record("job.duration_ms", ms);
+    // Tenths of a millisecond: finer is noise, coarser hides fast jobs.
+    span.record("job.duration_ms", (ms * 10.0).round() / 10.0);
     span.record("job.outcome", outcome_label(&about, &outcome));
     let _entered = span.enter();
     log_outcome(&about, &outcome, ms);
@@ -58,6 +61,11 @@ pub(crate) struct RunWith {
     pub(crate) cancel: watch::Receiver<bool>,
     /// Stop now (the task is dropped at its current await).
     pub(crate) aborts: Aborts,
+    /// The worker's shared values.
+    pub(crate) data: Arc<DataMap>,
+    /// A payload that does not decode fails the job for a retry rather
+    /// than permanently.
+    pub(crate) retry_undecodable: bool,
 }
 
 /// What the log lines say about a job.
@@ -76,39 +84,45 @@ async fn run_task(job: Job, with: RunWith) -> Outcome {
         utils,
         cancel,
         aborts,
+        data,
+        retry_undecodable,
     } = with;
-    let failed = |message: String| Outcome::Failed {
-        message,
-        interrupted: false,
-    };
+    let failed = |message: String, how: Failure| Outcome::Failed { message, how };
     let Some(handler) = handler else {
-        return failed(outcome::unknown_task(&job.task_identifier));
+        return failed(outcome::unknown_task(&job.task_identifier), Failure::Retry);
     };
-    let ctx = JobContext::new(job, utils, cancel.clone());
+    let ctx = JobContext::new(job, utils, cancel.clone(), data);
     // Decoding the payload and any synchronous start of the task run here,
-    // before its future exists: a panic there fails the job too.
-    let future = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx))) {
+    // before its future exists: a panic there fails the job too. A payload
+    // that does not decode cannot decode on a retry either, unless a deploy
+    // changes the type (`retry_undecodable`).
+    let future = match panics::catch(|| handler(ctx)) {
         Ok(Ok(future)) => future,
-        Ok(Err(e)) => return failed(e.to_string()),
-        Err(panic) => return failed(outcome::task_panicked(&panic_message(panic))),
+        Ok(Err(e)) if retry_undecodable => return failed(e.to_string(), Failure::Retry),
+        Ok(Err(e)) => return failed(e.to_string(), Failure::Permanent),
+        Err(detail) => return failed(outcome::task_panicked(&detail), Failure::Retry),
     };
     // The task runs inside this job's own tokio task; a panic in it is
     // caught here and becomes the job's failure.
     tokio::select! {
         result = CatchUnwind(future) => match result {
             Ok(Ok(())) => Outcome::Completed,
-            Ok(Err(e)) => Outcome::Failed {
-                message: e.to_string(),
-                // An error returned after shutdown began is the task
-                // honouring the cancellation: it keeps its attempt.
-                interrupted: *cancel.borrow(),
-            },
-            Err(panic) => failed(outcome::task_panicked(&panic_message(panic))),
+            Ok(Err(e)) => {
+                let how = if e.is_permanent() {
+                    Failure::Permanent
+                } else if *cancel.borrow() {
+                    // An error returned after shutdown began is the task
+                    // honouring the cancellation: it keeps its attempt.
+                    Failure::Interrupted
+                } else {
+                    Failure::Retry
+                };
+                failed(e.message().to_owned(), how)
+            }
+            Err(detail) => failed(outcome::task_panicked(&detail), Failure::Retry),
         },
         // Dropping the task's future stops it at its current await.
-        message = aborted(aborts) => {
-            Outcome::Failed { message: message.to_string(), interrupted: true }
-        }
+        message = aborted(aborts) => failed(message.to_owned(), Failure::Interrupted),
     }
 }
 
@@ -117,8 +131,13 @@ fn outcome_label(about: &About, outcome: &Outcome) -> &'static str {
     match outcome {
         Outcome::Completed => "success",
         Outcome::Failed {
-            interrupted: true, ..
+            how: Failure::Interrupted,
+            ..
         } => "interrupted",
+        Outcome::Failed {
+            how: Failure::Permanent,
+            ..
+        } => "permanently_failed",
         Outcome::Failed { .. } if about.attempts >= about.max_attempts => "permanently_failed",
         Outcome::Failed { .. } => "failed",
         Outcome::Returned => "returned",
@@ -141,9 +160,17 @@ fn log_outcome(about: &About, outcome: &Outcome, ms: f64) {
         }
         Outcome::Failed {
             message,
-            interrupted: true,
+            how: Failure::Interrupted,
         } => {
             tracing::warn!("Interrupted task {id} ({identifier}, {ms:.2}ms): '{message}'");
+        }
+        Outcome::Failed {
+            message,
+            how: Failure::Permanent,
+        } => {
+            tracing::error!(
+                "Failed task {id} ({identifier}, {ms:.2}ms, attempt {attempts} of {max_attempts}) with error '{message}'; failed permanently, it will not be retried"
+            );
         }
         Outcome::Failed { message, .. } if attempts >= max_attempts => {
             tracing::error!(
@@ -182,28 +209,19 @@ async fn aborted((mut why, mut now): Aborts) -> &'static str {
     }
 }
 
-/// Polls a task future, turning a panic during a poll into an error.
+/// Polls a task future, turning a panic during a poll into an error (the
+/// text [`panics::catch`] gives).
 struct CatchUnwind(TaskFuture);
 
 impl Future for CatchUnwind {
-    type Output = Result<Result<(), TaskError>, Box<dyn std::any::Any + Send>>;
+    type Output = Result<Result<(), TaskError>, String>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let future = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+        match panics::catch(|| future.as_mut().poll(cx)) {
             Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
             Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => Poll::Ready(Err(panic)),
+            Err(detail) => Poll::Ready(Err(detail)),
         }
-    }
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
     }
 }

@@ -51,6 +51,37 @@ pub struct Job {
 }
 
 impl Job {
+    /// A job as a worker hands it to a task on its first attempt, for
+    /// calling a task function directly in a test (with
+    /// [`JobContext::builder`](crate::JobContext::builder)): id 1, no queue,
+    /// priority 0, due now, attempt 1 of 25, no key, no flags.
+    ///
+    /// ```
+    /// let job = graphile_worker::Job::new("resize", serde_json::json!({"image_id": 7}));
+    /// assert_eq!((job.attempts, job.max_attempts), (1, 25));
+    /// ```
+    pub fn new(task_identifier: impl Into<String>, payload: serde_json::Value) -> Self {
+        let now = Utc::now();
+        Self {
+            id: 1,
+            queue_name: None,
+            task_identifier: task_identifier.into(),
+            payload,
+            priority: 0,
+            run_at: now,
+            attempts: 1,
+            max_attempts: 25,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            key: None,
+            locked_at: Some(now),
+            locked_by: None,
+            revision: 0,
+            flags: None,
+        }
+    }
+
     /// Whether the job has used all of its attempts and will not run again.
     ///
     /// ```

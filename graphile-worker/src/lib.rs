@@ -1,4 +1,4 @@
-#![doc = include_str!("../README.md")]
+#![doc = include_str!("docs/crate.md")]
 #![warn(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -7,6 +7,7 @@ mod backoff;
 mod claim;
 mod context;
 mod cron;
+mod data;
 mod enqueue;
 mod error;
 mod execute;
@@ -16,22 +17,25 @@ mod listen;
 mod macro_support;
 mod migrate;
 mod outcome;
+mod panics;
 mod recovery;
 mod registry;
 mod schema;
 mod spec;
 mod sql;
+mod stranded;
 mod sweep;
 mod task;
 mod worker;
 mod worker_utils;
 
 pub use backoff::retry_delay;
-pub use context::JobContext;
+pub use context::{JobContext, JobContextBuilder};
 pub use cron::{
     CronField, CronItem, CronJobKeyMode, CronOptions, CronPattern, CrontabError, CrontabErrorKind,
     parse_crontab,
 };
+pub use data::{Data, DataRequirement, TaskData};
 pub use enqueue::NewJob;
 pub use error::{Error, MigrateError};
 #[doc(inline)]
@@ -42,9 +46,13 @@ pub use recovery::RecoveryReport;
 pub use registry::{TaskRegistration, registered_tasks};
 pub use schema::quote_identifier;
 pub use spec::{JobKeyMode, JobSpec};
-pub use task::{IntoTaskResult, Task, TaskError};
+pub use task::{IntoTaskResult, Task, TaskError, TaskResultExt};
 pub use worker::{ShutdownHandle, Worker, WorkerOptions};
 pub use worker_utils::{Cleanup, Reschedule, WorkerInfo, WorkerUtils};
+
+/// The `sqlx` this crate is built with, so that pools, transactions and
+/// executors you pass in are of the same version: `graphile_worker::sqlx::PgPool`.
+pub use sqlx;
 
 /// Items the `#[task]` expansion refers to. Not public API: no stability.
 #[doc(hidden)]
@@ -54,10 +62,12 @@ pub mod __private {
     pub use serde_json;
     pub use sqlx::PgExecutor;
 
-    pub use crate::macro_support::{PayloadField, assert_payload_field, task_future};
+    pub use crate::macro_support::{
+        PayloadField, assert_payload_field, task_future, task_future_with_data,
+    };
     pub use crate::{
-        Error, IntoTaskResult, Job, JobContext, JobSpec, Task, TaskError, TaskRegistration,
-        WorkerUtils,
+        DataRequirement, Error, IntoTaskResult, Job, JobContext, JobSpec, Task, TaskData,
+        TaskError, TaskRegistration, WorkerUtils,
     };
 }
 

@@ -22,6 +22,28 @@ where
     async move { future.await.into_task_result() }
 }
 
+/// [`task_future`] for a task function that takes `Data<T>` parameters:
+/// `data` holds them (or the error of the first one missing, which fails the
+/// job), and `call` calls the function with them.
+#[allow(clippy::manual_async_fn)] // the bounds in the signature are the point
+pub fn task_future_with_data<D, C, F>(
+    data: Result<D, TaskError>,
+    call: C,
+) -> impl Future<Output = Result<(), TaskError>> + Send + 'static
+where
+    D: Send + 'static,
+    C: FnOnce(D) -> F + Send + 'static,
+    F: Future + Send + 'static,
+    F::Output: IntoTaskResult,
+{
+    async move {
+        match data {
+            Ok(data) => call(data).await.into_task_result(),
+            Err(error) => Err(error),
+        }
+    }
+}
+
 /// A type a task parameter may have: it travels as JSON in the job payload.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a task parameter: it must implement serde's `Serialize` and `Deserialize`",

@@ -19,7 +19,7 @@
 //! and migration 20 (written to be re-runnable) is applied again when any is
 //! missing, one migrator at a time.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection, PgPool};
@@ -156,15 +156,18 @@ async fn migrate_to(conn: &mut PgConnection, schema: &Schema, last: i32) -> Resu
         .into());
     }
 
+    let started = Instant::now();
+    let mut applied = Vec::new();
     for migration in MIGRATIONS.iter().take_while(|m| m.number <= last) {
-        let applied = !status.attempt_all
+        let recorded = !status.attempt_all
             && status
                 .latest
                 .is_some_and(|latest| migration.number <= latest);
-        if !applied {
-            run_one(conn, schema, migration).await?;
+        if !recorded && run_one(conn, schema, migration).await? {
+            applied.push(migration.number);
         }
     }
+    log_summary(schema, status.latest, &applied, started.elapsed());
     if last < HIGHEST_MIGRATION {
         return Ok(());
     }
@@ -182,6 +185,42 @@ async fn migrate_to(conn: &mut PgConnection, schema: &Schema, last: i32) -> Resu
         .latest
         .is_some_and(|latest| latest > HIGHEST_MIGRATION);
     ensure_registry(conn, schema, beyond_ours).await
+}
+
+/// One `info` line for the migrations this call applied (one `debug` line
+/// when there were none): what `from` (the newest recorded before, if any)
+/// became, and how long it took.
+fn log_summary(schema: &Schema, from: Option<i32>, applied: &[i32], took: Duration) {
+    let name = schema.name();
+    let ms = took.as_millis();
+    let (Some(first), Some(last)) = (applied.first(), applied.last()) else {
+        tracing::debug!(
+            schema = name,
+            "the {name} schema is up to date; no migration applied"
+        );
+        return;
+    };
+    let numbers = if first == last {
+        format!("migration {first}")
+    } else if applied.len() as i32 == last - first + 1 {
+        format!("migrations {first}..={last}")
+    } else {
+        let list: Vec<String> = applied.iter().map(i32::to_string).collect();
+        format!("migrations {}", list.join(", "))
+    };
+    match from {
+        Some(from) if from < *first => tracing::info!(
+            schema = name,
+            from,
+            to = last,
+            "upgraded the {name} schema from {from} to {last} ({numbers}) in {ms} ms"
+        ),
+        _ => tracing::info!(
+            schema = name,
+            to = last,
+            "installed the {name} schema: {numbers} in {ms} ms"
+        ),
+    }
 }
 
 async fn check_server_version(conn: &mut PgConnection) -> Result<(), Error> {
@@ -269,11 +308,13 @@ async fn bootstrap(conn: &mut PgConnection, schema: &Schema) -> Result<(), sqlx:
     Ok(())
 }
 
+/// Applies one migration in its own transaction. `false` when another
+/// migrator had recorded it first (nothing was done).
 async fn run_one(
     conn: &mut PgConnection,
     schema: &Schema,
     migration: &Migration,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let mut tx = conn.begin().await?;
     let insert = format!(
         "insert into {}.migrations (id, breaking) values ($1, $2)",
@@ -292,11 +333,11 @@ async fn run_one(
                 migration = migration.number,
                 "another worker performed this migration; continuing"
             );
-            return Ok(());
+            return Ok(false);
         }
         return Err(MigrateError::Failed {
             migration: migration.number,
-            source: e,
+            error: e,
         }
         .into());
     }
@@ -316,10 +357,10 @@ async fn run_one(
         Ok(()) => {
             tx.commit().await.map_err(|e| MigrateError::Failed {
                 migration: migration.number,
-                source: e,
+                error: e,
             })?;
-            tracing::info!(migration = migration.number, "applied migration");
-            Ok(())
+            tracing::debug!(migration = migration.number, "applied migration");
+            Ok(true)
         }
         Err(e) => {
             let _ = tx.rollback().await;
@@ -328,7 +369,7 @@ async fn run_one(
             }
             Err(MigrateError::Failed {
                 migration: migration.number,
-                source: e,
+                error: e,
             }
             .into())
         }
@@ -392,9 +433,9 @@ async fn ensure_registry(
         return Ok(());
     }
     let migration = &MIGRATIONS[REGISTRY_MIGRATION];
-    let failed = |source| MigrateError::Failed {
+    let failed = |error| MigrateError::Failed {
         migration: migration.number,
-        source,
+        error,
     };
     let sql = if beyond_ours {
         registry_section(migration.sql)?

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::context::JobContext;
+use crate::data::{DataMap, DataRequirement};
 use crate::error::Error;
 use crate::task::{Task, TaskError};
 
@@ -40,6 +41,7 @@ pub struct TaskRegistration {
     line: u32,
     cron: &'static [&'static str],
     handler: Handler,
+    required_data: fn() -> Vec<DataRequirement>,
 }
 
 impl TaskRegistration {
@@ -52,6 +54,7 @@ impl TaskRegistration {
             line,
             cron,
             handler: start_task::<T>,
+            required_data: T::required_data,
         }
     }
 
@@ -100,39 +103,40 @@ pub(crate) struct TaskSet {
 struct Entry {
     location: String,
     handler: Handler,
+    required_data: fn() -> Vec<DataRequirement>,
 }
 
 impl TaskSet {
     /// Adds a task, refusing a second task with the same identifier.
     pub(crate) fn insert(&mut self, registration: &TaskRegistration) -> Result<(), Error> {
-        self.insert_parts(
-            registration.identifier,
-            registration.location(),
-            registration.handler,
-        )
-    }
-
-    pub(crate) fn insert_parts(
-        &mut self,
-        identifier: &str,
-        location: String,
-        handler: Handler,
-    ) -> Result<(), Error> {
-        if let Some(existing) = self.tasks.get(identifier) {
-            return Err(Error::DuplicateTask {
-                identifier: identifier.to_owned(),
-                first: existing.location.clone(),
-                second: location,
-            });
-        }
-        self.tasks
-            .insert(identifier.to_owned(), Entry { location, handler });
-        Ok(())
+        let entry = Entry {
+            location: registration.location(),
+            handler: registration.handler,
+            required_data: registration.required_data,
+        };
+        self.insert_entry(registration.identifier, entry)
     }
 
     /// Registers task `T` (hand-written or generated).
     pub(crate) fn insert_task<T: Task>(&mut self, location: String) -> Result<(), Error> {
-        self.insert_parts(T::IDENTIFIER, location, start_task::<T>)
+        let entry = Entry {
+            location,
+            handler: start_task::<T>,
+            required_data: T::required_data,
+        };
+        self.insert_entry(T::IDENTIFIER, entry)
+    }
+
+    fn insert_entry(&mut self, identifier: &str, entry: Entry) -> Result<(), Error> {
+        if let Some(existing) = self.tasks.get(identifier) {
+            return Err(Error::DuplicateTask {
+                identifier: identifier.to_owned(),
+                first: existing.location.clone(),
+                second: entry.location,
+            });
+        }
+        self.tasks.insert(identifier.to_owned(), entry);
+        Ok(())
     }
 
     /// Keeps only the named tasks; each name must exist.
@@ -158,6 +162,16 @@ impl TaskSet {
 
     pub(crate) fn handler(&self, identifier: &str) -> Option<Handler> {
         self.tasks.get(identifier).map(|e| e.handler)
+    }
+
+    /// The first task asking for a value `data` lacks, and the value's type.
+    pub(crate) fn missing_data(&self, data: &DataMap) -> Option<(String, &'static str)> {
+        self.tasks.iter().find_map(|(identifier, entry)| {
+            (entry.required_data)()
+                .into_iter()
+                .find(|needed| !data.has(needed))
+                .map(|needed| (identifier.clone(), needed.type_name()))
+        })
     }
 
     pub(crate) fn identifiers(&self) -> Vec<String> {

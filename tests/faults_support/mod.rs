@@ -150,6 +150,15 @@ pub async fn ledger_dump(ledger: &PgPool) -> String {
     out
 }
 
+/// A failure message's context: `what`, then the ledger and the jobs.
+pub async fn story_of(what: String, ledger: &PgPool, pool: &PgPool) -> String {
+    format!(
+        "{what}\nledger:{}\njobs:{}",
+        ledger_dump(ledger).await,
+        jobs_dump(pool).await
+    )
+}
+
 /// Every row of `graphile_worker.jobs`, for failure messages.
 pub async fn jobs_dump(pool: &PgPool) -> String {
     let rows: Vec<(
@@ -179,21 +188,15 @@ pub async fn jobs_dump(pool: &PgPool) -> String {
     out
 }
 
-/// Jobs and queues still locked: `(jobs, queues)`.
-pub async fn locks_left(pool: &PgPool) -> (i64, i64) {
-    let jobs: i64 = sqlx::query_scalar(
-        "select count(*) from graphile_worker._private_jobs where locked_by is not null",
+/// Waits (at most 10 s) until the worker `pool_id` (`who`) has a row in the
+/// registry.
+pub async fn wait_until_registered(pool: &PgPool, pool_id: &str, who: &str) {
+    crate::common::eventually(
+        Duration::from_secs(10),
+        &format!("{who} to register"),
+        || async { registered(pool, pool_id).await.then_some(()) },
     )
-    .fetch_one(pool)
-    .await
-    .expect("count locked jobs");
-    let queues: i64 = sqlx::query_scalar(
-        "select count(*) from graphile_worker._private_job_queues where locked_by is not null",
-    )
-    .fetch_one(pool)
-    .await
-    .expect("count locked queues");
-    (jobs, queues)
+    .await;
 }
 
 /// Whether the worker `pool_id` has a row in the registry.

@@ -175,7 +175,7 @@ mod tests {
         );
         assert_eq!(
             err.to_string(),
-            "could not serialise the payload for task `unserialisable`: no JSON for this"
+            "could not serialise the payload for task `unserialisable` to JSON; change the payload's type or value so serde_json accepts it (map keys must be strings, for example)"
         );
     }
 }

@@ -25,11 +25,23 @@ pub(crate) use writer::{Completer, is_retryable};
 pub(crate) enum Outcome {
     /// The task succeeded: delete the job.
     Completed,
-    /// The task failed: record the message and back off. `interrupted` jobs
-    /// (stopped by a shutdown) get their attempt back and no backoff.
-    Failed { message: String, interrupted: bool },
+    /// The task failed: record the message, and retry the job as `how`
+    /// says.
+    Failed { message: String, how: Failure },
     /// The job never started: unlock it and refund the attempt.
     Returned,
+}
+
+/// What a failure does to the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Back off and retry while attempts are left.
+    Retry,
+    /// No retry can fix it: fail the job permanently now.
+    Permanent,
+    /// Stopped by a shutdown or a lost heartbeat before it finished: the
+    /// attempt is given back and the job may run again at once.
+    Interrupted,
 }
 
 /// The claim an outcome belongs to: the job id and the `updated_at` the
@@ -57,9 +69,11 @@ pub(crate) const SHUTDOWN_MESSAGE: &str =
 /// (peers may have taken, or may soon take, its jobs).
 pub(crate) const HEARTBEAT_LOST_MESSAGE: &str = "worker lost its heartbeat: the job was stopped before it finished, so that it does not run twice, and will be retried";
 
-/// Stored on a job whose task panicked.
+/// Stored on a job whose task panicked; `detail` is what
+/// [`panics::catch`](crate::panics::catch) returned (` at file:line:col:
+/// message`, or `: message` when the location is unknown).
 pub(crate) fn task_panicked(detail: &str) -> String {
-    format!("task panicked: {detail}")
+    format!("task panicked{detail}")
 }
 
 /// Stored on a job of a task this worker does not run (claimed anyway: its
@@ -121,7 +135,7 @@ impl OutcomeGuard {
                 || matches!(
                     outcome,
                     Outcome::Failed {
-                        interrupted: true,
+                        how: Failure::Interrupted,
                         ..
                     }
                 );
@@ -138,12 +152,12 @@ impl Drop for OutcomeGuard {
         let outcome = if std::thread::panicking() {
             Outcome::Failed {
                 message: WORKER_PANICKED_MESSAGE.into(),
-                interrupted: false,
+                how: Failure::Retry,
             }
         } else {
             Outcome::Failed {
                 message: SHUTDOWN_MESSAGE.into(),
-                interrupted: true,
+                how: Failure::Interrupted,
             }
         };
         completer.send(self.claim, outcome, true);
@@ -165,7 +179,7 @@ pub(crate) fn settle_rejects(held: &HeldJobs, completer: &Completer, batch: &Cla
         tracing::error!(job_id = claim.id, "{message}");
         let outcome = Outcome::Failed {
             message: message.clone(),
-            interrupted: false,
+            how: Failure::Retry,
         };
         // It may have held its named queue, which unlocks now.
         completer.send(*claim, outcome, true);

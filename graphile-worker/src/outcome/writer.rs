@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use super::{ClaimRef, HeldJobs, Outcome, lock_held, storable_message};
+use super::{ClaimRef, Failure, HeldJobs, Outcome, lock_held, storable_message};
 use crate::backoff::Backoff;
 use crate::listen::Wakeups;
 use crate::sql::Db;
@@ -345,16 +345,15 @@ impl Writer {
                 // before it began.
                 let mut messages = Vec::with_capacity(reports.len());
                 let mut interrupted = Vec::with_capacity(reports.len());
+                let mut permanent = Vec::with_capacity(reports.len());
                 for report in reports {
-                    let (message, i) = match &report.outcome {
-                        Outcome::Failed {
-                            message,
-                            interrupted,
-                        } => (Some(storable_message(message)), *interrupted),
-                        Outcome::Returned | Outcome::Completed => (None, true),
+                    let (message, how) = match &report.outcome {
+                        Outcome::Failed { message, how } => (Some(storable_message(message)), *how),
+                        Outcome::Returned | Outcome::Completed => (None, Failure::Interrupted),
                     };
                     messages.push(message);
-                    interrupted.push(i);
+                    interrupted.push(how == Failure::Interrupted);
+                    permanent.push(how == Failure::Permanent);
                 }
                 sqlx::query_scalar(self.db.sql.outcomes.fail_own_jobs.clone())
                     .bind(&ids)
@@ -362,6 +361,7 @@ impl Writer {
                     .bind(&self.pool_id)
                     .bind(&interrupted)
                     .bind(&claimed)
+                    .bind(&permanent)
                     .fetch_one(&self.db.pool)
                     .await?
             }

@@ -103,33 +103,38 @@ impl OutcomeStatements {
                 UNLOCK_QUEUES = unlock_queues_of_j(s, "$2"),
             )),
             // Failures and hand-backs. $1 ids, $2 messages, $3 pool id, $4
-            // per-job "interrupted" flags, $5 claim stamps. An interrupted
-            // job gets its attempt back and no backoff; a job handed back
-            // before it started (no message) keeps its last_error and run_at
-            // too. The attempt is refunded only if nobody else changed the
-            // job since the claim (a job disarmed by remove_job must stay
-            // dead).
+            // per-job "interrupted" flags, $5 claim stamps, $6 per-job
+            // "permanent" flags. An interrupted job gets its attempt back
+            // and no backoff; a job handed back before it started (no
+            // message) keeps its last_error and run_at too. The attempt is
+            // refunded only if nobody else changed the job since the claim
+            // (a job disarmed by remove_job must stay dead). A permanent
+            // failure uses up the attempts left; a job failed for good
+            // (permanently, or on its last attempt) keeps its run_at.
             fail_own_jobs: stmt(format!(
-                "with f as (select * from unnest($1::bigint[], $2::text[], $4::boolean[], $5::timestamptz[]) \
-               as f(id, message, interrupted, claimed_at)), \
-             target as (select jobs.id, f.message, f.interrupted, \
-                 (f.claimed_at is null or jobs.updated_at = f.claimed_at) as untouched \
-               from {s}._private_jobs as jobs join f on f.id = jobs.id \
-               where jobs.id = any($1::bigint[]) and jobs.locked_by = $3 and {OWN_CLAIM} \
-               for update of jobs skip locked), \
-             j as (update {s}._private_jobs as jobs set \
-                 last_error = coalesce(t.message, jobs.last_error), \
-                 run_at = case when t.message is null then jobs.run_at \
-                   when t.interrupted then greatest(now(), jobs.run_at) \
-                   else greatest(now(), jobs.run_at) \
-                     + exp(least(jobs.attempts, 10)) * interval '1 second' end, \
-                 attempts = case when t.interrupted and t.untouched \
-                   then greatest(0, jobs.attempts - 1) else jobs.attempts end, \
-                 updated_at = now(), locked_by = null, locked_at = null \
-               from target as t where jobs.id = t.id \
-               returning jobs.job_queue_id), \
-             {UNLOCK_QUEUES} \
-             select count(*) from j",
+                "with f as (select * from unnest($1::bigint[], $2::text[], $4::boolean[], \
+                   $5::timestamptz[], $6::boolean[]) \
+                   as f(id, message, interrupted, claimed_at, permanent)), \
+                 target as (select jobs.id, f.message, f.interrupted, f.permanent, \
+                     (f.claimed_at is null or jobs.updated_at = f.claimed_at) as untouched \
+                   from {s}._private_jobs as jobs join f on f.id = jobs.id \
+                   where jobs.id = any($1::bigint[]) and jobs.locked_by = $3 and {OWN_CLAIM} \
+                   for update of jobs skip locked), \
+                 j as (update {s}._private_jobs as jobs set \
+                     last_error = coalesce(t.message, jobs.last_error), \
+                     run_at = case when t.message is null then jobs.run_at \
+                       when t.interrupted then greatest(now(), jobs.run_at) \
+                       when t.permanent or jobs.attempts >= jobs.max_attempts then jobs.run_at \
+                       else greatest(now(), jobs.run_at) \
+                         + exp(least(jobs.attempts, 10)) * interval '1 second' end, \
+                     attempts = case when t.permanent then greatest(jobs.attempts, jobs.max_attempts) \
+                       when t.interrupted and t.untouched then greatest(0, jobs.attempts - 1) \
+                       else jobs.attempts end, \
+                     updated_at = now(), locked_by = null, locked_at = null \
+                   from target as t where jobs.id = t.id \
+                   returning jobs.job_queue_id), \
+                 {UNLOCK_QUEUES} \
+                 select count(*) from j",
                 UNLOCK_QUEUES = unlock_queues_of_j(s, "$3"),
             )),
             // Of the claims ($1 ids, $3 stamps) an outcome write skipped,

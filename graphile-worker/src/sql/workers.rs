@@ -19,6 +19,7 @@ pub(crate) struct WorkerStatements {
     pub(crate) recover_dead_worker_jobs: SqlStr,
     pub(crate) delete_stale_workers: SqlStr,
     pub(crate) notify_jobs: SqlStr,
+    pub(crate) stranded_tasks: SqlStr,
 }
 
 impl WorkerStatements {
@@ -80,10 +81,32 @@ impl WorkerStatements {
         delete_stale_workers: stmt(format!(
             "select {s}.delete_stale_workers($1::text[])::text"
         )),
+        stranded_tasks: stranded_tasks(s),
         notify_jobs: stmt(
             "select pg_notify('jobs:insert', json_build_object('r', random(), 'count', $1::int)::text)"
                 .into(),
         ),
         }
     }
+}
+
+/// Jobs due for over `$2` seconds whose task no registered worker runs
+/// (`$1`: this worker's identifiers; other workers list theirs in their
+/// registry metadata): identifier and count, most first. Only the first
+/// 10,000 runnable jobs in claim order are looked at, so the cost is
+/// bounded on any table; jobs nobody runs rise to the front as the others
+/// drain.
+fn stranded_tasks(s: &str) -> SqlStr {
+    stmt(format!(
+        "with head as (select task_id, run_at from {s}._private_jobs \
+           where is_available = true order by priority, run_at limit 10000), \
+         known as (select jsonb_array_elements_text(metadata -> 'tasks') as identifier \
+           from {s}._private_workers where jsonb_typeof(metadata -> 'tasks') = 'array' \
+           union select unnest($1::text[])) \
+         select t.identifier, count(*) from head \
+         join {s}._private_tasks t on t.id = head.task_id \
+         where head.run_at < now() - $2::float8 * interval '1 second' \
+           and t.identifier not in (select identifier from known) \
+         group by t.identifier order by 2 desc, 1 limit 20"
+    ))
 }

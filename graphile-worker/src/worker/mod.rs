@@ -18,15 +18,18 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::claim::Claimer;
 use crate::cron::{Clock, CronItem, run_scheduler};
+use crate::data::DataMap;
 use crate::error::Error;
 use crate::heartbeat::Health;
 use crate::listen::{Wakeups, listen};
 use crate::recovery::Sweeper;
 use crate::registry::TaskSet;
 use crate::sql::Db;
+use crate::stranded::warn_stranded;
 use crate::sweep::sweep_stale_locks;
 use crate::worker_utils::WorkerUtils;
 
+mod connect;
 mod dispatch;
 mod local_queue;
 mod options;
@@ -64,6 +67,9 @@ pub(crate) struct Inner {
     pub(crate) utils: WorkerUtils,
     pub(crate) pool_id: String,
     pub(crate) tasks: TaskSet,
+    /// Values tasks take as `Data<T>`.
+    pub(crate) data: Arc<DataMap>,
+    pub(crate) retry_undecodable: bool,
     pub(crate) claimer: Claimer,
     pub(crate) concurrency: usize,
     pub(crate) local_queue_size: usize,
@@ -193,6 +199,11 @@ impl Worker {
                 );
                 handle.shutdown();
             },
+        ));
+        background.spawn(warn_stranded(
+            inner.db.clone(),
+            inner.tasks.identifiers(),
+            inner.shutdown.subscribe(),
         ));
         background.spawn(sweep_stale_locks(
             inner.db.clone(),

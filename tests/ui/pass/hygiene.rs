@@ -22,6 +22,9 @@ struct WorkerUtils;
 struct Error;
 struct Job;
 struct E;
+struct Data;
+struct TaskData;
+struct DataRequirement;
 trait Clone {}
 trait Debug {}
 fn file() {}
@@ -31,9 +34,10 @@ fn line() {}
 async fn hygienic(
     ctx: graphile_worker::JobContext,
     name: ::std::string::String,
+    shared: graphile_worker::Data<u32>,
     count: ::core::option::Option<u32>,
 ) -> ::core::result::Result<(), ::std::string::String> {
-    let _ = (ctx, name, count);
+    let _ = (ctx, name, shared, count);
     ::core::result::Result::Ok(())
 }
 
@@ -49,5 +53,9 @@ fn main() {
             .queue_name
             .as_deref(),
         ::core::option::Option::Some("q")
+    );
+    assert_eq!(
+        <Hygienic as graphile_worker::Task>::required_data(),
+        [graphile_worker::DataRequirement::of::<u32>()]
     );
 }

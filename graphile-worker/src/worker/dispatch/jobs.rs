@@ -231,6 +231,8 @@ impl Dispatcher {
             utils: self.inner.utils.clone(),
             cancel: self.cancel.subscribe(),
             aborts: (self.abort.subscribe(), self.inner.abort.subscribe()),
+            data: self.inner.data.clone(),
+            retry_undecodable: self.inner.retry_undecodable,
         };
         // Made before the task: a task dropped before its first poll drops
         // the guard too, which still reports the job.

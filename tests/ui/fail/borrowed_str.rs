@@ -1,0 +1,8 @@
+use graphile_worker::task;
+
+#[task]
+async fn greet(name: &str, times: u32) {
+    let _ = (name, times);
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use graphile_worker::{Data, task};
+
+struct Mailer;
+
+#[task]
+async fn send_email(mailer: &Data<Mailer>, to: String) {
+    let _ = (mailer, to);
+}
+
+fn main() {}
