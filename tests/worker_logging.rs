@@ -65,6 +65,17 @@ async fn each_job_is_logged_in_a_span_with_its_id_task_queue_attempt_and_outcome
     ] {
         assert!(ok_line.contains(part), "{part} missing: {ok_line}");
     }
+    // Durations are logged to a tenth of a millisecond.
+    let duration = ok_line
+        .split("job.duration_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default();
+    let decimals = duration.split('.').nth(1).map_or(0, str::len);
+    assert!(
+        duration.parse::<f64>().is_ok() && decimals <= 1,
+        "job.duration_ms={duration} in {ok_line}"
+    );
     let failed_line = line_of(failing);
     for part in ["job.task=refuse", "job.outcome=\"failed\"", "not today"] {
         assert!(failed_line.contains(part), "{part} missing: {failed_line}");
