@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::job::{JOB_COLUMNS, Job, UPDATED_AT_COLUMN};
 use crate::outcome::{self, ClaimRef};
 use crate::sql::Db;
+use crate::statistics::StatisticsCheck;
 
 /// Positions in the claim's result: the task id follows the columns of
 /// `Job::from_positional_row`, then the candidate and expected counts.
@@ -50,6 +51,7 @@ pub(crate) struct Claimer {
     forbidden_flags: Option<Vec<String>>,
     /// Queue names never change for an id, so they are cached.
     queue_names: Mutex<HashMap<i32, String>>,
+    statistics: StatisticsCheck,
 }
 
 impl Claimer {
@@ -92,6 +94,7 @@ impl Claimer {
             task_names,
             forbidden_flags: forbidden_flags.filter(|f| !f.is_empty()),
             queue_names: Mutex::new(HashMap::new()),
+            statistics: StatisticsCheck::default(),
         })
     }
 
@@ -114,6 +117,9 @@ impl Claimer {
         };
         batch.candidates = counted(CANDIDATES_COLUMN).unwrap_or(rows.len());
         batch.expected = counted(CANDIDATES_COLUMN + 1).unwrap_or(0);
+        if batch.candidates >= limit {
+            self.statistics.backlog_seen(&self.db);
+        }
         let rows = split_unreadable(rows, &mut batch);
         batch.claimed = rows.len() + batch.unreadable.len();
         let missing_queues = self.missing_queue_names(&rows);

@@ -23,6 +23,7 @@ mod registry;
 mod schema;
 mod spec;
 mod sql;
+mod statistics;
 mod stranded;
 mod sweep;
 mod task;

@@ -16,11 +16,25 @@ pub(crate) struct ClaimStatements {
     pub(crate) claim_jobs_with_flags: SqlStr,
     pub(crate) return_strays: SqlStr,
     pub(crate) unlock_own_queues: SqlStr,
+    /// Whether the jobs table's statistics are missing or stale and ours to
+    /// refresh (`$1` the schema name); see `statistics.rs`.
+    pub(crate) jobs_statistics_stale: SqlStr,
+    pub(crate) analyze_jobs: SqlStr,
 }
 
 impl ClaimStatements {
     pub(super) fn new(s: &str) -> Self {
         Self {
+            jobs_statistics_stale: stmt(
+                "select (c.reltuples < 0 \
+                   or coalesce(s.n_mod_since_analyze, 0) > greatest(c.reltuples, 1000)) \
+                   and pg_has_role(c.relowner, 'USAGE') \
+                 from pg_class c left join pg_stat_user_tables s on s.relid = c.oid \
+                 where c.relname = '_private_jobs' \
+                   and c.relnamespace = (select oid from pg_namespace where nspname = $1)"
+                    .into(),
+            ),
+            analyze_jobs: stmt(format!("analyze {s}._private_jobs")),
             insert_missing_tasks: stmt(format!(
                 "with wanted as (select distinct i from unnest($1::text[]) as i), \
              inserted as ( \
