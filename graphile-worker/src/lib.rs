@@ -72,6 +72,12 @@ pub mod __private {
     };
 }
 
+/// The repository README's code blocks, compiled as doctests (the README is
+/// not part of the rendered docs).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Hooks for tests that drive the engine by hand: an older schema revision,
 /// a stale-lock sweep on demand, a cron clock that moves when told. Behind
 /// the `testing` cargo feature; not needed to run workers.
