@@ -137,6 +137,8 @@ enum Metric {
     DrainRate(Side, usize),
     /// The same drain right after the bulk insert, before any statistics.
     FreshDrainRate(Side, usize),
+    /// The claim and complete statements alone, back to back.
+    FloorRate(usize),
     LatencyMs(Side, Stat),
 }
 
@@ -257,6 +259,11 @@ async fn main() -> Result<()> {
                     "jobs/s",
                 );
                 results.push(Metric::FreshDrainRate(side, size), rate);
+            }
+            if settings.wants("drain") {
+                let rate = floor(size).await?;
+                progress(&format!("drain {size}, floor"), rate, "jobs/s");
+                results.push(Metric::FloorRate(size), rate);
             }
         }
         for side in rotated(Side::ALL, run).filter(|_| settings.wants("latency")) {
@@ -588,6 +595,66 @@ async fn drain(side: Side, count: usize, statistics: Statistics) -> Result<f64> 
     Ok(count as f64 / (ms / 1e3))
 }
 
+/// Claims per statement in the floor: the most a claim of ours asks for
+/// while draining a backlog at this concurrency.
+const FLOOR_BATCH: i64 = 1000;
+
+/// What PostgreSQL alone costs for a drain: the worker's own claim and
+/// complete statements, batches of [`FLOOR_BATCH`], issued back to back on
+/// one connection by a client that runs no task, in jobs per second (from
+/// the first claim to the last completion, over an ANALYZEd table).
+async fn floor(count: usize) -> Result<f64> {
+    let db = migrated_database().await?;
+    let pool = db.pool(2).await;
+    add_jobs_sql(&pool, specs_json(count)).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "analyze {}._private_jobs",
+        graphile_worker::quote_identifier(SCHEMA)
+    )))
+    .execute(&pool)
+    .await?;
+    settle(&pool).await;
+    let (claim, complete) = graphile_worker::testing::engine_sql(SCHEMA);
+    let mut conn = db
+        .url
+        .parse::<sqlx::postgres::PgConnectOptions>()?
+        .connect()
+        .await?;
+    let task_ids: Vec<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select id from {}._private_tasks where identifier = 'bench_noop'",
+        graphile_worker::quote_identifier(SCHEMA)
+    )))
+    .fetch_all(&mut conn)
+    .await?;
+    let start = Instant::now();
+    loop {
+        let ids: Vec<Option<i64>> = sqlx::query_scalar(sqlx::AssertSqlSafe(claim.clone()))
+            .bind("floor")
+            .bind(&task_ids)
+            .bind(FLOOR_BATCH)
+            .fetch_all(&mut conn)
+            .await?;
+        let ids: Vec<i64> = ids.into_iter().flatten().collect();
+        if ids.is_empty() {
+            break;
+        }
+        sqlx::query(sqlx::AssertSqlSafe(complete.clone()))
+            .bind(&ids)
+            .bind("floor")
+            .execute(&mut conn)
+            .await?;
+    }
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    conn.close().await?;
+    let left = jobs_left(&pool).await?;
+    pool.close().await;
+    drop_database(db).await?;
+    if left != 0 {
+        return Err(format!("the floor left {left} of {count} jobs").into());
+    }
+    Ok(count as f64 / (ms / 1e3))
+}
+
 /// Milliseconds from just before each `add_job` call to the task's start.
 async fn latency(
     side: Side,
@@ -798,6 +865,21 @@ fn print_tables(results: &Results, settings: &Settings) {
                 "- drain {} ≥ 2.5× Node batched: {ratio:.2}× ({})",
                 group_thousands(size as i64),
                 verdict(ratio >= 2.5)
+            );
+        }
+    }
+    for &size in &settings.sizes {
+        if let (Some(ours), Some(floor)) = (
+            m(Metric::DrainRate(Side::Ours, size)),
+            m(Metric::FloorRate(size)),
+        ) {
+            let share = ours / floor;
+            println!(
+                "- drain {} ≥ 85% of the floor (claim + complete statements alone, {FLOOR_BATCH} a batch: {} jobs/s): {:.0}% ({})",
+                group_thousands(size as i64),
+                group_thousands(floor.round() as i64),
+                share * 100.0,
+                verdict(share >= 0.85)
             );
         }
     }

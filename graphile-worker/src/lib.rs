@@ -85,5 +85,6 @@ pub struct ReadmeDoctests;
 pub mod testing {
     pub use crate::cron::testing::{Clock, CronEvent, ManualClock, run_scheduler_for_tests};
     pub use crate::migrate::migrate_until;
+    pub use crate::sql::engine_sql;
     pub use crate::sweep::reset_stale_locks;
 }

@@ -67,6 +67,28 @@ impl Statements {
     }
 }
 
+/// The texts of the claim statement (`$1` pool id, `$2` task ids, `$3`
+/// limit; rows of job columns, then `task_id` and two counts, or one row of
+/// nulls) and of the completion statement (`$1` ids, `$2` pool id) for
+/// `schema`, as a worker sends them: for measuring what PostgreSQL alone
+/// costs (the benchmark's floor).
+///
+/// ```
+/// # #[cfg(feature = "testing")] {
+/// let (claim, complete) = graphile_worker::testing::engine_sql("graphile_worker");
+/// assert!(claim.contains("for update skip locked"));
+/// assert!(complete.starts_with("with j as (delete"));
+/// # }
+/// ```
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
+pub fn engine_sql(schema: &str) -> (String, String) {
+    let sql = Statements::new(&Schema::new(schema));
+    (
+        sql.claims.claim_jobs.as_str().to_owned(),
+        sql.outcomes.complete_own_jobs.as_str().to_owned(),
+    )
+}
+
 /// A statement whose text was built from [`Schema::quoted`] and constants.
 fn stmt(sql: String) -> SqlStr {
     AssertSqlSafe(Arc::<str>::from(sql)).into_sql_str()
