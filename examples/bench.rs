@@ -566,7 +566,9 @@ enum Statistics {
     None,
 }
 
-async fn drain(side: Side, count: usize, statistics: Statistics) -> Result<f64> {
+/// A database of its own holding `count` queued `bench_noop` jobs, and a
+/// small pool on it.
+async fn backlog(count: usize, statistics: Statistics) -> Result<(TestDatabase, PgPool)> {
     let db = migrated_database().await?;
     let pool = db.pool(2).await;
     add_jobs_sql(&pool, specs_json(count)).await?;
@@ -579,6 +581,11 @@ async fn drain(side: Side, count: usize, statistics: Statistics) -> Result<f64> 
         .await?;
     }
     settle(&pool).await;
+    Ok((db, pool))
+}
+
+async fn drain(side: Side, count: usize, statistics: Statistics) -> Result<f64> {
+    let (db, pool) = backlog(count, statistics).await?;
     let ms = match side {
         Side::Ours => ours_run_once_ms(&db).await?,
         node_side => {
@@ -604,16 +611,7 @@ const FLOOR_BATCH: i64 = 1000;
 /// one connection by a client that runs no task, in jobs per second (from
 /// the first claim to the last completion, over an ANALYZEd table).
 async fn floor(count: usize) -> Result<f64> {
-    let db = migrated_database().await?;
-    let pool = db.pool(2).await;
-    add_jobs_sql(&pool, specs_json(count)).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "analyze {}._private_jobs",
-        graphile_worker::quote_identifier(SCHEMA)
-    )))
-    .execute(&pool)
-    .await?;
-    settle(&pool).await;
+    let (db, pool) = backlog(count, Statistics::Analyzed).await?;
     let (claim, complete) = graphile_worker::testing::engine_sql(SCHEMA);
     let mut conn = db
         .url
