@@ -37,14 +37,14 @@ impl ClaimStatements {
             analyze_jobs: stmt(format!("analyze {s}._private_jobs")),
             insert_missing_tasks: stmt(format!(
                 "with wanted as (select distinct i from unnest($1::text[]) as i), \
-             inserted as ( \
-               insert into {s}._private_tasks (identifier) \
-               select i from wanted \
-               where not exists (select 1 from {s}._private_tasks t where t.identifier = i) \
-               on conflict do nothing \
-               returning id, identifier) \
-             select id, identifier from {s}._private_tasks where identifier = any($1::text[]) \
-             union all select id, identifier from inserted"
+                 inserted as ( \
+                   insert into {s}._private_tasks (identifier) \
+                   select i from wanted \
+                   where not exists (select 1 from {s}._private_tasks t where t.identifier = i) \
+                   on conflict do nothing \
+                   returning id, identifier) \
+                 select id, identifier from {s}._private_tasks where identifier = any($1::text[]) \
+                 union all select id, identifier from inserted"
             )),
             task_ids: stmt(format!(
                 "select id, identifier from {s}._private_tasks where identifier = any($1::text[])"
@@ -61,23 +61,23 @@ impl ClaimStatements {
             // and the queues of pool $1 holding no held job are unlocked.
             return_strays: stmt(format!(
                 "with strays as (select jobs.id from {s}._private_jobs as jobs \
-               where jobs.locked_by = $1 and not (jobs.id = any($2::bigint[])) \
-               for update skip locked), \
-             j as (update {s}._private_jobs as jobs set \
-                 attempts = case when jobs.updated_at = jobs.locked_at \
-                   then greatest(0, jobs.attempts - 1) else jobs.attempts end, \
-                 updated_at = now(), locked_by = null, locked_at = null \
-               from strays where jobs.id = strays.id returning jobs.id), \
-             q as (update {s}._private_job_queues as queues set locked_by = null, locked_at = null \
-               where queues.locked_by = $1 and not exists (select 1 from {s}._private_jobs as held \
-                 where held.job_queue_id = queues.id and held.locked_by = $1 \
-                   and held.id = any($2::bigint[])) returning 1) \
-             select (select count(*) from j), (select count(*) from q)"
+                   where jobs.locked_by = $1 and not (jobs.id = any($2::bigint[])) \
+                   for update skip locked), \
+                 j as (update {s}._private_jobs as jobs set \
+                     attempts = case when jobs.updated_at = jobs.locked_at \
+                       then greatest(0, jobs.attempts - 1) else jobs.attempts end, \
+                     updated_at = now(), locked_by = null, locked_at = null \
+                   from strays where jobs.id = strays.id returning jobs.id), \
+                 q as (update {s}._private_job_queues as queues set locked_by = null, locked_at = null \
+                   where queues.locked_by = $1 and not exists (select 1 from {s}._private_jobs as held \
+                     where held.job_queue_id = queues.id and held.locked_by = $1 \
+                       and held.id = any($2::bigint[])) returning 1) \
+                 select (select count(*) from j), (select count(*) from q)"
             )),
             unlock_own_queues: stmt(format!(
                 "update {s}._private_job_queues set locked_by = null, locked_at = null \
-             where locked_by = $1 and not exists (select 1 from {s}._private_jobs j \
-               where j.job_queue_id = {s}._private_job_queues.id and j.locked_by = $1)"
+                 where locked_by = $1 and not exists (select 1 from {s}._private_jobs j \
+                   where j.job_queue_id = {s}._private_job_queues.id and j.locked_by = $1)"
             )),
         }
     }
@@ -110,10 +110,10 @@ impl OutcomeStatements {
             // flight that lets go within milliseconds.
             complete_own_jobs: stmt(format!(
                 "with j as (delete from {s}._private_jobs as jobs \
-               where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 \
-               returning jobs.job_queue_id), \
-             {UNLOCK_QUEUES} \
-             select count(*) from j",
+                   where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 \
+                   returning jobs.job_queue_id), \
+                 {UNLOCK_QUEUES} \
+                 select count(*) from j",
                 UNLOCK_QUEUES = unlock_queues_of_j(s, "$2"),
             )),
             // Failures and hand-backs. $1 ids, $2 messages, $3 pool id, $4
@@ -156,8 +156,8 @@ impl OutcomeStatements {
             // transaction. The others were taken from us (recovered, swept).
             still_held: stmt(format!(
                 "select jobs.id from unnest($1::bigint[], $3::timestamptz[]) as f(id, claimed_at) \
-             join {s}._private_jobs as jobs on jobs.id = f.id \
-             where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 and {OWN_CLAIM}"
+                 join {s}._private_jobs as jobs on jobs.id = f.id \
+                 where jobs.id = any($1::bigint[]) and jobs.locked_by = $2 and {OWN_CLAIM}"
             )),
         }
     }

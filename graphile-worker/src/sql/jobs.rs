@@ -35,12 +35,12 @@ impl JobStatements {
             // arguments when the join finds nothing.
             add_job: stmt(format!(
                 "with j as (select * from {s}.add_job(identifier => $1::text, payload => $2::json, \
-             queue_name => $3::text, run_at => $4::timestamptz, max_attempts => $5::int, \
-             job_key => $6::text, priority => $7::int, flags => $8::text[], \
-             job_key_mode => $9::text)) \
-             select {cols} from j \
-             left join {s}._private_tasks t on t.id = j.task_id \
-             left join {s}._private_job_queues q on q.id = j.job_queue_id",
+                 queue_name => $3::text, run_at => $4::timestamptz, max_attempts => $5::int, \
+                 job_key => $6::text, priority => $7::int, flags => $8::text[], \
+                 job_key_mode => $9::text)) \
+                 select {cols} from j \
+                 left join {s}._private_tasks t on t.id = j.task_id \
+                 left join {s}._private_job_queues q on q.id = j.job_queue_id",
                 cols = job_columns("$1::text", "$3::text"),
             )),
             remove_job: stmt(jobs_from(s, "remove_job($1::text)")),
@@ -52,7 +52,7 @@ impl JobStatements {
                 jobs_from(
                     s,
                     "reschedule_jobs($1::bigint[], run_at => $2::timestamptz, priority => $3::int, \
-                 attempts => $4::int, max_attempts => $5::int)",
+                     attempts => $4::int, max_attempts => $5::int)",
                 ) + " order by j.id",
             ),
             force_unlock_workers: stmt(format!("select {s}.force_unlock_workers($1::text[])")),
@@ -61,12 +61,12 @@ impl JobStatements {
             )),
             cleanup_task_identifiers: stmt(format!(
                 "delete from {s}._private_tasks t where not exists \
-             (select 1 from {s}._private_jobs j where j.task_id = t.id) \
-             and not (t.identifier = any($1::text[]))"
+                 (select 1 from {s}._private_jobs j where j.task_id = t.id) \
+                 and not (t.identifier = any($1::text[]))"
             )),
             cleanup_job_queues: stmt(format!(
                 "delete from {s}._private_job_queues q where q.locked_at is null and not exists \
-             (select 1 from {s}._private_jobs j where j.job_queue_id = q.id)"
+                 (select 1 from {s}._private_jobs j where j.job_queue_id = q.id)"
             )),
         }
     }

@@ -27,19 +27,19 @@ impl WorkerStatements {
         Self {
         reset_stale_locks: stmt(format!(
             "with j as (update {s}._private_jobs set locked_by = null, locked_at = null, \
-                 run_at = greatest(run_at, now()) \
-               where locked_at < now() - interval '4 hours' returning id), \
-             q as (update {s}._private_job_queues set locked_by = null, locked_at = null \
-               where locked_at < now() - interval '4 hours' returning id) \
-             select (select count(*) from j), (select count(*) from q)"
+                     run_at = greatest(run_at, now()) \
+                   where locked_at < now() - interval '4 hours' returning id), \
+                 q as (update {s}._private_job_queues set locked_by = null, locked_at = null \
+                   where locked_at < now() - interval '4 hours' returning id) \
+                 select (select count(*) from j), (select count(*) from q)"
         )),
         // The worker registry, written directly rather than through
         // worker_heartbeat(), which would silently re-create the row of
         // a worker that peers declared dead.
         register_worker: stmt(format!(
             "insert into {s}._private_workers as w (id, last_heartbeat_at, metadata) \
-             values ($1, now(), $2::jsonb) \
-             on conflict (id) do update set last_heartbeat_at = now(), metadata = excluded.metadata"
+                 values ($1, now(), $2::jsonb) \
+                 on conflict (id) do update set last_heartbeat_at = now(), metadata = excluded.metadata"
         )),
         worker_alive: stmt(format!(
             "update {s}._private_workers set last_heartbeat_at = now() where id = $1"
@@ -50,19 +50,19 @@ impl WorkerStatements {
         // transactions are skipped, not waited for.
         refresh_locks: stmt(format!(
             "with j as (update {s}._private_jobs as jobs set locked_at = now() \
-               where jobs.id in (select id from {s}._private_jobs \
-                 where id = any($2::bigint[]) and locked_by = $1 for update skip locked) \
-               returning jobs.job_queue_id) \
-             update {s}._private_job_queues as queues set locked_at = now() \
-             where queues.id in (select id from {s}._private_job_queues \
-               where locked_by = $1 and id in (select job_queue_id from j) \
-               for update skip locked)"
+                   where jobs.id in (select id from {s}._private_jobs \
+                     where id = any($2::bigint[]) and locked_by = $1 for update skip locked) \
+                   returning jobs.job_queue_id) \
+                 update {s}._private_job_queues as queues set locked_at = now() \
+                 where queues.id in (select id from {s}._private_job_queues \
+                   where locked_by = $1 and id in (select job_queue_id from j) \
+                   for update skip locked)"
         )),
         deregister: stmt(format!("select {s}.worker_deregister($1::text)::text")),
         list_workers: stmt(format!(
             "select w.id, w.started_at, w.last_heartbeat_at, w.metadata, \
-               (select count(*) from {s}._private_jobs j where j.locked_by = w.id) as jobs_held \
-             from {s}._private_workers w order by w.started_at, w.id"
+                   (select count(*) from {s}._private_jobs j where j.locked_by = w.id) as jobs_held \
+                 from {s}._private_workers w order by w.started_at, w.id"
         )),
         recovery_lock: stmt("select pg_try_advisory_xact_lock(hashtext($1::text))".into()),
         // Stale workers ($1 threshold in seconds), except $2, locked
@@ -71,9 +71,9 @@ impl WorkerStatements {
         // arriving later finds the row gone.
         lock_stale_workers: stmt(format!(
             "select id from {s}._private_workers \
-             where last_heartbeat_at < now() - $1::float8 * interval '1 second' \
-               and id is distinct from $2::text \
-             order by id for update skip locked"
+                 where last_heartbeat_at < now() - $1::float8 * interval '1 second' \
+                   and id is distinct from $2::text \
+                 order by id for update skip locked"
         )),
         recover_dead_worker_jobs: stmt(format!(
             "select {s}.recover_dead_worker_jobs($1::text[], $2::float8 * interval '1 second')"
