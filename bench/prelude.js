@@ -45,6 +45,37 @@ function msSince(start) {
   return Number(process.hrtime.bigint() - start) / 1e6;
 }
 
+// Microseconds since the Unix epoch: the clock the Rust side stamps jobs with.
+function nowUs() {
+  return (performance.timeOrigin + performance.now()) * 1000;
+}
+
+// Peak resident set of this process, in kilobytes.
+function maxRssKb() {
+  return process.resourceUsage().maxRSS;
+}
+
+// CPU time this process has used, user and system, in milliseconds.
+function cpuMs() {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+}
+
+// Lines of standard input, one per call (the Rust side's go and stop).
+function stdinLines() {
+  const lines = require("readline").createInterface({ input: process.stdin });
+  const iterator = lines[Symbol.asyncIterator]();
+  return async () => (await iterator.next()).value;
+}
+
+// Nearest-rank p50, p99 and max of a list of numbers, as the Rust side
+// computes them.
+function percentiles(values) {
+  const sorted = Float64Array.from(values).sort();
+  const rank = (p) => sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)];
+  return { p50: rank(0.5), p99: rank(0.99), max: sorted[sorted.length - 1] };
+}
+
 // The Rust side reads the last line of standard output as JSON.
 function report(result) {
   process.stdout.write(JSON.stringify(result) + "\n");
