@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use crate::oneshot::{Statistics, backlog, drain, ours_run_once_ms, probe};
 use crate::setup::{drop_database, jobs_left, migrated_database, reported_ms, run_node, settle};
-use crate::{Metric, Result, Results, SCHEMA, Settings, Side, Table, progress, rotated};
+use crate::{Metric, Result, Results, SCHEMA, Settings, Side, Table, progress};
 
 const NODE_DRAIN: &str = include_str!("../../bench/drain.js");
 
@@ -30,7 +30,7 @@ pub(crate) async fn measure(settings: &Settings, run: usize, results: &mut Resul
     let due = due(settings);
     let filler = total(settings) - due;
     let (db, pool) = filled(filler).await?;
-    for side in rotated(Side::PAIR, run) {
+    for side in settings.sides(Side::PAIR, run) {
         for table in [Table::Interleaved, Table::Behind] {
             add_due(&pool, due, table).await?;
             let ms = match side {

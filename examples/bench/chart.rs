@@ -90,7 +90,7 @@ fn svg(results: &Results) -> String {
     let _ = writeln!(out, r##"<rect width="100%" height="100%" fill="white"/>"##);
     let titles = [
         "Jobs started per second (hollow: backlog grew)",
-        "Enqueue→start latency, ms (solid p99, dashed p50)",
+        "Enqueue→start latency, ms (p99; p50 dashed)",
     ];
     for (panel, title) in titles.iter().enumerate() {
         let left = LEFT[panel];

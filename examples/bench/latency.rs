@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::report::percentiles;
 use crate::setup::{drop_database, migrated_database, run_node};
-use crate::{BenchLatency, Metric, Result, Results, SCHEMA, Side, progress, rotated};
+use crate::{BenchLatency, Metric, Result, Results, SCHEMA, Settings, Side, progress};
 
 const WARMUP: usize = 100;
 const SAMPLES: usize = 1000;
@@ -16,11 +16,12 @@ const NODE_LATENCY: &str = include_str!("../../bench/latency.js");
 
 /// Latency of each side, one after another.
 pub(crate) async fn measure(
+    settings: &Settings,
     run: usize,
     started: &mut mpsc::UnboundedReceiver<(i64, Instant)>,
     results: &mut Results,
 ) -> Result<()> {
-    for side in rotated(Side::ALL, run) {
+    for side in settings.sides(Side::ALL, run) {
         let samples = latency(side, started).await?;
         let stats = percentiles(samples);
         progress(

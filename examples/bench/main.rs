@@ -10,7 +10,7 @@
 //! ```
 //!
 //! `--only` takes startup, enqueue, drain, latency, sustained, big, memory or
-//! processes. With no `DATABASE_URL` it starts a throwaway PostgreSQL (see
+//! processes; `--side` (ours, batched or unbatched) measures one side only. With no `DATABASE_URL` it starts a throwaway PostgreSQL (see
 //! `graphile_worker_dev`); `DATABASE_URL` points it at a server of your own
 //! (the role needs `CREATEDB`). Every case uses a database of its own,
 //! created and migrated beforehand and dropped afterwards, so cases do not
@@ -258,11 +258,20 @@ struct Settings {
     sizes: Vec<usize>,
     /// Measure only this group (one of [`GROUPS`]).
     only: Option<String>,
+    /// Measure only this side (`--side ours`, `batched` or `unbatched`).
+    side: Option<Side>,
 }
 
 impl Settings {
     fn wants(&self, group: &str) -> bool {
         self.only.as_deref().is_none_or(|only| only == group)
+    }
+
+    /// The sides of `candidates` this run measures, in the run's order.
+    fn sides<const N: usize>(&self, candidates: [Side; N], run: usize) -> Vec<Side> {
+        rotated(candidates, run)
+            .filter(|side| self.side.is_none_or(|only| only == *side))
+            .collect()
     }
 }
 
@@ -272,6 +281,7 @@ fn settings() -> Result<Settings> {
         quick: false,
         sizes: vec![20_000, 200_000],
         only: None,
+        side: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -295,9 +305,14 @@ fn settings() -> Result<Settings> {
                 }
                 settings.only = Some(group);
             }
+            "--side" => {
+                let name = args.next().unwrap_or_default();
+                let side = Side::ALL.into_iter().find(|side| side.mode() == name);
+                settings.side = Some(side.ok_or("--side takes ours, batched or unbatched")?);
+            }
             other => {
                 return Err(format!(
-                    "unknown argument {other}; use --quick, --runs N or --only GROUP"
+                    "unknown argument {other}; use --quick, --runs N, --only GROUP or --side SIDE"
                 )
                 .into());
             }
@@ -325,7 +340,7 @@ async fn main() -> Result<()> {
         eprintln!("run {run} of {}", settings.runs);
         oneshot::measure(&settings, run, &mut results).await?;
         if settings.wants("latency") {
-            latency::measure(run, &mut started, &mut results).await?;
+            latency::measure(&settings, run, &mut started, &mut results).await?;
         }
         if settings.wants("sustained") {
             sustained::measure(&settings, run, &mut results).await?;

@@ -22,7 +22,11 @@ const NODE_DRAIN: &str = include_str!("../../bench/drain.js");
 
 /// Start-up, enqueue, drain and floor, as `settings` asks.
 pub(crate) async fn measure(settings: &Settings, run: usize, results: &mut Results) -> Result<()> {
-    for side in rotated(Side::ALL, run).filter(|_| settings.wants("startup")) {
+    for side in settings
+        .sides(Side::ALL, run)
+        .into_iter()
+        .filter(|_| settings.wants("startup"))
+    {
         let ms = startup(side).await?;
         progress(&format!("start-up + shutdown, {}", side.mode()), ms, "ms");
         results.push(Metric::StartupMs(side), ms);
@@ -42,7 +46,7 @@ pub(crate) async fn measure(settings: &Settings, run: usize, results: &mut Resul
         return Ok(());
     }
     for &size in &settings.sizes {
-        for side in rotated(Side::ALL, run) {
+        for side in settings.sides(Side::ALL, run) {
             let rate = drain(side, size, Statistics::Analyzed).await?;
             progress(&format!("drain {size}, {}", side.mode()), rate, "jobs/s");
             results.push(Metric::DrainRate(side, size), rate);

@@ -12,7 +12,7 @@ use sqlx::{ConnectOptions, Connection};
 use crate::child::{self, Mode};
 use crate::oneshot::{Statistics, backlog};
 use crate::setup::{drop_database, jobs_left};
-use crate::{Metric, Result, Results, Settings, Side, progress, rotated};
+use crate::{Metric, Result, Results, Settings, Side, progress};
 
 /// Backlogs the memory case drains with one process.
 pub(crate) const MEMORY_SIZES: [usize; 2] = [20_000, 200_000];
@@ -39,7 +39,7 @@ struct Drained {
 }
 
 pub(crate) async fn measure(settings: &Settings, run: usize, results: &mut Results) -> Result<()> {
-    for side in rotated(Side::PAIR, run) {
+    for side in settings.sides(Side::PAIR, run) {
         for size in MEMORY_SIZES
             .into_iter()
             .filter(|_| settings.wants("memory"))

@@ -13,7 +13,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use crate::child::{self, Mode, epoch_us};
 use crate::setup::{drop_database, migrated_database};
-use crate::{Ladder, Metric, Result, Results, SCHEMA, Settings, Side, Stat, progress, rotated};
+use crate::{Ladder, Metric, Result, Results, SCHEMA, Settings, Side, Stat, progress};
 
 /// Offered rates, jobs per second.
 pub(crate) const LADDER: [u32; 13] = [
@@ -54,7 +54,7 @@ pub(crate) async fn measure(settings: &Settings, run: usize, results: &mut Resul
     let ceiling = producer_ceiling(seconds).await?;
     progress("sustained load, producer alone", ceiling, "jobs/s");
     results.push(Metric::ProducerCeiling, ceiling);
-    for side in rotated(Side::PAIR, run) {
+    for side in settings.sides(Side::PAIR, run) {
         let sustainable = ladder(side, seconds, results).await?;
         progress(
             &format!("sustained load, {}", side.mode()),
