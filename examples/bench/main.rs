@@ -166,9 +166,6 @@ enum Metric {
     Sustained(Side, u32, Ladder),
     /// The highest offered rate whose backlog stayed flat.
     SustainableRate(Side),
-    /// The rate the producer reaches with no worker running: the ceiling of
-    /// the sustained-load case on this machine.
-    ProducerCeiling,
     /// CPU time of the worker process per job it ran, in microseconds:
     /// over the sustained-load ladder, and draining a backlog.
     SustainedCpuUs(Side),
@@ -203,6 +200,8 @@ enum Ladder {
     Latency(Stat),
     /// 1 if the backlog stayed flat, else 0.
     Flat,
+    /// The share of the step the producer spent in its own statements, %.
+    ProducerBusy,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -350,19 +350,23 @@ fn print_ladder(results: &Results) {
     let m = |metric| results.median(metric);
     println!();
     println!(
-        "| sustained load (jobs/s offered) | ours: started/s | p50 / p99 / max (ms)   | Node batched: started/s | p50 / p99 / max (ms)   |"
+        "| sustained load (jobs/s offered) | ours: started/s [producer busy] | p50 / p99 / max (ms)   | Node batched: started/s [busy]  | p50 / p99 / max (ms)   |"
     );
     println!(
-        "|{:->33}|{:->17}|{:-<24}|{:->25}|{:-<24}|",
+        "|{:->33}|{:->33}|{:-<24}|{:->33}|{:-<24}|",
         ":", ":", "", ":", ""
     );
     let side_cells = |side, rate| {
         let achieved = m(Metric::Sustained(side, rate, Ladder::Achieved));
         let flat = m(Metric::Sustained(side, rate, Ladder::Flat));
+        let busy = m(Metric::Sustained(side, rate, Ladder::ProducerBusy))
+            .map_or(String::new(), |b| format!(" [{b:.0}%]"));
         let lat = |stat| m(Metric::Sustained(side, rate, Ladder::Latency(stat)));
         let rate_cell = match (achieved, flat) {
-            (Some(a), Some(f)) if f >= 0.5 => group_thousands(a.round() as i64),
-            (Some(a), Some(_)) => format!("{} (grows)", group_thousands(a.round() as i64)),
+            (Some(a), Some(f)) if f >= 0.5 => {
+                format!("{}{busy}", group_thousands(a.round() as i64))
+            }
+            (Some(a), Some(_)) => format!("{} grows{busy}", group_thousands(a.round() as i64)),
             _ => "-".into(),
         };
         let lat_cell = match (lat(Stat::P50), lat(Stat::P99), lat(Stat::Max)) {
@@ -373,15 +377,7 @@ fn print_ladder(results: &Results) {
     };
     let cpu = |side| m(Metric::SustainedCpuUs(side));
     println!(
-        "| {:>31} | {:>15} | {:<22} | {:>23} | {:<22} |",
-        "producer alone, no worker",
-        cell(m(Metric::ProducerCeiling), 0),
-        "",
-        "",
-        ""
-    );
-    println!(
-        "| {:>31} | {:>15} | {:<22} | {:>23} | {:<22} |",
+        "| {:>31} | {:>31} | {:<22} | {:>31} | {:<22} |",
         "worker CPU per job (µs)",
         cell(cpu(Side::Ours), 1),
         "",
@@ -395,7 +391,7 @@ fn print_ladder(results: &Results) {
             continue;
         }
         println!(
-            "| {:>31} | {:>15} | {:<22} | {:>23} | {:<22} |",
+            "| {:>31} | {:>31} | {:<22} | {:>31} | {:<22} |",
             group_thousands(i64::from(rate)),
             ours,
             ours_lat,
@@ -419,13 +415,7 @@ pub(crate) fn print_load_targets(results: &Results, settings: &Settings) {
             group_thousands(node as i64),
             verdict(ratio >= 2.5)
         );
-        if let Some(ceiling) = m(Metric::ProducerCeiling) {
-            println!(
-                "  (the producer alone reaches {} jobs/s here: {:.2}× Node's sustainable rate)",
-                group_thousands(ceiling as i64),
-                ceiling / node.max(1.0)
-            );
-        }
+
         if let Some(p99) = m(Metric::HalfLoadMs(Side::Ours, Stat::P99)) {
             println!(
                 "- p99 ≤ 10 ms at half our sustainable rate ({} jobs/s): {p99:.2} ms ({})",

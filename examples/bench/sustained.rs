@@ -30,6 +30,9 @@ const BATCH: usize = 100;
 /// A step's outcome, as the producer and the table saw it.
 struct Step {
     produced: u64,
+    /// The share of the step the producer spent in its own statements:
+    /// near 1, the producer, not the worker, sets the pace.
+    busy: f64,
     /// Jobs left in the table at the end less those at the start.
     growth: i64,
     seconds: f64,
@@ -50,10 +53,7 @@ impl Step {
 
 /// The ladder for ours and Node batched, then the half-load step.
 pub(crate) async fn measure(settings: &Settings, run: usize, results: &mut Results) -> Result<()> {
-    let seconds = if settings.quick { 1.5 } else { 4.0 };
-    let ceiling = producer_ceiling(seconds).await?;
-    progress("sustained load, producer alone", ceiling, "jobs/s");
-    results.push(Metric::ProducerCeiling, ceiling);
+    let seconds = if settings.quick { 2.0 } else { 4.0 };
     for side in settings.sides(Side::PAIR, run) {
         let sustainable = ladder(side, seconds, results).await?;
         progress(
@@ -82,7 +82,7 @@ async fn ladder(side: Side, seconds: f64, results: &mut Results) -> Result<u32> 
     for (index, &rate) in LADDER.iter().enumerate() {
         let step = offer(&mut producer, index, rate, seconds).await?;
         let held = step.held(rate);
-        rates.push((index, rate, step.achieved(), held));
+        rates.push((index, rate, step.achieved(), held, step.busy));
         if held {
             sustainable = rate;
         }
@@ -113,8 +113,12 @@ async fn ladder(side: Side, seconds: f64, results: &mut Results) -> Result<u32> 
                     .map(|(stat, key)| (stat, s[key].as_f64().unwrap_or(f64::NAN)))
             })
     };
-    for (index, rate, achieved, held) in rates {
+    for (index, rate, achieved, held, busy) in rates {
         results.push(Metric::Sustained(side, rate, Ladder::Achieved), achieved);
+        results.push(
+            Metric::Sustained(side, rate, Ladder::ProducerBusy),
+            busy * 100.0,
+        );
         results.push(
             Metric::Sustained(side, rate, Ladder::Flat),
             if held { 1.0 } else { 0.0 },
@@ -151,17 +155,6 @@ async fn half_load(rate: u32, seconds: f64, results: &mut Results) -> Result<()>
     Ok(())
 }
 
-/// How fast the producer adds jobs when nothing throttles it and no worker
-/// runs: batches of [`BATCH`] back to back on one connection.
-async fn producer_ceiling(seconds: f64) -> Result<f64> {
-    let db = migrated_database().await?;
-    let mut producer = connect(&db).await?;
-    let step = offer(&mut producer, WARM_UP_STEP, 10_000_000, seconds).await?;
-    producer.close().await?;
-    drop_database(db).await?;
-    Ok(step.produced as f64 / step.seconds)
-}
-
 async fn connect(db: &TestDatabase) -> Result<PgConnection> {
     Ok(db
         .url
@@ -187,23 +180,27 @@ async fn offer(conn: &mut PgConnection, step: usize, rate: u32, seconds: f64) ->
     let start = Instant::now();
     let deadline = Duration::from_secs_f64(seconds * 1.05);
     let mut produced = 0;
+    let mut busy = Duration::ZERO;
     for _ in 0..batches {
         ticks.tick().await;
         if start.elapsed() > deadline {
             break;
         }
+        let call = Instant::now();
         let added: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
             .bind(epoch_us())
             .bind(i32::try_from(step)?)
             .bind(i32::try_from(BATCH)?)
             .fetch_one(&mut *conn)
             .await?;
+        busy += call.elapsed();
         produced += u64::try_from(added)?;
     }
     let elapsed = start.elapsed().as_secs_f64().max(seconds);
     let after = jobs_left(conn).await?;
     Ok(Step {
         produced,
+        busy: busy.as_secs_f64() / elapsed,
         growth: after - before,
         seconds: elapsed,
     })
