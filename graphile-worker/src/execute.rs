@@ -96,7 +96,7 @@ async fn run_task(job: Job, with: RunWith) -> Outcome {
     // before its future exists: a panic there fails the job too. A payload
     // that does not decode cannot decode on a retry either, unless a deploy
     // changes the type (`retry_undecodable`).
-    let future = match panics::catch(|| handler(ctx)) {
+    let future = match panics::catch(|| handler.start(ctx)) {
         Ok(Ok(future)) => future,
         Ok(Err(e)) if retry_undecodable => return failed(e.to_string(), Failure::Retry),
         Ok(Err(e)) => return failed(e.to_string(), Failure::Permanent),

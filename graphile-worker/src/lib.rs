@@ -12,6 +12,7 @@ mod enqueue;
 mod error;
 mod execute;
 mod heartbeat;
+mod inspect;
 mod job;
 mod listen;
 mod macro_support;
@@ -42,7 +43,12 @@ pub use error::{Error, MigrateError};
 #[doc(inline)]
 #[doc = include_str!("docs/task.md")]
 pub use graphile_worker_macros::task;
+pub use inspect::{
+    JobCount, JobEntry, JobFilter, JobOrder, JobState, JobStats, KnownCrontab, LockHolder,
+    QueueInfo, UnknownJobState,
+};
 pub use job::Job;
+pub use migrate::{AppliedMigration, MigrationStatus};
 pub use recovery::RecoveryReport;
 pub use registry::{TaskRegistration, registered_tasks};
 pub use schema::quote_identifier;

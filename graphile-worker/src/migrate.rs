@@ -553,3 +553,97 @@ mod tests {
         assert_eq!(MIGRATIONS.len() as i32, HIGHEST_MIGRATION);
     }
 }
+
+/// One migration recorded in the schema's `migrations` table.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct AppliedMigration {
+    /// Its number (1 to 20 in this build; higher from a newer Node or Rust
+    /// release).
+    pub id: i32,
+    /// When it was applied.
+    pub applied_at: chrono::DateTime<chrono::Utc>,
+    /// Whether workers older than it cannot run against the schema.
+    pub breaking: bool,
+}
+
+/// Where a schema stands against the migrations this build embeds, from
+/// [`WorkerUtils::migration_status`](crate::WorkerUtils::migration_status).
+///
+/// ```
+/// fn describe(status: &graphile_worker::MigrationStatus) -> String {
+///     if status.is_current() {
+///         "up to date".into()
+///     } else if status.is_newer_than_build() {
+///         format!("newer than this build (which knows {})", status.highest_known)
+///     } else {
+///         format!("{} migrations pending", status.pending.len())
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct MigrationStatus {
+    /// Whether the schema's `migrations` table exists.
+    pub installed: bool,
+    /// The migrations recorded, in order.
+    pub applied: Vec<AppliedMigration>,
+    /// The highest migration this build knows.
+    pub highest_known: i32,
+    /// Migrations this build would apply.
+    pub pending: Vec<i32>,
+}
+
+impl MigrationStatus {
+    /// Nothing to apply, and nothing newer than this build.
+    pub fn is_current(&self) -> bool {
+        self.pending.is_empty() && !self.is_newer_than_build()
+    }
+
+    /// The schema has a breaking migration this build does not know:
+    /// workers of this build refuse to run against it.
+    pub fn is_newer_than_build(&self) -> bool {
+        self.applied
+            .iter()
+            .any(|m| m.breaking && m.id > HIGHEST_MIGRATION)
+    }
+}
+
+/// Reads the schema's migrations table (changing nothing).
+pub(crate) async fn status(pool: &PgPool, schema: &Schema) -> Result<MigrationStatus, Error> {
+    schema.validate()?;
+    let table = format!("{}.migrations", schema.quoted());
+    let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
+        .bind(&table)
+        .fetch_one(pool)
+        .await?;
+    let applied: Vec<(i32, chrono::DateTime<chrono::Utc>, bool)> = if exists {
+        sqlx::query_as(AssertSqlSafe(format!(
+            "select id, ts, coalesce((to_jsonb(m) ->> 'breaking')::boolean, false) \
+             from {table} m order by id"
+        )))
+        .fetch_all(pool)
+        .await?
+    } else {
+        Vec::new()
+    };
+    let applied: Vec<AppliedMigration> = applied
+        .into_iter()
+        .map(|(id, applied_at, breaking)| AppliedMigration {
+            id,
+            applied_at,
+            breaking,
+        })
+        .collect();
+    let pending = MIGRATIONS
+        .iter()
+        .map(|m| m.number)
+        .filter(|n| !applied.iter().any(|a| a.id == *n))
+        .collect();
+    Ok(MigrationStatus {
+        installed: exists,
+        applied,
+        highest_known: HIGHEST_MIGRATION,
+        pending,
+    })
+}

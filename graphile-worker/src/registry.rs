@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::context::JobContext;
 use crate::data::{DataMap, DataRequirement};
@@ -15,7 +16,38 @@ pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = Result<(), TaskError>> 
 
 /// Decodes the job's payload (from its context) and starts the task; the
 /// decode error is the job's failure message.
-pub(crate) type Handler = fn(JobContext) -> Result<TaskFuture, TaskError>;
+pub(crate) type StartFn = fn(JobContext) -> Result<TaskFuture, TaskError>;
+
+/// A task registered at run time, by [`WorkerOptions::register_fn`]
+/// (crate::WorkerOptions::register_fn): it reads the payload itself.
+pub(crate) type DynamicFn = dyn Fn(JobContext) -> TaskFuture + Send + Sync;
+
+/// How a registered task starts a job.
+#[derive(Clone)]
+pub(crate) enum Handler {
+    /// A [`Task`] type, known at compile time.
+    Typed(StartFn),
+    /// A function given at run time.
+    Dynamic(Arc<DynamicFn>),
+}
+
+impl Handler {
+    pub(crate) fn start(&self, ctx: JobContext) -> Result<TaskFuture, TaskError> {
+        match self {
+            Handler::Typed(start) => start(ctx),
+            Handler::Dynamic(run) => Ok(run(ctx)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Handler::Typed(_) => "Handler::Typed",
+            Handler::Dynamic(_) => "Handler::Dynamic",
+        })
+    }
+}
 
 /// One registered task. `#[task]` submits one of these for each annotated
 /// function; you rarely build one yourself.
@@ -40,7 +72,7 @@ pub struct TaskRegistration {
     file: &'static str,
     line: u32,
     cron: &'static [&'static str],
-    handler: Handler,
+    handler: StartFn,
     required_data: fn() -> Vec<DataRequirement>,
 }
 
@@ -107,11 +139,26 @@ struct Entry {
 }
 
 impl TaskSet {
+    /// Registers a task given at run time.
+    pub(crate) fn insert_dynamic(
+        &mut self,
+        identifier: &str,
+        run: Arc<DynamicFn>,
+        location: String,
+    ) -> Result<(), Error> {
+        let entry = Entry {
+            location,
+            handler: Handler::Dynamic(run),
+            required_data: Vec::new,
+        };
+        self.insert_entry(identifier, entry)
+    }
+
     /// Adds a task, refusing a second task with the same identifier.
     pub(crate) fn insert(&mut self, registration: &TaskRegistration) -> Result<(), Error> {
         let entry = Entry {
             location: registration.location(),
-            handler: registration.handler,
+            handler: Handler::Typed(registration.handler),
             required_data: registration.required_data,
         };
         self.insert_entry(registration.identifier, entry)
@@ -121,7 +168,7 @@ impl TaskSet {
     pub(crate) fn insert_task<T: Task>(&mut self, location: String) -> Result<(), Error> {
         let entry = Entry {
             location,
-            handler: start_task::<T>,
+            handler: Handler::Typed(start_task::<T>),
             required_data: T::required_data,
         };
         self.insert_entry(T::IDENTIFIER, entry)
@@ -161,7 +208,7 @@ impl TaskSet {
     }
 
     pub(crate) fn handler(&self, identifier: &str) -> Option<Handler> {
-        self.tasks.get(identifier).map(|e| e.handler)
+        self.tasks.get(identifier).map(|e| e.handler.clone())
     }
 
     /// The first task asking for a value `data` lacks, and the value's type.

@@ -31,7 +31,7 @@ type JobsQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Job, sqlx::postgre
 /// ```
 #[derive(Clone, Debug)]
 pub struct WorkerUtils {
-    db: Db,
+    pub(crate) db: Db,
 }
 
 /// Changes for [`WorkerUtils::reschedule_jobs`]; `None` keeps the current
@@ -98,6 +98,22 @@ impl WorkerUtils {
     /// nothing when up to date).
     pub async fn migrate(&self) -> Result<(), Error> {
         migrate::migrate(&self.db.pool, &self.db.schema).await
+    }
+
+    /// Where the schema stands against this build's migrations, changing
+    /// nothing: what is applied, what is pending, and whether the database
+    /// is newer than this build.
+    ///
+    /// ```no_run
+    /// # async fn example(utils: graphile_worker::WorkerUtils) -> Result<(), graphile_worker::Error> {
+    /// let status = utils.migration_status().await?;
+    /// if !status.is_current() {
+    ///     println!("pending migrations: {:?}", status.pending);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn migration_status(&self) -> Result<migrate::MigrationStatus, Error> {
+        migrate::status(&self.db.pool, &self.db.schema).await
     }
 
     /// Removes the job with this key: deleted if not running; if running, it

@@ -7,7 +7,8 @@
 //!
 //! The statements are grouped by their user: [`jobs`] (adding and
 //! administering jobs), [`engine`] (claims and outcomes), [`workers`]
-//! (registry, heartbeats, recovery) and [`cron`].
+//! (registry, heartbeats, recovery), [`cron`] and [`inspect`] (what
+//! operators read).
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::schema::Schema;
 
 pub(crate) mod cron;
 pub(crate) mod engine;
+pub(crate) mod inspect;
 pub(crate) mod jobs;
 pub(crate) mod workers;
 
@@ -52,6 +54,7 @@ pub(crate) struct Statements {
     pub(crate) outcomes: engine::OutcomeStatements,
     pub(crate) workers: workers::WorkerStatements,
     pub(crate) cron: cron::CronStatements,
+    pub(crate) inspect: inspect::InspectStatements,
 }
 
 impl Statements {
@@ -63,6 +66,7 @@ impl Statements {
             outcomes: engine::OutcomeStatements::new(s),
             workers: workers::WorkerStatements::new(s),
             cron: cron::CronStatements::new(s),
+            inspect: inspect::InspectStatements::new(s),
         }
     }
 }

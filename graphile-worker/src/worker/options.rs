@@ -1,6 +1,7 @@
 //! Building a worker: the options, their validation, and `init`, which
 //! connects, migrates and registers the task identifiers.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -14,13 +15,14 @@ use super::local_queue::DEFAULT_LOCAL_QUEUE;
 use super::{Inner, Worker, metadata};
 use crate::backoff::random_u64;
 use crate::claim::Claimer;
+use crate::context::JobContext;
 use crate::cron::{CronItem, CronPattern, duplicate_identifier, parse_crontab};
 use crate::data::DataMap;
 use crate::error::Error;
 use crate::heartbeat::Health;
 use crate::listen::Wakeups;
-use crate::registry::{TaskRegistration, TaskSet, registered_tasks};
-use crate::task::Task;
+use crate::registry::{DynamicFn, TaskRegistration, TaskSet, registered_tasks};
+use crate::task::{Task, TaskError};
 use crate::worker_utils::WorkerUtils;
 
 /// Builds a [`Worker`]. Start from [`Worker::from_registry`] (every
@@ -296,6 +298,43 @@ impl WorkerOptions {
             self.tasks
                 .insert_task::<T>(format!("{}:{}", location.file(), location.line()))
         {
+            self.errors.push(e);
+        }
+        self
+    }
+
+    /// Adds a task given at run time: `run` gets each job's context (the
+    /// payload is `ctx.job().payload`, as JSON) and returns its outcome.
+    /// For tasks whose identifiers are known only at run time, such as the
+    /// executables in a directory the `graphile-worker` command runs; a
+    /// typed [`Task`] is usually the better fit.
+    ///
+    /// ```no_run
+    /// use graphile_worker::{TaskError, Worker};
+    /// # async fn example() -> Result<(), graphile_worker::Error> {
+    /// let worker = Worker::options()
+    ///     .database_url("postgres://localhost/app")
+    ///     .register_fn("log_payload", |ctx| async move {
+    ///         println!("{}", ctx.job().payload);
+    ///         Ok::<(), TaskError>(())
+    ///     })
+    ///     .init()
+    ///     .await?;
+    /// # let _ = worker; Ok(()) }
+    /// ```
+    #[track_caller]
+    pub fn register_fn<F, Fut>(mut self, identifier: &str, run: F) -> Self
+    where
+        F: Fn(JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+    {
+        let location = std::panic::Location::caller();
+        let run: Arc<DynamicFn> = Arc::new(move |ctx| Box::pin(run(ctx)));
+        if let Err(e) = self.tasks.insert_dynamic(
+            identifier,
+            run,
+            format!("{}:{}", location.file(), location.line()),
+        ) {
             self.errors.push(e);
         }
         self

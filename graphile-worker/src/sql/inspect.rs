@@ -1,0 +1,128 @@
+//! Reading the queue for operators: jobs with their state, counts, named
+//! queues, lock holders and the cron schedules the database knows.
+
+use sqlx::SqlStr;
+
+use super::stmt;
+use crate::job::job_select_list;
+
+/// A job's state, computed from its row (see [`crate::JobState`]). The
+/// order of the tests matters: a locked job on its last attempt is
+/// `locked`, not `failed`.
+pub(crate) const STATE: &str = "case when j.locked_at is not null then 'locked' \
+     when j.attempts >= j.max_attempts then 'failed' \
+     when j.run_at > now() and j.attempts = 0 then 'scheduled' \
+     when j.run_at > now() then 'retrying' \
+     else 'ready' end";
+
+#[derive(Debug)]
+pub(crate) struct InspectStatements {
+    /// `$1` states (text[] or null), `$2` task, `$3` queue, `$4` key,
+    /// `$5` limit, `$6` offset; newest first, oldest first, or by run_at.
+    pub(crate) list_newest: SqlStr,
+    pub(crate) list_oldest: SqlStr,
+    pub(crate) list_run_at: SqlStr,
+    /// The same filters (`$1`..`$4`): how many match, and their ids.
+    pub(crate) count: SqlStr,
+    pub(crate) ids: SqlStr,
+    /// `$1` id.
+    pub(crate) get: SqlStr,
+    /// Counts by state, task and queue (one row per combination).
+    pub(crate) counts: SqlStr,
+    /// The oldest ready job's run_at, and the database's now.
+    pub(crate) oldest_ready: SqlStr,
+    pub(crate) queues: SqlStr,
+    /// Lock holders seen on jobs that are not in the worker registry.
+    pub(crate) unregistered_holders: SqlStr,
+    pub(crate) crontabs: SqlStr,
+    /// `$1` ids: run now with attempts reset, unless locked.
+    pub(crate) retry: SqlStr,
+}
+
+impl InspectStatements {
+    pub(super) fn new(s: &str) -> Self {
+        let list = |order: &str| {
+            stmt(format!(
+                "select * from ({rows}) j {filter} order by {order} limit $5 offset $6",
+                rows = rows(s),
+                filter = FILTER
+            ))
+        };
+        Self {
+            list_newest: list("j.id desc"),
+            list_oldest: list("j.id asc"),
+            list_run_at: list("j.run_at asc, j.id asc"),
+            count: stmt(format!(
+                "select count(*) from ({rows}) j {FILTER}",
+                rows = rows(s)
+            )),
+            ids: stmt(format!(
+                "select j.id from ({rows}) j {FILTER} order by j.id",
+                rows = rows(s)
+            )),
+            get: stmt(format!(
+                "select * from ({rows}) j where j.id = $1",
+                rows = rows(s)
+            )),
+            counts: stmt(format!(
+                "select {STATE} as state, t.identifier as task_identifier, q.queue_name, \
+                   count(*) as jobs \
+                 from {s}._private_jobs j \
+                 join {s}._private_tasks t on t.id = j.task_id \
+                 left join {s}._private_job_queues q on q.id = j.job_queue_id \
+                 group by 1, 2, 3 order by 2, 3 nulls first, 1"
+            )),
+            // The claim's own index: due, available jobs in run_at order.
+            oldest_ready: stmt(format!(
+                "select (select min(j.run_at) from {s}._private_jobs j \
+                   where j.is_available = true and j.run_at <= now()), now()"
+            )),
+            queues: stmt(format!(
+                "select q.queue_name, q.locked_by, q.locked_at, \
+                   (select count(*) from {s}._private_jobs j where j.job_queue_id = q.id \
+                     and j.locked_at is null and j.attempts < j.max_attempts) as waiting, \
+                   (select count(*) from {s}._private_jobs j where j.job_queue_id = q.id) as jobs \
+                 from {s}._private_job_queues q order by q.queue_name"
+            )),
+            unregistered_holders: stmt(format!(
+                "select j.locked_by, count(*) as jobs, min(j.locked_at) as since \
+                 from {s}._private_jobs j \
+                 where j.locked_by is not null \
+                   and not exists (select 1 from {s}._private_workers w where w.id = j.locked_by) \
+                 group by j.locked_by order by min(j.locked_at)"
+            )),
+            crontabs: stmt(format!(
+                "select identifier, known_since, last_execution \
+                 from {s}._private_known_crontabs order by identifier"
+            )),
+            retry: stmt(format!(
+                "with j as (update {s}._private_jobs as j \
+                   set run_at = now(), attempts = 0, updated_at = now() \
+                   where j.id = any($1::bigint[]) and j.locked_at is null \
+                   returning j.*) \
+                 select {cols}, q.queue_name, t.identifier as task_identifier, {STATE} as state \
+                 from j join {s}._private_tasks t on t.id = j.task_id \
+                 left join {s}._private_job_queues q on q.id = j.job_queue_id order by j.id",
+                cols = job_select_list("j"),
+            )),
+        }
+    }
+}
+
+/// Every job with its task, queue and state, as a subquery aliased `j`.
+fn rows(s: &str) -> String {
+    format!(
+        "select {cols}, q.queue_name, t.identifier as task_identifier, {STATE} as state \
+         from {s}._private_jobs j \
+         join {s}._private_tasks t on t.id = j.task_id \
+         left join {s}._private_job_queues q on q.id = j.job_queue_id",
+        cols = job_select_list("j"),
+    )
+}
+
+/// The listing filters: `$1` states, `$2` task, `$3` queue, `$4` key; a
+/// null parameter does not filter.
+const FILTER: &str = "where ($1::text[] is null or j.state = any($1::text[])) \
+     and ($2::text is null or j.task_identifier = $2::text) \
+     and ($3::text is null or j.queue_name = $3::text) \
+     and ($4::text is null or j.key = $4::text)";
