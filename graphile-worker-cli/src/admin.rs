@@ -28,17 +28,27 @@ pub(crate) async fn migrate(
         } else if before.pending.is_empty() {
             out.line(format!("the {schema} schema is up to date"));
         } else {
-            let numbers: Vec<String> = before.pending.iter().map(i32::to_string).collect();
-            out.line(format!(
-                "{} the {schema} schema: applied migration{} {}",
-                if before.installed {
-                    "upgraded"
-                } else {
-                    "installed"
-                },
-                if numbers.len() == 1 { "" } else { "s" },
-                numbers.join(", ")
-            ));
+            let pending = &before.pending;
+            let numbers = match (pending.first(), pending.last()) {
+                (Some(first), _) if pending.len() == 1 => format!("migration {first}"),
+                (Some(first), Some(last)) if (last - first + 1) as usize == pending.len() => {
+                    format!("migrations {first} to {last}")
+                }
+                _ => format!(
+                    "migrations {}",
+                    pending
+                        .iter()
+                        .map(i32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            let verb = if before.installed {
+                "upgraded"
+            } else {
+                "installed"
+            };
+            out.line(format!("{verb} the {schema} schema: applied {numbers}"));
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -264,8 +264,9 @@ async fn select(
             out.json(&json!({ "matched": matched, "done": false }));
         } else {
             out.line(format!(
-                "{matched} job{} match; run again with --yes to {verb} {}",
+                "{matched} job{} match{}; run again with --yes to {verb} {}",
                 if matched == 1 { "" } else { "s" },
+                if matched == 1 { "es" } else { "" },
                 if matched == 1 { "it" } else { "them" }
             ));
         }
