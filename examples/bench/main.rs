@@ -161,6 +161,8 @@ enum Metric {
     FreshDrainRate(Side, usize),
     /// The claim and complete statements alone, back to back.
     FloorRate(usize),
+    /// Our drain with an event observer attached.
+    ObservedDrainRate(usize),
     LatencyMs(Side, Stat),
     /// One step of the sustained-load ladder, by its offered rate.
     Sustained(Side, u32, Ladder),

@@ -57,6 +57,15 @@ pub(crate) async fn measure(settings: &Settings, run: usize, results: &mut Resul
                 "jobs/s",
             );
             results.push(Metric::FreshDrainRate(side, size), rate);
+            if side == Side::Ours {
+                let rate = drain_observed(size).await?;
+                progress(
+                    &format!("drain {size}, with an observer, ours"),
+                    rate,
+                    "jobs/s",
+                );
+                results.push(Metric::ObservedDrainRate(size), rate);
+            }
         }
         let rate = floor(size).await?;
         progress(&format!("drain {size}, floor"), rate, "jobs/s");
@@ -134,14 +143,25 @@ async fn enqueue(method: Enqueue, count: usize) -> Result<f64> {
 /// Milliseconds for our worker on its defaults to start, run every job that
 /// is ready, and shut down (closing its pool).
 pub(crate) async fn ours_run_once_ms(url: &str) -> Result<f64> {
+    ours_run_once_observed_ms(url, false).await
+}
+
+/// The same, with an event observer attached (counting the events) when
+/// `observed`.
+async fn ours_run_once_observed_ms(url: &str, observed: bool) -> Result<f64> {
     let start = Instant::now();
-    let worker = Worker::options()
+    let mut options = Worker::options()
         .database_url(url)
         .concurrency(CONCURRENCY)
         .handle_signals(false)
-        .register::<BenchNoop>()
-        .init()
-        .await?;
+        .register::<BenchNoop>();
+    if observed {
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        options = options.on_event(move |_| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    let worker = options.init().await?;
     worker.run_once().await?;
     worker.utils().pool().close().await;
     Ok(start.elapsed().as_secs_f64() * 1e3)
@@ -175,6 +195,19 @@ pub(crate) async fn backlog(
     }
     settle(&pool).await;
     Ok((db, pool))
+}
+
+/// Jobs per second for our drain of `count` jobs with an event observer.
+async fn drain_observed(count: usize) -> Result<f64> {
+    let (db, pool) = backlog(count, Statistics::Analyzed).await?;
+    let ms = ours_run_once_observed_ms(&db.url, true).await?;
+    let left = jobs_left(&pool).await?;
+    pool.close().await;
+    drop_database(db).await?;
+    if left != 0 {
+        return Err(format!("the observed drain left {left} of {count} jobs").into());
+    }
+    Ok(count as f64 / (ms / 1e3))
 }
 
 /// Jobs per second draining `count` queued trivial jobs.

@@ -90,6 +90,11 @@ pub(crate) fn print_tables(results: &Results, settings: &Settings) {
             per_side(&|s| Metric::FreshDrainRate(s, size)),
             0,
         );
+        row(
+            "… with an event observer (jobs/s)",
+            [m(Metric::ObservedDrainRate(size)), None, None],
+            0,
+        );
     }
     for (stat, name) in [(Stat::P50, "p50"), (Stat::P99, "p99"), (Stat::Max, "max")] {
         row(
@@ -185,6 +190,18 @@ fn print_one_shot_targets(results: &Results, settings: &Settings) {
         }
     }
     for &size in &settings.sizes {
+        if let (Some(observed), Some(plain)) = (
+            m(Metric::ObservedDrainRate(size)),
+            m(Metric::DrainRate(Side::Ours, size)),
+        ) {
+            let share = observed / plain;
+            println!(
+                "- drain {} with an event observer within 5% of without: {:.0}% ({})",
+                group_thousands(size as i64),
+                share * 100.0,
+                verdict(share >= 0.95)
+            );
+        }
         if let (Some(fresh), Some(analyzed), Some(node)) = (
             m(Metric::FreshDrainRate(Side::Ours, size)),
             m(Metric::DrainRate(Side::Ours, size)),

@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use crate::context::JobContext;
 use crate::data::DataMap;
+use crate::events::{Events, JobEvent, WorkerEvent};
 use crate::job::Job;
 use crate::outcome::{self, Failure, Outcome, SHUTDOWN_MESSAGE};
 use crate::panics;
@@ -36,6 +37,13 @@ pub(crate) async fn run_job(job: Job, with: RunWith) -> Outcome {
         job.duration_ms = tracing::field::Empty,
     );
     let started = Instant::now();
+    let events = with.events.clone();
+    let observed = events
+        .enabled()
+        .then(|| JobEvent::of(&job, chrono::Utc::now()));
+    if let Some(job) = &observed {
+        events.emit(|| WorkerEvent::JobStarted { job: job.clone() });
+    }
     let about = About {
         id: job.id,
         identifier: job.task_identifier.clone(),
@@ -49,7 +57,28 @@ pub(crate) async fn run_job(job: Job, with: RunWith) -> Outcome {
     span.record("job.outcome", outcome_label(&about, &outcome));
     let _entered = span.enter();
     log_outcome(&about, &outcome, ms);
+    if let Some(job) = observed {
+        events.emit(|| ended(job, &outcome, started.elapsed()));
+    }
     outcome
+}
+
+/// The event for a job that ended with `outcome`.
+fn ended(job: JobEvent, outcome: &Outcome, duration: std::time::Duration) -> WorkerEvent {
+    match outcome {
+        Outcome::Completed => WorkerEvent::JobCompleted { job, duration },
+        Outcome::Failed {
+            how: Failure::Interrupted,
+            ..
+        }
+        | Outcome::Returned => WorkerEvent::JobInterrupted { job, duration },
+        Outcome::Failed { message, how } => WorkerEvent::JobFailed {
+            will_retry: *how == Failure::Retry && job.attempt < job.max_attempts,
+            job,
+            duration,
+            error: message.clone(),
+        },
+    }
 }
 
 /// What a job runs with, besides itself.
@@ -66,6 +95,8 @@ pub(crate) struct RunWith {
     /// A payload that does not decode fails the job for a retry rather
     /// than permanently.
     pub(crate) retry_undecodable: bool,
+    /// Who observes the job's start and end.
+    pub(crate) events: Events,
 }
 
 /// What the log lines say about a job.
@@ -86,6 +117,7 @@ async fn run_task(job: Job, with: RunWith) -> Outcome {
         aborts,
         data,
         retry_undecodable,
+        events: _,
     } = with;
     let failed = |message: String, how: Failure| Outcome::Failed { message, how };
     let Some(handler) = handler else {

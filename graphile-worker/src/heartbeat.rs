@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{oneshot, watch};
 
+use crate::events::{Events, WorkerEvent};
 use crate::listen::Wakeups;
 use crate::outcome::{HeldJobs, lock_held};
 use crate::sql::Db;
@@ -189,6 +190,7 @@ pub(crate) struct Heartbeat {
     pub(crate) stale_threshold: Duration,
     pub(crate) health: Arc<Health>,
     pub(crate) wakeups: Arc<Wakeups>,
+    pub(crate) events: Events,
 }
 
 /// What one beat found.
@@ -297,6 +299,8 @@ impl Heartbeat {
                     let since = *failing_since.get_or_insert(sent);
                     // The dispatcher's timer follows the standing.
                     tracing::warn!(error = %e, failing_for = ?since.elapsed(), "heartbeat failed; will retry");
+                    self.events
+                        .emit(|| WorkerEvent::HeartbeatFailed { error: e.clone() });
                 }
             }
             // Retry sooner after a failure.

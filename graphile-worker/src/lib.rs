@@ -10,6 +10,7 @@ mod cron;
 mod data;
 mod enqueue;
 mod error;
+mod events;
 mod execute;
 mod heartbeat;
 mod inspect;
@@ -40,6 +41,7 @@ pub use cron::{
 pub use data::{Data, DataRequirement, TaskData};
 pub use enqueue::NewJob;
 pub use error::{Error, MigrateError};
+pub use events::{JobEvent, WorkerEvent};
 #[doc(inline)]
 #[doc = include_str!("docs/task.md")]
 pub use graphile_worker_macros::task;

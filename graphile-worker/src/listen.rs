@@ -11,6 +11,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, watch};
 
 use crate::backoff::Backoff;
+use crate::events::{Events, WorkerEvent};
 
 /// How the listener talks to the dispatcher.
 #[derive(Debug, Default)]
@@ -49,6 +50,7 @@ pub(crate) async fn listen(
     wakeups: Arc<Wakeups>,
     mut shutdown: watch::Receiver<bool>,
     on_breaking: impl Fn(i32) + Send + 'static,
+    events: Events,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(60));
     'connect: loop {
@@ -75,6 +77,7 @@ pub(crate) async fn listen(
             continue 'connect;
         }
         backoff.reset();
+        events.emit(|| WorkerEvent::ListenerConnected);
         // Anything announced while we were not listening is found by a poll.
         wakeups.nudge(1);
         loop {
@@ -102,11 +105,17 @@ pub(crate) async fn listen(
                     // The connection dropped; sqlx reconnects and re-listens
                     // on the next call. Poll once to catch what we missed.
                     tracing::warn!("listener connection lost; reconnecting");
+                    events.emit(|| WorkerEvent::ListenerDisconnected {
+                        error: "the connection was lost".to_owned(),
+                    });
                     wakeups.nudge(1);
                 }
                 Err(e) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, "listener error; reconnecting in {delay:?}");
+                    events.emit(|| WorkerEvent::ListenerDisconnected {
+                        error: e.to_string(),
+                    });
                     wakeups.nudge(1);
                     if wait_or_shutdown(&mut shutdown, delay).await {
                         return;

@@ -10,6 +10,7 @@ use sqlx::Connection;
 use tokio::sync::watch;
 
 use crate::backoff::random_fraction;
+use crate::events::{Events, WorkerEvent};
 use crate::heartbeat::Health;
 use crate::sql::Db;
 
@@ -94,6 +95,7 @@ pub(crate) struct Sweeper {
     pub(crate) delay: Duration,
     pub(crate) own_id: String,
     pub(crate) health: Arc<Health>,
+    pub(crate) events: Events,
 }
 
 impl Sweeper {
@@ -110,10 +112,15 @@ impl Sweeper {
             if !self.health.may_sweep() {
                 continue;
             }
-            if let Err(e) =
-                recover_stale(&self.db, self.threshold, self.delay, Some(&self.own_id)).await
-            {
-                tracing::warn!(error = %e, "dead-worker sweep failed; will try again");
+            match recover_stale(&self.db, self.threshold, self.delay, Some(&self.own_id)).await {
+                Ok(report) if !report.workers.is_empty() => {
+                    self.events.emit(|| WorkerEvent::WorkersRecovered {
+                        workers: report.workers.clone(),
+                        jobs: report.jobs,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "dead-worker sweep failed; will try again"),
             }
         }
     }

@@ -19,6 +19,7 @@ use super::clock::Clock;
 use super::crontab::CronItem;
 use super::pattern::floor_to_minute;
 use crate::error::Error;
+use crate::events::{Events, WorkerEvent};
 use crate::schema::Schema;
 use crate::sql::Db;
 
@@ -91,8 +92,11 @@ pub(crate) async fn run_scheduler(
     items: Vec<CronItem>,
     clock: Clock,
     shutdown: watch::Receiver<bool>,
+    observers: Events,
 ) {
-    Scheduler::new(db, items, clock, None).run(shutdown).await;
+    let mut scheduler = Scheduler::new(db, items, clock, None);
+    scheduler.observers = observers;
+    scheduler.run(shutdown).await;
 }
 
 #[cfg_attr(not(feature = "testing"), allow(dead_code))]
@@ -119,6 +123,8 @@ struct Scheduler {
     items: Vec<CronItem>,
     clock: Clock,
     events: Option<mpsc::UnboundedSender<CronEvent>>,
+    /// The worker's lifecycle observers.
+    observers: Events,
 }
 
 /// Why a cycle ended.
@@ -160,6 +166,7 @@ impl Scheduler {
             items,
             clock,
             events,
+            observers: Events::default(),
         }
     }
 
@@ -384,6 +391,13 @@ impl Scheduler {
             .await?;
         let added: Vec<String> = rows.into_iter().map(|(id, _)| id).collect();
         tracing::debug!(%ts, backfilled, ?added, "cron scheduled");
+        for identifier in &added {
+            self.observers.emit(|| WorkerEvent::CronJobScheduled {
+                identifier: identifier.clone(),
+                fire_time: minute,
+                backfill: backfilled,
+            });
+        }
         self.emit(CronEvent::Scheduled {
             minute,
             backfilled,

@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use super::{ClaimRef, Failure, HeldJobs, Outcome, lock_held, storable_message};
 use crate::backoff::Backoff;
+use crate::events::{Events, WorkerEvent};
 use crate::listen::Wakeups;
 use crate::sql::Db;
 
@@ -63,6 +64,7 @@ impl Completer {
         pool_id: String,
         held: HeldJobs,
         wakeups: Arc<Wakeups>,
+        events: Events,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let progress = Arc::new(Progress::default());
@@ -72,6 +74,7 @@ impl Completer {
             held,
             wakeups,
             progress: progress.clone(),
+            events,
         };
         let handle = tokio::spawn(writer.run(rx));
         (Self { tx, progress }, handle)
@@ -151,6 +154,7 @@ struct Writer {
     held: HeldJobs,
     wakeups: Arc<Wakeups>,
     progress: Arc<Progress>,
+    events: Events,
 }
 
 impl Writer {
@@ -198,8 +202,13 @@ impl Writer {
                     }
                 }
             }
+            let started = std::time::Instant::now();
             let still_busy = self.write(&batch).await;
             self.settle(&batch, &still_busy);
+            self.events.emit(|| WorkerEvent::OutcomesWritten {
+                count: batch.len() - still_busy.len(),
+                duration: started.elapsed(),
+            });
             if still_busy.is_empty() {
                 if busy.is_empty() {
                     busy_delay = BUSY_RETRY_MIN;

@@ -20,6 +20,7 @@ use crate::claim::Claimer;
 use crate::cron::{Clock, CronItem, run_scheduler};
 use crate::data::DataMap;
 use crate::error::Error;
+use crate::events::{Events, WorkerEvent};
 use crate::heartbeat::Health;
 use crate::listen::{Wakeups, listen};
 use crate::recovery::Sweeper;
@@ -89,6 +90,8 @@ pub(crate) struct Inner {
     pub(crate) health: Arc<Health>,
     /// A run (or its wind-down) is in progress.
     run_active: AtomicBool,
+    /// Who observes this worker's lifecycle events.
+    pub(crate) events: Events,
 }
 
 impl Inner {
@@ -199,6 +202,7 @@ impl Worker {
                 );
                 handle.shutdown();
             },
+            inner.events.clone(),
         ));
         background.spawn(warn_stranded(
             inner.db.clone(),
@@ -215,6 +219,7 @@ impl Worker {
                 inner.cron_items.clone(),
                 Clock::System,
                 inner.shutdown.subscribe(),
+                inner.events.clone(),
             ));
         }
         if inner.recovery {
@@ -225,6 +230,7 @@ impl Worker {
                 delay: inner.recovery_delay,
                 own_id: inner.pool_id.clone(),
                 health: inner.health.clone(),
+                events: inner.events.clone(),
             };
             background.spawn(sweeper.run(inner.shutdown.subscribe()));
         }
@@ -259,11 +265,19 @@ impl Worker {
                 "this worker is already running (or still winding down an earlier run); wait for that run to end, or build another worker with init()".into(),
             ));
         }
+        let worker_id = || self.inner.pool_id.clone();
+        self.inner.events.emit(|| WorkerEvent::WorkerStarted {
+            worker_id: worker_id(),
+        });
         let mut task = AbortOnDrop(tokio::spawn(dispatch(self.inner.clone(), once)));
-        match (&mut task.0).await {
+        let result = match (&mut task.0).await {
             Ok(result) => result,
             Err(e) => Err(Error::Internal(format!("the dispatch loop failed: {e}"))),
-        }
+        };
+        self.inner.events.emit(|| WorkerEvent::WorkerStopped {
+            worker_id: worker_id(),
+        });
+        result
     }
 }
 

@@ -19,6 +19,7 @@ use crate::context::JobContext;
 use crate::cron::{CronItem, CronPattern, duplicate_identifier, parse_crontab};
 use crate::data::DataMap;
 use crate::error::Error;
+use crate::events::{Events, WorkerEvent};
 use crate::heartbeat::Health;
 use crate::listen::Wakeups;
 use crate::registry::{DynamicFn, TaskRegistration, TaskSet, registered_tasks};
@@ -69,6 +70,7 @@ pub struct WorkerOptions {
     cron_items: Vec<CronItem>,
     data: DataMap,
     retry_undecodable: bool,
+    events: Events,
 }
 
 #[derive(Debug)]
@@ -104,6 +106,7 @@ impl Default for WorkerOptions {
             cron_items: Vec::new(),
             data: DataMap::default(),
             retry_undecodable: false,
+            events: Events::default(),
         }
     }
 }
@@ -303,6 +306,43 @@ impl WorkerOptions {
         self
     }
 
+    /// Calls `observer` with each [`WorkerEvent`] of this worker: jobs
+    /// started, completed, failed, interrupted and handed back, claims,
+    /// outcome writes, heartbeat failures, recoveries, cron schedules and
+    /// the listener's connection. It runs on the engine's own task as the
+    /// event happens, so keep it quick (count, record, or send to a
+    /// channel); a panicking observer is logged and ignored. Call it again
+    /// to add more observers.
+    ///
+    /// ```no_run
+    /// use graphile_worker::{Worker, WorkerEvent};
+    /// # async fn example() -> Result<(), graphile_worker::Error> {
+    /// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    /// let worker = Worker::from_registry()
+    ///     .database_url("postgres://localhost/app")
+    ///     .on_event(move |event: &WorkerEvent| {
+    ///         let _ = tx.send(event.clone());
+    ///     })
+    ///     .init()
+    ///     .await?;
+    /// tokio::spawn(async move {
+    ///     while let Some(event) = rx.recv().await {
+    ///         if let WorkerEvent::JobFailed { job, error, .. } = event {
+    ///             eprintln!("job {} failed: {error}", job.id);
+    ///         }
+    ///     }
+    /// });
+    /// worker.run().await
+    /// # }
+    /// ```
+    pub fn on_event<F>(mut self, observer: F) -> Self
+    where
+        F: Fn(&WorkerEvent) + Send + Sync + 'static,
+    {
+        self.events = self.events.with(Arc::new(observer));
+        self
+    }
+
     /// Adds a task given at run time: `run` gets each job's context (the
     /// payload is `ctx.job().payload`, as JSON) and returns its outcome.
     /// For tasks whose identifiers are known only at run time, such as the
@@ -407,6 +447,7 @@ impl WorkerOptions {
                     self.recovery.then_some(self.stale_worker_threshold),
                 )),
                 run_active: AtomicBool::new(false),
+                events: std::mem::take(&mut self.events),
             }),
         })
     }

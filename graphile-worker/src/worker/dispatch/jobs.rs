@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::Dispatcher;
 use crate::claim::ClaimBatch;
 use crate::error::Error;
+use crate::events::WorkerEvent;
 use crate::execute::{RunWith, run_job};
 use crate::job::Job;
 use crate::outcome::{
@@ -85,14 +86,21 @@ impl Dispatcher {
         // No client-side time limit, and never dropped mid-way: a claim
         // given up on may still commit on the server.
         self.claims.spawn(async move {
+            let started = Instant::now();
             match engine.claimer.claim(limit).await {
-                Ok(batch) => Claimed::Jobs {
-                    batch,
-                    limit,
-                    epoch,
-                    finished_before,
-                    generation,
-                },
+                Ok(batch) => {
+                    engine.events.emit(|| WorkerEvent::JobsClaimed {
+                        count: batch.jobs.len(),
+                        duration: started.elapsed(),
+                    });
+                    Claimed::Jobs {
+                        batch,
+                        limit,
+                        epoch,
+                        finished_before,
+                        generation,
+                    }
+                }
                 Err(e) => Claimed::Failed {
                     may_have_locked: may_have_committed(&e),
                     error: e.to_string(),
@@ -219,9 +227,15 @@ impl Dispatcher {
 
     /// Hands back every job waiting in the local queue.
     pub(super) fn hand_back_waiting(&mut self) {
+        let count = self.buffer.len();
         for (job, _) in self.buffer.drain(..) {
             self.completer
                 .send(ClaimRef::of(&job), Outcome::Returned, true);
+        }
+        if count > 0 {
+            self.inner
+                .events
+                .emit(|| WorkerEvent::JobsHandedBack { count });
         }
     }
 
@@ -233,6 +247,7 @@ impl Dispatcher {
             aborts: (self.abort.subscribe(), self.inner.abort.subscribe()),
             data: self.inner.data.clone(),
             retry_undecodable: self.inner.retry_undecodable,
+            events: self.inner.events.clone(),
         };
         // Made before the task: a task dropped before its first poll drops
         // the guard too, which still reports the job.

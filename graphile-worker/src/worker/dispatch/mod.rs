@@ -119,6 +119,7 @@ impl Dispatcher {
             inner.pool_id.clone(),
             held.clone(),
             inner.wakeups.clone(),
+            inner.events.clone(),
         );
         inner.health.reset();
         let (stop_background, background_stopped) = watch::channel(false);
@@ -133,6 +134,7 @@ impl Dispatcher {
                 stale_threshold: inner.stale_worker_threshold,
                 health: inner.health.clone(),
                 wakeups: inner.wakeups.clone(),
+                events: inner.events.clone(),
             };
             heartbeat_done = Some(heartbeat::spawn(beat, background_stopped.clone()).map_err(
                 |e| Error::Internal(format!("could not start the heartbeat thread: {e}")),
