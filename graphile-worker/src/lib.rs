@@ -17,6 +17,8 @@ mod inspect;
 mod job;
 mod listen;
 mod macro_support;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod migrate;
 mod outcome;
 mod panics;
@@ -50,6 +52,8 @@ pub use inspect::{
     QueueInfo, UnknownJobState,
 };
 pub use job::Job;
+#[cfg(feature = "metrics")]
+pub use metrics::MetricsOptions;
 pub use migrate::{AppliedMigration, MigrationStatus};
 pub use recovery::RecoveryReport;
 pub use registry::{TaskRegistration, registered_tasks};

@@ -35,6 +35,13 @@ pub(crate) struct InspectStatements {
     /// Lock holders seen on jobs that are not in the worker registry.
     pub(crate) unregistered_holders: SqlStr,
     pub(crate) crontabs: SqlStr,
+    /// Jobs by state only.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) state_counts: SqlStr,
+    /// Whether worker `$1` is the live registered worker with the lowest
+    /// id: the one that refreshes schema-wide metrics.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) metrics_elected: SqlStr,
     /// `$1` ids: run now with attempts reset, unless locked.
     pub(crate) retry: SqlStr,
 }
@@ -90,6 +97,13 @@ impl InspectStatements {
                  where j.locked_by is not null \
                    and not exists (select 1 from {s}._private_workers w where w.id = j.locked_by) \
                  group by j.locked_by order by min(j.locked_at)"
+            )),
+            state_counts: stmt(format!(
+                "select {STATE} as state, count(*) from {s}._private_jobs j group by 1"
+            )),
+            metrics_elected: stmt(format!(
+                "select coalesce((select min(id) from {s}._private_workers \
+                   where last_heartbeat_at > now() - interval '1 minute') = $1, false)"
             )),
             crontabs: stmt(format!(
                 "select identifier, known_since, last_execution \

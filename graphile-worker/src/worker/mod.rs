@@ -92,6 +92,9 @@ pub(crate) struct Inner {
     run_active: AtomicBool,
     /// Who observes this worker's lifecycle events.
     pub(crate) events: Events,
+    /// How often to refresh the schema-wide metrics gauges, if at all.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) queue_gauges_every: Option<Duration>,
 }
 
 impl Inner {
@@ -220,6 +223,15 @@ impl Worker {
                 Clock::System,
                 inner.shutdown.subscribe(),
                 inner.events.clone(),
+            ));
+        }
+        #[cfg(feature = "metrics")]
+        if let Some(every) = inner.queue_gauges_every {
+            background.spawn(crate::metrics::queue_gauges(
+                inner.db.clone(),
+                inner.pool_id.clone(),
+                every,
+                inner.shutdown.subscribe(),
             ));
         }
         if inner.recovery {

@@ -71,6 +71,8 @@ pub struct WorkerOptions {
     data: DataMap,
     retry_undecodable: bool,
     events: Events,
+    /// How often the schema-wide gauges are refreshed, when metrics are on.
+    queue_gauges_every: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -107,6 +109,7 @@ impl Default for WorkerOptions {
             data: DataMap::default(),
             retry_undecodable: false,
             events: Events::default(),
+            queue_gauges_every: None,
         }
     }
 }
@@ -343,6 +346,27 @@ impl WorkerOptions {
         self
     }
 
+    /// Records metrics through the `metrics` facade (feature `metrics`):
+    /// job counts, durations and waits, claims, recoveries, and the
+    /// schema's jobs by state; see [`MetricsOptions`](crate::MetricsOptions)
+    /// for the names. The application installs the exporter.
+    ///
+    /// ```no_run
+    /// use graphile_worker::{MetricsOptions, Worker};
+    /// # async fn example() -> Result<(), graphile_worker::Error> {
+    /// let worker = Worker::from_registry()
+    ///     .database_url("postgres://localhost/app")
+    ///     .metrics(MetricsOptions::default().queue_label(false))
+    ///     .init()
+    ///     .await?;
+    /// # let _ = worker; Ok(()) }
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, options: crate::MetricsOptions) -> Self {
+        self.queue_gauges_every = options.gauges_every();
+        self.on_event(crate::metrics::observer(&options))
+    }
+
     /// Adds a task given at run time: `run` gets each job's context (the
     /// payload is `ctx.job().payload`, as JSON) and returns its outcome.
     /// For tasks whose identifiers are known only at run time, such as the
@@ -448,6 +472,7 @@ impl WorkerOptions {
                 )),
                 run_active: AtomicBool::new(false),
                 events: std::mem::take(&mut self.events),
+                queue_gauges_every: self.queue_gauges_every,
             }),
         })
     }
