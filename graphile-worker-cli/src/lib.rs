@@ -44,6 +44,7 @@ mod error;
 mod jobs;
 mod output;
 mod run;
+mod serve;
 mod time;
 
 pub use error::CliError;
@@ -172,6 +173,11 @@ pub struct RunArgs {
     /// identifier (standalone command only).
     #[arg(long, value_name = "DIR")]
     pub tasks: Option<PathBuf>,
+    /// Serve Prometheus metrics at /metrics, and /healthz (the process is
+    /// up) and /readyz (connected, registered, heartbeats landing; 503 and
+    /// the reason otherwise) on this address, such as 127.0.0.1:9187.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_bind: Option<std::net::SocketAddr>,
 }
 
 /// Job filters shared by `jobs list` and the bulk forms.

@@ -58,7 +58,18 @@ pub(crate) async fn run(
     if let Some(crontab) = &args.crontab {
         options = options.crontab_file(crontab);
     }
+    let metrics = match args.metrics_bind {
+        Some(_) => {
+            let handle = crate::serve::install_recorder()?;
+            options = options.metrics(graphile_worker::MetricsOptions::default());
+            Some(handle)
+        }
+        None => None,
+    };
     let worker = options.init().await?;
+    if let (Some(addr), Some(metrics)) = (args.metrics_bind, metrics) {
+        crate::serve::start(addr, worker.clone(), metrics).await?;
+    }
     if args.once {
         worker.run_once().await?;
     } else {

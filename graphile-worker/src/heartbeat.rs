@@ -95,6 +95,22 @@ impl Health {
         !was_fresh
     }
 
+    /// How long ago the last beat that reached the database was sent, or
+    /// `None` if none has since the run began (or heartbeats are off:
+    /// `Some(ZERO)`).
+    pub(crate) fn last_beat_age(&self) -> Option<Duration> {
+        if self.threshold.is_none() {
+            return Some(Duration::ZERO);
+        }
+        self.lock().last_ok.map(|at| at.elapsed())
+    }
+
+    /// Half the stale threshold: a worker whose last beat is older stops
+    /// claiming. `None` when heartbeats are off.
+    pub(crate) fn late_after(&self) -> Option<Duration> {
+        self.threshold.map(|t| t / 2)
+    }
+
     /// The worker's row was gone: its jobs were recovered by a peer.
     pub(crate) fn declared_dead(&self) {
         let mut state = self.lock();

@@ -60,7 +60,7 @@ pub use registry::{TaskRegistration, registered_tasks};
 pub use schema::quote_identifier;
 pub use spec::{JobKeyMode, JobSpec};
 pub use task::{IntoTaskResult, Task, TaskError, TaskResultExt};
-pub use worker::{ShutdownHandle, Worker, WorkerOptions};
+pub use worker::{Readiness, ShutdownHandle, Worker, WorkerOptions};
 pub use worker_utils::{Cleanup, Reschedule, WorkerInfo, WorkerUtils};
 
 /// The `sqlx` this crate is built with, so that pools, transactions and

@@ -259,6 +259,51 @@ impl Worker {
         }
     }
 
+    /// Whether this worker can do its work now: a run is in progress, the
+    /// database answers (`select 1` within 2 s), and its heartbeats reach
+    /// the database (so it is registered and its jobs are safe). For a
+    /// readiness probe; the `graphile-worker` command serves it at
+    /// `/readyz`.
+    ///
+    /// ```no_run
+    /// # async fn example(worker: graphile_worker::Worker) {
+    /// match worker.readiness().await {
+    ///     graphile_worker::Readiness::Ready => println!("ready"),
+    ///     graphile_worker::Readiness::NotReady(why) => println!("not ready: {why}"),
+    /// }
+    /// # }
+    /// ```
+    pub async fn readiness(&self) -> Readiness {
+        let inner = &self.inner;
+        if !inner.run_active.load(Ordering::Acquire) {
+            return Readiness::NotReady("the worker is not running".into());
+        }
+        let ping = tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query("select 1").execute(&inner.db.pool),
+        )
+        .await;
+        match ping {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Readiness::NotReady(format!("the database is unreachable: {e}"));
+            }
+            Err(_) => {
+                return Readiness::NotReady("the database did not answer within 2 s".to_owned());
+            }
+        }
+        match (inner.health.last_beat_age(), inner.health.late_after()) {
+            (None, _) => Readiness::NotReady(
+                "no heartbeat has reached the database yet (not registered)".into(),
+            ),
+            (Some(age), Some(late)) if age > late => Readiness::NotReady(format!(
+                "the last heartbeat reached the database {} s ago",
+                age.as_secs()
+            )),
+            _ => Readiness::Ready,
+        }
+    }
+
     /// Runs every job that is ready now (including ones that become ready
     /// while it runs, such as the next job of a named queue), then returns.
     pub async fn run_once(&self) -> Result<(), Error> {
@@ -291,6 +336,16 @@ impl Worker {
         });
         result
     }
+}
+
+/// What [`Worker::readiness`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Readiness {
+    /// Running, connected, heartbeats landing.
+    Ready,
+    /// Not ready, and why.
+    NotReady(String),
 }
 
 /// Aborts a task when dropped (a finished task is unaffected).
