@@ -270,6 +270,7 @@ impl Worker {
     /// match worker.readiness().await {
     ///     graphile_worker::Readiness::Ready => println!("ready"),
     ///     graphile_worker::Readiness::NotReady(why) => println!("not ready: {why}"),
+    ///     _ => println!("not ready"),
     /// }
     /// # }
     /// ```
