@@ -39,7 +39,7 @@ struct Inner {
     cancel: watch::Receiver<bool>,
     data: Arc<DataMap>,
     /// Keeps `cancel` open in a context built for a test.
-    _never_cancelled: Option<watch::Sender<bool>>,
+    _never_cancelled: Option<Arc<watch::Sender<bool>>>,
 }
 
 impl JobContext {
@@ -150,6 +150,36 @@ impl JobContext {
             .ok_or_else(|| TaskError::new(missing(std::any::type_name::<T>())))
     }
 
+    /// This context with `value` added for this job only: the task (and
+    /// later middleware) read it with [`data`](Self::data), as a value the
+    /// worker shares. For [`WorkerOptions::middleware`](crate::WorkerOptions::middleware)
+    /// that derives something per job (a tenant, a trace parent). Unlike
+    /// the worker's own values, it cannot be a `Data<T>` parameter of a
+    /// `#[task]` (those are checked when the worker starts).
+    ///
+    /// ```
+    /// use graphile_worker::{Job, JobContext};
+    /// struct Tenant(&'static str);
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let ctx = JobContext::builder(Job::new("bill", serde_json::json!({}))).build();
+    /// let ctx = ctx.with_data(Tenant("acme"));
+    /// assert_eq!(ctx.data::<Tenant>().unwrap().0, "acme");
+    /// # }
+    /// ```
+    pub fn with_data<T: Send + Sync + 'static>(self, value: T) -> JobContext {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            job: shared.job.clone(),
+            utils: shared.utils.clone(),
+            cancel: shared.cancel.clone(),
+            data: shared.data.clone(),
+            _never_cancelled: shared._never_cancelled.clone(),
+        });
+        Arc::make_mut(&mut inner.data).insert(Arc::new(value));
+        JobContext {
+            inner: Arc::new(inner),
+        }
+    }
+
     /// Whether the worker has asked running tasks to stop.
     pub fn is_cancelled(&self) -> bool {
         *self.inner.cancel.borrow()
@@ -202,7 +232,7 @@ impl JobContextBuilder {
                 utils,
                 cancel,
                 data: Arc::new(self.data),
-                _never_cancelled: Some(never_cancelled),
+                _never_cancelled: Some(Arc::new(never_cancelled)),
             }),
         }
     }

@@ -15,7 +15,7 @@ use crate::events::{Events, JobEvent, WorkerEvent};
 use crate::job::Job;
 use crate::outcome::{self, Failure, Outcome, SHUTDOWN_MESSAGE};
 use crate::panics;
-use crate::registry::{Handler, TaskFuture};
+use crate::registry::{Chain, Handler, MiddlewareFn, Next, TaskFuture};
 use crate::task::TaskError;
 use crate::worker_utils::WorkerUtils;
 
@@ -97,6 +97,8 @@ pub(crate) struct RunWith {
     pub(crate) retry_undecodable: bool,
     /// Who observes the job's start and end.
     pub(crate) events: Events,
+    /// Wraps the job's run, outermost first.
+    pub(crate) middleware: Chain,
 }
 
 /// What the log lines say about a job.
@@ -118,6 +120,7 @@ async fn run_task(job: Job, with: RunWith) -> Outcome {
         data,
         retry_undecodable,
         events: _,
+        middleware,
     } = with;
     let failed = |message: String, how: Failure| Outcome::Failed { message, how };
     let Some(handler) = handler else {
@@ -128,11 +131,18 @@ async fn run_task(job: Job, with: RunWith) -> Outcome {
     // before its future exists: a panic there fails the job too. A payload
     // that does not decode cannot decode on a retry either, unless a deploy
     // changes the type (`retry_undecodable`).
-    let future = match panics::catch(|| handler.start(ctx)) {
-        Ok(Ok(future)) => future,
-        Ok(Err(e)) if retry_undecodable => return failed(e.to_string(), Failure::Retry),
-        Ok(Err(e)) => return failed(e.to_string(), Failure::Permanent),
-        Err(detail) => return failed(outcome::task_panicked(&detail), Failure::Retry),
+    let future = if middleware.0.is_empty() {
+        match panics::catch(|| handler.start(ctx)) {
+            Ok(Ok(future)) => future,
+            Ok(Err(e)) if retry_undecodable => return failed(e.to_string(), Failure::Retry),
+            Ok(Err(e)) => return failed(e.to_string(), Failure::Permanent),
+            Err(detail) => return failed(outcome::task_panicked(&detail), Failure::Retry),
+        }
+    } else {
+        match panics::catch(|| wrapped(handler, &middleware.0, retry_undecodable)(ctx)) {
+            Ok(future) => future,
+            Err(detail) => return failed(outcome::task_panicked(&detail), Failure::Retry),
+        }
     };
     // The task runs inside this job's own tokio task; a panic in it is
     // caught here and becomes the job's failure.
@@ -156,6 +166,34 @@ async fn run_task(job: Job, with: RunWith) -> Outcome {
         // Dropping the task's future stops it at its current await.
         message = aborted(aborts) => failed(message.to_owned(), Failure::Interrupted),
     }
+}
+
+/// The job's run inside its middleware: the innermost step decodes the
+/// payload and starts the task; a payload that does not decode becomes the
+/// task's error (permanent unless `retry_undecodable`).
+fn wrapped(
+    handler: Handler,
+    middleware: &[Arc<MiddlewareFn>],
+    retry_undecodable: bool,
+) -> Box<dyn FnOnce(JobContext) -> TaskFuture + Send> {
+    let mut next: Box<dyn FnOnce(JobContext) -> TaskFuture + Send> =
+        Box::new(move |ctx| match handler.start(ctx) {
+            Ok(future) => future,
+            Err(e) => {
+                let e = if retry_undecodable {
+                    e
+                } else {
+                    TaskError::permanent(e.message())
+                };
+                Box::pin(std::future::ready(Err(e)))
+            }
+        });
+    for around in middleware.iter().rev() {
+        let around = around.clone();
+        let rest = next;
+        next = Box::new(move |ctx| around(ctx, Next::new(rest)));
+    }
+    next
 }
 
 /// The job span's `job.outcome` field.

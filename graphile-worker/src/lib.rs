@@ -56,7 +56,7 @@ pub use job::Job;
 pub use metrics::MetricsOptions;
 pub use migrate::{AppliedMigration, MigrationStatus};
 pub use recovery::RecoveryReport;
-pub use registry::{TaskRegistration, registered_tasks};
+pub use registry::{Next, TaskRegistration, registered_tasks};
 pub use schema::quote_identifier;
 pub use spec::{JobKeyMode, JobSpec};
 pub use task::{IntoTaskResult, Task, TaskError, TaskResultExt};

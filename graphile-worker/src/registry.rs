@@ -22,6 +22,53 @@ pub(crate) type StartFn = fn(JobContext) -> Result<TaskFuture, TaskError>;
 /// (crate::WorkerOptions::register_fn): it reads the payload itself.
 pub(crate) type DynamicFn = dyn Fn(JobContext) -> TaskFuture + Send + Sync;
 
+/// Middleware around every job: gets the context and the rest of the chain.
+pub(crate) type MiddlewareFn = dyn Fn(JobContext, Next) -> TaskFuture + Send + Sync;
+
+/// A worker's middleware, outermost first; cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Chain(pub(crate) Arc<[Arc<MiddlewareFn>]>);
+
+impl Chain {
+    /// This chain with `around` added innermost.
+    pub(crate) fn with(&self, around: Arc<MiddlewareFn>) -> Self {
+        let mut all = self.0.to_vec();
+        all.push(around);
+        Chain(all.into())
+    }
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Chain({} middleware)", self.0.len())
+    }
+}
+
+/// The rest of a job's middleware chain, ending with the task itself;
+/// given to [`WorkerOptions::middleware`](crate::WorkerOptions::middleware).
+pub struct Next {
+    rest: Box<dyn FnOnce(JobContext) -> TaskFuture + Send>,
+}
+
+impl Next {
+    pub(crate) fn new(rest: Box<dyn FnOnce(JobContext) -> TaskFuture + Send>) -> Self {
+        Self { rest }
+    }
+
+    /// Runs the rest of the chain (and the task) with `ctx`, and returns
+    /// the job's outcome: `Ok` completes it, an error fails it (a
+    /// permanent one for good).
+    pub async fn run(self, ctx: JobContext) -> Result<(), TaskError> {
+        (self.rest)(ctx).await
+    }
+}
+
+impl std::fmt::Debug for Next {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Next")
+    }
+}
+
 /// How a registered task starts a job.
 #[derive(Clone)]
 pub(crate) enum Handler {

@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     run_active: AtomicBool,
     /// Who observes this worker's lifecycle events.
     pub(crate) events: Events,
+    /// Wraps every job's run, outermost first.
+    pub(crate) middleware: crate::registry::Chain,
     /// How often to refresh the schema-wide metrics gauges, if at all.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) queue_gauges_every: Option<Duration>,

@@ -22,7 +22,9 @@ use crate::error::Error;
 use crate::events::{Events, WorkerEvent};
 use crate::heartbeat::Health;
 use crate::listen::Wakeups;
-use crate::registry::{DynamicFn, TaskRegistration, TaskSet, registered_tasks};
+use crate::registry::{
+    Chain, DynamicFn, MiddlewareFn, TaskRegistration, TaskSet, registered_tasks,
+};
 use crate::task::{Task, TaskError};
 use crate::worker_utils::WorkerUtils;
 
@@ -73,6 +75,7 @@ pub struct WorkerOptions {
     events: Events,
     /// How often the schema-wide gauges are refreshed, when metrics are on.
     queue_gauges_every: Option<Duration>,
+    middleware: Chain,
 }
 
 #[derive(Debug)]
@@ -110,6 +113,7 @@ impl Default for WorkerOptions {
             retry_undecodable: false,
             events: Events::default(),
             queue_gauges_every: None,
+            middleware: Chain::default(),
         }
     }
 }
@@ -367,6 +371,44 @@ impl WorkerOptions {
         self.on_event(crate::metrics::observer(&options))
     }
 
+    /// Wraps every job's run: `around` gets the job's context and the
+    /// [`Next`](crate::Next) step, may read the job, add per-job values
+    /// with [`JobContext::with_data`], run the rest with `next.run(ctx)`,
+    /// and sees (or changes) its outcome. Middleware added first runs
+    /// outermost. A payload that does not decode reaches the middleware as
+    /// the task's error (permanent unless
+    /// [`retry_undecodable_payloads`](Self::retry_undecodable_payloads)).
+    ///
+    /// ```no_run
+    /// use graphile_worker::{JobContext, Next, Worker};
+    ///
+    /// struct Tenant(String);
+    ///
+    /// # async fn example() -> Result<(), graphile_worker::Error> {
+    /// let worker = Worker::from_registry()
+    ///     .database_url("postgres://localhost/app")
+    ///     .middleware(|ctx: JobContext, next: Next| async move {
+    ///         let tenant = ctx.job().payload["tenant"].as_str().unwrap_or("none").to_owned();
+    ///         let result = next.run(ctx.with_data(Tenant(tenant.clone()))).await;
+    ///         if let Err(e) = &result {
+    ///             eprintln!("tenant {tenant}: {e}");
+    ///         }
+    ///         result
+    ///     })
+    ///     .init()
+    ///     .await?;
+    /// # let _ = worker; Ok(()) }
+    /// ```
+    pub fn middleware<F, Fut>(mut self, around: F) -> Self
+    where
+        F: Fn(JobContext, crate::Next) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+    {
+        let around: Arc<MiddlewareFn> = Arc::new(move |ctx, next| Box::pin(around(ctx, next)));
+        self.middleware = self.middleware.with(around);
+        self
+    }
+
     /// Adds a task given at run time: `run` gets each job's context (the
     /// payload is `ctx.job().payload`, as JSON) and returns its outcome.
     /// For tasks whose identifiers are known only at run time, such as the
@@ -473,6 +515,7 @@ impl WorkerOptions {
                 run_active: AtomicBool::new(false),
                 events: std::mem::take(&mut self.events),
                 queue_gauges_every: self.queue_gauges_every,
+                middleware: std::mem::take(&mut self.middleware),
             }),
         })
     }

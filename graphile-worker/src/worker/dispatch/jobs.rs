@@ -248,6 +248,7 @@ impl Dispatcher {
             data: self.inner.data.clone(),
             retry_undecodable: self.inner.retry_undecodable,
             events: self.inner.events.clone(),
+            middleware: self.inner.middleware.clone(),
         };
         // Made before the task: a task dropped before its first poll drops
         // the guard too, which still reports the job.
