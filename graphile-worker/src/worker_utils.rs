@@ -2,14 +2,19 @@
 //! jobs (migrate, remove, complete, fail, reschedule, unlock, list workers,
 //! recover, clean up). Adding jobs is in `enqueue/`.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row, SqlStr};
 
+use crate::enqueue::NewJob;
 use crate::error::Error;
 use crate::job::Job;
 use crate::migrate;
 use crate::recovery::{RecoveryReport, recover_stale};
 use crate::schema::Schema;
+use crate::spec::JobSpec;
 use crate::sql::{Db, Statements};
 
 type JobsQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Job, sqlx::postgres::PgArguments>;
@@ -32,6 +37,17 @@ type JobsQuery<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Job, sqlx::postgre
 #[derive(Clone, Debug)]
 pub struct WorkerUtils {
     pub(crate) db: Db,
+    before_add: Option<BeforeAdd>,
+}
+
+/// A hook called before each job is added; see [`WorkerUtils::before_add`].
+#[derive(Clone)]
+pub(crate) struct BeforeAdd(pub(crate) Arc<dyn Fn(&str, &mut JobSpec) + Send + Sync>);
+
+impl std::fmt::Debug for BeforeAdd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeAdd")
+    }
 }
 
 /// Changes for [`WorkerUtils::reschedule_jobs`]; `None` keeps the current
@@ -72,7 +88,64 @@ impl WorkerUtils {
     pub fn new(pool: PgPool, schema: &str) -> Self {
         Self {
             db: Db::new(pool, Schema::new(schema)),
+            before_add: None,
         }
+    }
+
+    /// These utilities, calling `hook` with each job's task identifier and
+    /// options before the job is added, so it can stamp them: flags, a
+    /// queue, a priority (the payload is not shown: typed payloads go to the
+    /// database without becoming JSON values first). A batch of one task
+    /// sharing one spec (`enqueue_many`, `add_jobs`) calls it once for the
+    /// batch. [`WorkerOptions::before_add`](crate::WorkerOptions::before_add)
+    /// sets it on the utilities tasks receive.
+    ///
+    /// ```no_run
+    /// use graphile_worker::{JobSpec, WorkerUtils};
+    /// # fn example(pool: sqlx::PgPool) {
+    /// let utils = WorkerUtils::new(pool, "graphile_worker").before_add(|task, spec| {
+    ///     if task.starts_with("report_") {
+    ///         spec.flags.get_or_insert_with(Vec::new).push("slow".into());
+    ///     }
+    /// });
+    /// # let _ = utils; }
+    /// ```
+    pub fn before_add(mut self, hook: impl Fn(&str, &mut JobSpec) + Send + Sync + 'static) -> Self {
+        self.before_add = Some(BeforeAdd(Arc::new(hook)));
+        self
+    }
+
+    /// These utilities with `hook` (or none).
+    pub(crate) fn with_before_add(mut self, hook: Option<BeforeAdd>) -> Self {
+        self.before_add = hook;
+        self
+    }
+
+    /// `spec` after the before-add hook, if any.
+    pub(crate) fn stamp(&self, identifier: &str, spec: JobSpec) -> JobSpec {
+        match &self.before_add {
+            Some(hook) => {
+                let mut spec = spec;
+                (hook.0)(identifier, &mut spec);
+                spec
+            }
+            None => spec,
+        }
+    }
+
+    /// `jobs` after the before-add hook: borrowed as they are without one.
+    pub(crate) fn stamp_jobs<'a>(&self, jobs: &'a [NewJob]) -> Cow<'a, [NewJob]> {
+        if self.before_add.is_none() {
+            return Cow::Borrowed(jobs);
+        }
+        Cow::Owned(
+            jobs.iter()
+                .map(|job| NewJob {
+                    spec: self.stamp(&job.identifier, job.spec.clone()),
+                    ..job.clone()
+                })
+                .collect(),
+        )
     }
 
     /// The pool this uses.

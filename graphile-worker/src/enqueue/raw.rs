@@ -58,6 +58,7 @@ impl WorkerUtils {
     where
         E: PgExecutor<'e>,
     {
+        let spec = self.stamp(identifier, spec);
         // As JSON text, not jsonb (sqlx's encoding of a `Value`): `json`
         // keeps what jsonb refuses, such as the escape `\u0000`.
         let job: Option<Job> = sqlx::query_as(self.statements().jobs.add_job.clone())
@@ -131,7 +132,9 @@ impl WorkerUtils {
     where
         E: PgExecutor<'e>,
     {
-        Batch::of_jobs(jobs)?.add(self.statements(), executor).await
+        Batch::of_jobs(&self.stamp_jobs(jobs))?
+            .add(self.statements(), executor)
+            .await
     }
 
     /// Adds many jobs in one statement through `executor` and returns only
@@ -156,7 +159,7 @@ impl WorkerUtils {
     where
         E: PgExecutor<'e>,
     {
-        Batch::of_jobs(jobs)?
+        Batch::of_jobs(&self.stamp_jobs(jobs))?
             .add_counted(self.statements(), executor)
             .await
     }

@@ -139,7 +139,7 @@ impl WorkerUtils {
         if payloads.is_empty() {
             return Ok(Vec::new());
         }
-        let spec = T::default_spec();
+        let spec = self.stamp(T::IDENTIFIER, T::default_spec());
         let batch = Batch::of_payloads::<T, _>(&payloads, &spec)?;
         // Every job of the batch has task `T` and the queue of its spec, so
         // the statement returns bare rows and the names are filled in here.
@@ -213,7 +213,7 @@ impl WorkerUtils {
         if payloads.is_empty() {
             return Ok(0);
         }
-        Batch::of_payloads::<T, _>(&payloads, &T::default_spec())?
+        Batch::of_payloads::<T, _>(&payloads, &self.stamp(T::IDENTIFIER, T::default_spec()))?
             .add_counted(self.statements(), executor)
             .await
     }

@@ -26,7 +26,7 @@ use crate::registry::{
     Chain, DynamicFn, MiddlewareFn, TaskRegistration, TaskSet, registered_tasks,
 };
 use crate::task::{Task, TaskError};
-use crate::worker_utils::WorkerUtils;
+use crate::worker_utils::{BeforeAdd, WorkerUtils};
 
 /// Builds a [`Worker`]. Start from [`Worker::from_registry`] (every
 /// `#[task]` linked into the program) or [`Worker::options`] (only the tasks
@@ -76,6 +76,7 @@ pub struct WorkerOptions {
     /// How often the schema-wide gauges are refreshed, when metrics are on.
     queue_gauges_every: Option<Duration>,
     middleware: Chain,
+    before_add: Option<BeforeAdd>,
 }
 
 #[derive(Debug)]
@@ -114,6 +115,7 @@ impl Default for WorkerOptions {
             events: Events::default(),
             queue_gauges_every: None,
             middleware: Chain::default(),
+            before_add: None,
         }
     }
 }
@@ -409,6 +411,17 @@ impl WorkerOptions {
         self
     }
 
+    /// Calls `hook` before each job the worker's tasks add through their
+    /// [`JobContext::utils`](crate::JobContext::utils), as
+    /// [`WorkerUtils::before_add`] does for other utilities.
+    pub fn before_add(
+        mut self,
+        hook: impl Fn(&str, &mut crate::JobSpec) + Send + Sync + 'static,
+    ) -> Self {
+        self.before_add = Some(BeforeAdd(Arc::new(hook)));
+        self
+    }
+
     /// Adds a task given at run time: `run` gets each job's context (the
     /// payload is `ctx.job().payload`, as JSON) and returns its outcome.
     /// For tasks whose identifiers are known only at run time, such as the
@@ -473,7 +486,8 @@ impl WorkerOptions {
         let pool = self.connect().await?;
         crate::panics::install_hook();
 
-        let utils = WorkerUtils::new(pool.clone(), &self.schema);
+        let utils =
+            WorkerUtils::new(pool.clone(), &self.schema).with_before_add(self.before_add.take());
         utils.migrate().await?;
 
         let pool_id = format!("pool-{:018x}", random_u64() as u128 & ((1 << 72) - 1));
