@@ -42,7 +42,10 @@ pub struct WorkerUtils {
 
 /// A hook called before each job is added; see [`WorkerUtils::before_add`].
 #[derive(Clone)]
-pub(crate) struct BeforeAdd(pub(crate) Arc<dyn Fn(&str, &mut JobSpec) + Send + Sync>);
+pub(crate) struct BeforeAdd(pub(crate) Arc<BeforeAddFn>);
+
+/// The hook's signature: the task identifier and the options to stamp.
+pub(crate) type BeforeAddFn = dyn Fn(&str, &mut JobSpec) + Send + Sync;
 
 impl std::fmt::Debug for BeforeAdd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
