@@ -36,6 +36,8 @@ pub(crate) async fn run_job(job: Job, with: RunWith) -> Outcome {
         job.outcome = tracing::field::Empty,
         job.duration_ms = tracing::field::Empty,
     );
+    #[cfg(feature = "opentelemetry")]
+    crate::otel::continue_trace(&span, &job);
     let started = Instant::now();
     let events = with.events.clone();
     let observed = events

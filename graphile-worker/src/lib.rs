@@ -20,6 +20,8 @@ mod macro_support;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod migrate;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 mod outcome;
 mod panics;
 mod recovery;
@@ -55,6 +57,8 @@ pub use job::Job;
 #[cfg(feature = "metrics")]
 pub use metrics::MetricsOptions;
 pub use migrate::{AppliedMigration, MigrationStatus};
+#[cfg(feature = "opentelemetry")]
+pub use otel::stamp_trace_context;
 pub use recovery::RecoveryReport;
 pub use registry::{Next, TaskRegistration, registered_tasks};
 pub use schema::quote_identifier;

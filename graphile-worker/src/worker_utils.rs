@@ -118,6 +118,16 @@ impl WorkerUtils {
         self
     }
 
+    /// These utilities, stamping the current span's W3C trace context on
+    /// each job they add (feature `opentelemetry`), so the job's span
+    /// continues the trace. It is the before-add hook
+    /// [`stamp_trace_context`](crate::stamp_trace_context) (and replaces
+    /// another hook).
+    #[cfg(feature = "opentelemetry")]
+    pub fn propagate_trace_context(self) -> Self {
+        self.before_add(crate::otel::stamp_trace_context)
+    }
+
     /// These utilities with `hook` (or none).
     pub(crate) fn with_before_add(mut self, hook: Option<BeforeAdd>) -> Self {
         self.before_add = hook;

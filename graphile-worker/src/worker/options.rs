@@ -422,6 +422,14 @@ impl WorkerOptions {
         self
     }
 
+    /// Stamps the trace context on the follow-up jobs the worker's tasks
+    /// add (feature `opentelemetry`); see
+    /// [`WorkerUtils::propagate_trace_context`].
+    #[cfg(feature = "opentelemetry")]
+    pub fn propagate_trace_context(self) -> Self {
+        self.before_add(crate::otel::stamp_trace_context)
+    }
+
     /// Adds a task given at run time: `run` gets each job's context (the
     /// payload is `ctx.job().payload`, as JSON) and returns its outcome.
     /// For tasks whose identifiers are known only at run time, such as the
