@@ -10,6 +10,9 @@ use crate::error::CliError;
 use crate::output::{self, Out};
 use crate::{AddArgs, FilterArgs, JobsCommand, KeyMode, ListArgs, Order, Selection};
 
+/// Jobs per statement when acting on many: a filter may match millions.
+const CHUNK: usize = 5_000;
+
 pub(crate) async fn execute(
     out: &Out,
     utils: &WorkerUtils,
@@ -23,9 +26,11 @@ pub(crate) async fn execute(
             let Some(ids) = select(out, utils, &selection, "retry").await? else {
                 return Ok(());
             };
-            let entries = utils.retry_jobs(&ids).await?;
-            let done: Vec<(Job, JobState)> =
-                entries.into_iter().map(|e| (e.job, e.state)).collect();
+            let mut done: Vec<(Job, JobState)> = Vec::new();
+            for chunk in ids.chunks(CHUNK) {
+                let entries = utils.retry_jobs(chunk).await?;
+                done.extend(entries.into_iter().map(|e| (e.job, e.state)));
+            }
             report(
                 out,
                 utils,
@@ -62,7 +67,11 @@ pub(crate) async fn execute(
             let Some(ids) = select(out, utils, &selection, "complete").await? else {
                 return Ok(());
             };
-            let done = with_states(utils.complete_jobs(&ids).await?);
+            let mut jobs = Vec::new();
+            for chunk in ids.chunks(CHUNK) {
+                jobs.extend(utils.complete_jobs(chunk).await?);
+            }
+            let done = with_states(jobs);
             report(
                 out,
                 utils,
@@ -77,9 +86,14 @@ pub(crate) async fn execute(
             let Some(ids) = select(out, utils, &args.selection, "fail").await? else {
                 return Ok(());
             };
-            let jobs = utils
-                .permanently_fail_jobs(&ids, Some(&args.reason))
-                .await?;
+            let mut jobs = Vec::new();
+            for chunk in ids.chunks(CHUNK) {
+                jobs.extend(
+                    utils
+                        .permanently_fail_jobs(chunk, Some(&args.reason))
+                        .await?,
+                );
+            }
             let done = with_states(jobs);
             let by_id = !args.selection.ids.is_empty();
             report(out, utils, "failed", &ids, &done, by_id).await
