@@ -514,13 +514,19 @@ impl WorkerUtils {
     /// Runs these jobs now with their attempts reset to 0, so a
     /// permanently failed job gets its full attempts again. Locked jobs
     /// (running somewhere) are left alone; the jobs changed are returned,
-    /// lowest id first.
+    /// lowest id first, and running workers are notified.
     pub async fn retry_jobs(&self, ids: &[i64]) -> Result<Vec<JobEntry>, Error> {
-        Ok(
-            sqlx::query_as::<_, JobEntry>(self.db.sql.inspect.retry.clone())
-                .bind(ids)
-                .fetch_all(&self.db.pool)
-                .await?,
-        )
+        let retried = sqlx::query_as::<_, JobEntry>(self.db.sql.inspect.retry.clone())
+            .bind(ids)
+            .fetch_all(&self.db.pool)
+            .await?;
+        if !retried.is_empty() {
+            // Running workers are told, as adding jobs tells them.
+            sqlx::query(self.db.sql.inspect.notify_jobs.clone())
+                .bind(i32::try_from(retried.len()).unwrap_or(i32::MAX))
+                .execute(&self.db.pool)
+                .await?;
+        }
+        Ok(retried)
     }
 }

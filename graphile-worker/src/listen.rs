@@ -80,31 +80,40 @@ pub(crate) async fn listen(
         events.emit(|| WorkerEvent::ListenerConnected);
         // Anything announced while we were not listening is found by a poll.
         wakeups.nudge(1);
+        // Set when sqlx reported the connection lost; the next message
+        // proves it reconnected.
+        let mut lost = false;
         loop {
             let received = tokio::select! {
                 r = listener.try_recv() => r,
                 _ = shutdown.wait_for(|s| *s) => return,
             };
             match received {
-                Ok(Some(notification)) => match notification.channel() {
-                    JOBS_CHANNEL => {
-                        let count = jobs_count(notification.payload());
-                        if count > 0 {
-                            wakeups.nudge(count);
-                        }
+                Ok(Some(notification)) => {
+                    if std::mem::take(&mut lost) {
+                        events.emit(|| WorkerEvent::ListenerConnected);
                     }
-                    MIGRATE_CHANNEL => {
-                        if let Some(number) = breaking_number(notification.payload()) {
-                            wakeups.breaking_migration.store(number, Ordering::Relaxed);
-                            on_breaking(number);
+                    match notification.channel() {
+                        JOBS_CHANNEL => {
+                            let count = jobs_count(notification.payload());
+                            if count > 0 {
+                                wakeups.nudge(count);
+                            }
                         }
+                        MIGRATE_CHANNEL => {
+                            if let Some(number) = breaking_number(notification.payload()) {
+                                wakeups.breaking_migration.store(number, Ordering::Relaxed);
+                                on_breaking(number);
+                            }
+                        }
+                        _ => {}
                     }
-                    _ => {}
-                },
+                }
                 Ok(None) => {
                     // The connection dropped; sqlx reconnects and re-listens
                     // on the next call. Poll once to catch what we missed.
                     tracing::warn!("listener connection lost; reconnecting");
+                    lost = true;
                     events.emit(|| WorkerEvent::ListenerDisconnected {
                         error: "the connection was lost".to_owned(),
                     });

@@ -21,7 +21,10 @@
 //! The last two come from a periodic query of the whole schema that one
 //! worker per schema runs: the registered worker with the lowest id among
 //! those alive (every [`MetricsOptions::queue_gauges_every`], with a
-//! statement timeout of 5 s).
+//! statement timeout of 5 s). A worker with recovery off does not register
+//! and never runs it; a worker that stops being the elected one keeps
+//! exporting its last values, so aggregate these gauges with `max`, not
+//! `sum`. Calling `metrics` twice records everything twice.
 
 use std::time::Duration;
 
@@ -147,10 +150,11 @@ pub(crate) async fn queue_gauges(
     db: Db,
     own_id: String,
     every: Duration,
+    alive_within: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        match refresh(&db, &own_id).await {
+        match refresh(&db, &own_id, alive_within).await {
             Ok(()) => {}
             Err(e) => tracing::debug!(error = %e, "could not refresh the queue gauges"),
         }
@@ -161,10 +165,11 @@ pub(crate) async fn queue_gauges(
     }
 }
 
-async fn refresh(db: &Db, own_id: &str) -> Result<(), sqlx::Error> {
+async fn refresh(db: &Db, own_id: &str, alive_within: Duration) -> Result<(), sqlx::Error> {
     let mut tx = db.pool.begin().await?;
     let elected: bool = sqlx::query_scalar(db.sql.inspect.metrics_elected.clone())
         .bind(own_id)
+        .bind(alive_within.as_secs_f64())
         .fetch_one(&mut *tx)
         .await?;
     if !elected {

@@ -590,12 +590,14 @@ pub struct MigrationStatus {
     pub applied: Vec<AppliedMigration>,
     /// The highest migration this build knows.
     pub highest_known: i32,
-    /// Migrations this build would apply.
+    /// Migrations this build would apply (those above the newest
+    /// recorded, as the runner reads the ledger).
     pub pending: Vec<i32>,
 }
 
 impl MigrationStatus {
-    /// Nothing to apply, and nothing newer than this build.
+    /// Nothing to apply, and no breaking migration newer than this build
+    /// (a newer non-breaking one is compatible).
     pub fn is_current(&self) -> bool {
         self.pending.is_empty() && !self.is_newer_than_build()
     }
@@ -635,10 +637,13 @@ pub(crate) async fn status(pool: &PgPool, schema: &Schema) -> Result<MigrationSt
             breaking,
         })
         .collect();
+    // As `migrate` reads the ledger: everything up to the newest recorded
+    // migration counts as applied.
+    let latest = applied.iter().map(|a| a.id).max().unwrap_or(0);
     let pending = MIGRATIONS
         .iter()
         .map(|m| m.number)
-        .filter(|n| !applied.iter().any(|a| a.id == *n))
+        .filter(|n| *n > latest)
         .collect();
     Ok(MigrationStatus {
         installed: exists,

@@ -205,10 +205,13 @@ impl Writer {
             let started = std::time::Instant::now();
             let still_busy = self.write(&batch).await;
             self.settle(&batch, &still_busy);
-            self.events.emit(|| WorkerEvent::OutcomesWritten {
-                count: batch.len() - still_busy.len(),
-                duration: started.elapsed(),
-            });
+            let count = batch.len() - still_busy.len();
+            if count > 0 {
+                self.events.emit(|| WorkerEvent::OutcomesWritten {
+                    count,
+                    duration: started.elapsed(),
+                });
+            }
             if still_busy.is_empty() {
                 if busy.is_empty() {
                     busy_delay = BUSY_RETRY_MIN;

@@ -44,6 +44,8 @@ pub(crate) struct InspectStatements {
     pub(crate) metrics_elected: SqlStr,
     /// `$1` ids: run now with attempts reset, unless locked.
     pub(crate) retry: SqlStr,
+    /// Tells workers `$1` jobs became runnable, as `add_jobs` does.
+    pub(crate) notify_jobs: SqlStr,
 }
 
 impl InspectStatements {
@@ -56,6 +58,11 @@ impl InspectStatements {
             ))
         };
         Self {
+            notify_jobs: stmt(
+                "select pg_notify('jobs:insert', \
+                   json_build_object('r', random(), 'count', $1::int)::text)"
+                    .into(),
+            ),
             list_newest: list("j.id desc"),
             list_oldest: list("j.id asc"),
             list_run_at: list("j.run_at asc, j.id asc"),
@@ -103,7 +110,7 @@ impl InspectStatements {
             )),
             metrics_elected: stmt(format!(
                 "select coalesce((select min(id) from {s}._private_workers \
-                   where last_heartbeat_at > now() - interval '1 minute') = $1, false)"
+                   where last_heartbeat_at > now() - $2::float8 * interval '1 second') = $1, false)"
             )),
             crontabs: stmt(format!(
                 "select identifier, known_since, last_execution \

@@ -233,6 +233,7 @@ impl Worker {
                 inner.db.clone(),
                 inner.pool_id.clone(),
                 every,
+                inner.stale_worker_threshold,
                 inner.shutdown.subscribe(),
             ));
         }
@@ -262,8 +263,10 @@ impl Worker {
     }
 
     /// Whether this worker can do its work now: a run is in progress, the
-    /// database answers (`select 1` within 2 s), and its heartbeats reach
-    /// the database (so it is registered and its jobs are safe). For a
+    /// database answers (`select 1` within 2 s), no shutdown was asked for,
+    /// and, unless [recovery](WorkerOptions::recovery) is off, its
+    /// heartbeats reach the database (so it is registered and its jobs are
+    /// safe). For a
     /// readiness probe; the `graphile-worker` command serves it at
     /// `/readyz`.
     ///
@@ -280,6 +283,9 @@ impl Worker {
         let inner = &self.inner;
         if !inner.run_active.load(Ordering::Acquire) {
             return Readiness::NotReady("the worker is not running".into());
+        }
+        if *inner.shutdown.borrow() {
+            return Readiness::NotReady("the worker is shutting down".into());
         }
         let ping = tokio::time::timeout(
             Duration::from_secs(2),
@@ -325,6 +331,8 @@ impl Worker {
                 "this worker is already running (or still winding down an earlier run); wait for that run to end, or build another worker with init()".into(),
             ));
         }
+        // A finished run's last beat must not make this one look ready.
+        self.inner.health.reset();
         let worker_id = || self.inner.pool_id.clone();
         self.inner.events.emit(|| WorkerEvent::WorkerStarted {
             worker_id: worker_id(),

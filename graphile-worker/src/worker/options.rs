@@ -319,8 +319,10 @@ impl WorkerOptions {
     /// started, completed, failed, interrupted and handed back, claims,
     /// outcome writes, heartbeat failures, recoveries, cron schedules and
     /// the listener's connection. It runs on the engine's own task as the
-    /// event happens, so keep it quick (count, record, or send to a
-    /// channel); a panicking observer is logged and ignored. Call it again
+    /// event happens (heartbeat failures on the heartbeat's own thread), so
+    /// keep it quick (count, record, or send to a channel); a panicking
+    /// observer is logged and ignored. A run whose future is dropped ends
+    /// without the end events of its running jobs. Call it again
     /// to add more observers.
     ///
     /// ```no_run
@@ -411,9 +413,11 @@ impl WorkerOptions {
         self
     }
 
-    /// Calls `hook` before each job the worker's tasks add through their
-    /// [`JobContext::utils`](crate::JobContext::utils), as
-    /// [`WorkerUtils::before_add`] does for other utilities.
+    /// Calls `hook` before each job added through the worker's utilities
+    /// (what tasks get from [`JobContext::utils`](crate::JobContext::utils),
+    /// and [`Worker::utils`](crate::Worker::utils)), as
+    /// [`WorkerUtils::before_add`] does for other utilities. One hook:
+    /// a later call, or `propagate_trace_context`, replaces it.
     pub fn before_add(
         mut self,
         hook: impl Fn(&str, &mut crate::JobSpec) + Send + Sync + 'static,

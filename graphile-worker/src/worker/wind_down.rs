@@ -30,6 +30,14 @@ pub(super) struct WindDown {
 }
 
 impl WindDown {
+    fn handed_back(&self, count: usize) {
+        if count > 0 {
+            self.inner
+                .events
+                .emit(|| crate::events::WorkerEvent::JobsHandedBack { count });
+        }
+    }
+
     pub(super) async fn run(mut self) {
         if let Some(completer) = self.completer.take() {
             // Claims in flight may lock jobs: take them back too.
@@ -37,7 +45,9 @@ impl WindDown {
                 match claimed {
                     Ok(Claimed::Jobs { batch, .. }) => {
                         settle_rejects(&self.held, &completer, &batch);
+                        let count = batch.jobs.len() + batch.give_back.len();
                         give_back_claimed(&self.held, &completer, batch.jobs);
+                        self.handed_back(count);
                     }
                     Ok(Claimed::Failed {
                         may_have_locked: true,
@@ -46,9 +56,11 @@ impl WindDown {
                     _ => {}
                 }
             }
+            let count = self.buffer.len();
             for (job, _) in self.buffer.drain(..) {
                 completer.send(ClaimRef::of(&job), Outcome::Returned, true);
             }
+            self.handed_back(count);
         }
         // The writer ends once every sender is gone (the running jobs' too)
         // and every outcome is written.

@@ -183,7 +183,13 @@ impl Dispatcher {
         if generation != self.generation {
             // Claimed before the worker may have been declared dead: never
             // start these.
+            let count = batch.jobs.len();
             give_back_claimed(&self.held, &self.completer, batch.jobs);
+            if count > 0 {
+                self.inner
+                    .events
+                    .emit(|| WorkerEvent::JobsHandedBack { count });
+            }
             return;
         }
         if batch.give_back.is_empty() {
