@@ -201,13 +201,7 @@ pub(crate) async fn backlog(
 async fn drain_observed(count: usize) -> Result<f64> {
     let (db, pool) = backlog(count, Statistics::Analyzed).await?;
     let ms = ours_run_once_observed_ms(&db.url, true).await?;
-    let left = jobs_left(&pool).await?;
-    pool.close().await;
-    drop_database(db).await?;
-    if left != 0 {
-        return Err(format!("the observed drain left {left} of {count} jobs").into());
-    }
-    Ok(count as f64 / (ms / 1e3))
+    drained(db, pool, count, ms, "the observed drain").await
 }
 
 /// Jobs per second draining `count` queued trivial jobs.
@@ -220,11 +214,17 @@ pub(crate) async fn drain(side: Side, count: usize, statistics: Statistics) -> R
             reported_ms(&run_node(&db, NODE_DRAIN, &env).await?)?
         }
     };
+    drained(db, pool, count, ms, side.mode()).await
+}
+
+/// Checks that a drain of `count` jobs taking `ms` left none, drops its
+/// database, and returns its rate.
+async fn drained(db: TestDatabase, pool: PgPool, count: usize, ms: f64, what: &str) -> Result<f64> {
     let left = jobs_left(&pool).await?;
     pool.close().await;
     drop_database(db).await?;
     if left != 0 {
-        return Err(format!("{} left {left} of {count} jobs", side.mode()).into());
+        return Err(format!("{what} left {left} of {count} jobs").into());
     }
     Ok(count as f64 / (ms / 1e3))
 }

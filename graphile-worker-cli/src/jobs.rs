@@ -42,13 +42,8 @@ pub(crate) async fn execute(
             .await
         }
         JobsCommand::Reschedule(args) => {
-            let run_at = match (args.run_at, args.delay) {
-                (Some(at), _) => Some(at),
-                (None, Some(delay)) => Some(Utc::now() + delay),
-                (None, None) => None,
-            };
             let changes = Reschedule {
-                run_at,
+                run_at: args.when.run_at(),
                 priority: args.priority,
                 attempts: args.attempts,
                 max_attempts: args.max_attempts,
@@ -139,14 +134,9 @@ async fn add(out: &Out, utils: &WorkerUtils, args: AddArgs) -> Result<(), CliErr
             "the payload is not valid JSON ({e}); quote it for the shell, for example '{{\"to\": \"a@example.com\"}}'"
         ))
     })?;
-    let run_at = match (args.run_at, args.delay) {
-        (Some(at), _) => Some(at),
-        (None, Some(delay)) => Some(Utc::now() + delay),
-        (None, None) => None,
-    };
     let spec = JobSpec {
         queue_name: args.queue,
-        run_at,
+        run_at: args.when.run_at(),
         max_attempts: args.max_attempts,
         job_key: args.key,
         job_key_mode: args.key_mode.map(|mode| match mode {

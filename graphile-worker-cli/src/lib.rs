@@ -257,12 +257,9 @@ pub struct AddArgs {
     /// A named queue: its jobs run one at a time, in order.
     #[arg(long)]
     pub queue: Option<String>,
-    /// When to run: an RFC 3339 time such as 2026-12-24T18:00:00Z.
-    #[arg(long, value_name = "TIME", value_parser = time::parse_time, conflicts_with = "delay")]
-    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// When to run, from now: 30s, 5m, 1h30m, 2d.
-    #[arg(long, value_name = "DURATION", value_parser = time::parse_duration)]
-    pub delay: Option<chrono::Duration>,
+    /// When to run.
+    #[command(flatten)]
+    pub when: When,
     /// Smaller runs first.
     #[arg(long, allow_negative_numbers = true)]
     pub priority: Option<i16>,
@@ -278,6 +275,25 @@ pub struct AddArgs {
     /// A flag a worker may refuse; repeat for several.
     #[arg(long = "flag", value_name = "FLAG")]
     pub flags: Vec<String>,
+}
+
+/// `--run-at TIME` or `--delay DURATION`, of `jobs add` and `jobs reschedule`.
+#[derive(Debug, Args)]
+pub struct When {
+    /// When to run: an RFC 3339 time such as 2026-12-24T18:00:00Z.
+    #[arg(long, value_name = "TIME", value_parser = time::parse_time, conflicts_with = "delay")]
+    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When to run, from now: 30s, 5m, 1h30m, 2d.
+    #[arg(long, value_name = "DURATION", value_parser = time::parse_duration)]
+    pub delay: Option<chrono::Duration>,
+}
+
+impl When {
+    /// The time asked for, if any.
+    pub fn run_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.run_at
+            .or_else(|| self.delay.map(|delay| chrono::Utc::now() + delay))
+    }
 }
 
 /// `--key-mode`.
@@ -326,12 +342,9 @@ pub struct RescheduleArgs {
     /// Job ids.
     #[arg(required = true, value_name = "ID")]
     pub ids: Vec<i64>,
-    /// New run time (RFC 3339).
-    #[arg(long, value_name = "TIME", value_parser = time::parse_time, conflicts_with = "delay")]
-    pub run_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// New run time, from now: 30s, 5m, 1h30m, 2d.
-    #[arg(long, value_name = "DURATION", value_parser = time::parse_duration)]
-    pub delay: Option<chrono::Duration>,
+    /// When to run.
+    #[command(flatten)]
+    pub when: When,
     /// New priority.
     #[arg(long, allow_negative_numbers = true)]
     pub priority: Option<i16>,

@@ -26,7 +26,7 @@ pub(crate) type Aborts = (watch::Receiver<Option<&'static str>>, watch::Receiver
 
 /// Runs `job` and returns what to record; logs the outcome inside the
 /// job's span.
-pub(crate) async fn run_job(job: Job, with: RunWith) -> Outcome {
+pub(crate) async fn run_job(job: Job, mut with: RunWith) -> Outcome {
     let span = tracing::info_span!(
         "job",
         job.id = job.id,
@@ -39,7 +39,7 @@ pub(crate) async fn run_job(job: Job, with: RunWith) -> Outcome {
     #[cfg(feature = "opentelemetry")]
     crate::otel::continue_trace(&span, &job);
     let started = Instant::now();
-    let events = with.events.clone();
+    let events = std::mem::take(&mut with.events);
     let observed = events
         .enabled()
         .then(|| JobEvent::of(&job, chrono::Utc::now()));

@@ -239,17 +239,22 @@ pub struct JobEntry {
 
 impl<'r> sqlx::FromRow<'r, PgRow> for JobEntry {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
-        let state: String = row.try_get("state")?;
         Ok(JobEntry {
             job: Job::from_row(row)?,
-            state: state
-                .parse()
-                .map_err(|e: UnknownJobState| sqlx::Error::ColumnDecode {
-                    index: "state".into(),
-                    source: e.into(),
-                })?,
+            state: state_column(row)?,
         })
     }
+}
+
+/// The `state` column of a row.
+fn state_column(row: &PgRow) -> Result<JobState, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    state
+        .parse()
+        .map_err(|e: UnknownJobState| sqlx::Error::ColumnDecode {
+            index: "state".into(),
+            source: e.into(),
+        })
 }
 
 /// How many jobs of one task (and named queue) are in one state.
@@ -360,6 +365,10 @@ pub struct KnownCrontab {
     pub last_execution: Option<DateTime<Utc>>,
 }
 
+/// A row of the queues statement: name, lock holder, locked since,
+/// waiting jobs, all jobs.
+type QueueRow = (String, Option<String>, Option<DateTime<Utc>>, i64, i64);
+
 impl WorkerUtils {
     /// Jobs matching `filter`, with their states, payloads included.
     ///
@@ -432,14 +441,8 @@ impl WorkerUtils {
         let counts = rows
             .iter()
             .map(|row| {
-                let state: String = row.try_get("state")?;
                 Ok(JobCount {
-                    state: state.parse().map_err(|e: UnknownJobState| {
-                        sqlx::Error::ColumnDecode {
-                            index: "state".into(),
-                            source: e.into(),
-                        }
-                    })?,
+                    state: state_column(row)?,
                     task_identifier: row.try_get("task_identifier")?,
                     queue_name: row.try_get("queue_name")?,
                     jobs: row.try_get("jobs")?,
@@ -459,56 +462,54 @@ impl WorkerUtils {
 
     /// The named queues, by name.
     pub async fn list_queues(&self) -> Result<Vec<QueueInfo>, Error> {
-        let rows = sqlx::query(self.db.sql.inspect.queues.clone())
+        let rows: Vec<QueueRow> = sqlx::query_as(self.db.sql.inspect.queues.clone())
             .fetch_all(&self.db.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(QueueInfo {
-                    queue_name: row.try_get("queue_name")?,
-                    locked_by: row.try_get("locked_by")?,
-                    locked_at: row.try_get("locked_at")?,
-                    waiting: row.try_get("waiting")?,
-                    jobs: row.try_get("jobs")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Error::from)
+        Ok(rows
+            .into_iter()
+            .map(
+                |(queue_name, locked_by, locked_at, waiting, jobs)| QueueInfo {
+                    queue_name,
+                    locked_by,
+                    locked_at,
+                    waiting,
+                    jobs,
+                },
+            )
+            .collect())
     }
 
     /// Pool ids holding job locks that are not in the worker registry:
     /// Node workers (which do not register), or forgotten Rust workers.
     pub async fn unregistered_lock_holders(&self) -> Result<Vec<LockHolder>, Error> {
-        let rows = sqlx::query(self.db.sql.inspect.unregistered_holders.clone())
-            .fetch_all(&self.db.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(LockHolder {
-                    locked_by: row.try_get("locked_by")?,
-                    jobs: row.try_get("jobs")?,
-                    since: row.try_get("since")?,
-                })
+        let rows: Vec<(String, i64, Option<DateTime<Utc>>)> =
+            sqlx::query_as(self.db.sql.inspect.unregistered_holders.clone())
+                .fetch_all(&self.db.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(locked_by, jobs, since)| LockHolder {
+                locked_by,
+                jobs,
+                since,
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Error::from)
+            .collect())
     }
 
     /// The cron schedules workers have run against this schema.
     pub async fn list_known_crontabs(&self) -> Result<Vec<KnownCrontab>, Error> {
-        let rows = sqlx::query(self.db.sql.inspect.crontabs.clone())
-            .fetch_all(&self.db.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(KnownCrontab {
-                    identifier: row.try_get("identifier")?,
-                    known_since: row.try_get("known_since")?,
-                    last_execution: row.try_get("last_execution")?,
-                })
+        let rows: Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> =
+            sqlx::query_as(self.db.sql.inspect.crontabs.clone())
+                .fetch_all(&self.db.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(identifier, known_since, last_execution)| KnownCrontab {
+                identifier,
+                known_since,
+                last_execution,
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Error::from)
+            .collect())
     }
 
     /// Runs these jobs now with their attempts reset to 0, so a
