@@ -9,7 +9,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Item, ItemFn, LitStr};
 
-use crate::args::TaskArgs;
+use crate::args::{BackoffKind, TaskArgs};
 use crate::signature::{self, Param, TaskFn};
 
 /// The entry point: parse, validate, expand. On any error the user's
@@ -206,6 +206,7 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
         > + ::core::marker::Send
     };
     let default_spec = default_spec(args, &gw);
+    let policy = policy(args, &gw);
     let task_impl = quote! {
         #(#cfgs)*
         impl #gw::Task for #name {
@@ -216,6 +217,7 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
             }
 
             #default_spec
+            #policy
             #required_data
         }
     };
@@ -313,6 +315,7 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
 
     // Registration, found by `registered_tasks()` and `Worker::from_registry()`.
     let cron = &args.cron;
+    let tz = args.tz.as_ref().map(|tz| quote!(.with_cron_time_zone(#tz)));
     let registration = quote_spanned! {fn_ident.span()=>
         #(#cfgs)*
         #gw::inventory::submit! {
@@ -321,6 +324,7 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
                 ::core::line!(),
                 &[#(#cron),*],
             )
+            #tz
         }
     };
 
@@ -355,6 +359,43 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
         #enqueue_impl
         #registration
     }
+}
+
+/// `policy()` from the attribute's timeout, concurrency and backoff;
+/// nothing when none is given.
+fn policy(args: &TaskArgs, gw: &TokenStream) -> Option<TokenStream> {
+    if args.timeout_ms.is_none() && args.concurrency.is_none() && args.backoff.is_none() {
+        return None;
+    }
+    let ms = |n: u64| quote!(::core::time::Duration::from_millis(#n));
+    let timeout = args.timeout_ms.map(|n| {
+        let d = ms(n);
+        quote!(.timeout(#d))
+    });
+    let concurrency = args.concurrency.map(|n| {
+        let n = n as usize;
+        quote!(.concurrency(#n))
+    });
+    let retry = args.backoff.as_ref().map(|b| {
+        let base = ms(b.base_ms);
+        let kind = match b.kind {
+            BackoffKind::Constant => quote!(constant),
+            BackoffKind::Linear => quote!(linear),
+            BackoffKind::Exponential => quote!(exponential),
+        };
+        let factor = b.factor.map(|f| quote!(.factor(#f)));
+        let cap = b.cap_ms.map(|n| {
+            let d = ms(n);
+            quote!(.cap(#d))
+        });
+        let jitter = b.jitter.map(|j| quote!(.jitter(#j)));
+        quote!(.retry(#gw::RetryPolicy::#kind(#base) #factor #cap #jitter))
+    });
+    Some(quote! {
+        fn policy() -> #gw::TaskPolicy {
+            #gw::TaskPolicy::new() #timeout #concurrency #retry
+        }
+    })
 }
 
 /// `default_spec()` from the attribute's queue, max_attempts and priority;

@@ -11,6 +11,7 @@ use crate::job::{JOB_COLUMNS, Job, UPDATED_AT_COLUMN};
 use crate::outcome::{self, ClaimRef};
 use crate::sql::Db;
 use crate::statistics::StatisticsCheck;
+use crate::worker::Slots;
 
 /// Positions in the claim's result: the task id follows the columns of
 /// `Job::from_positional_row`, then the candidate and expected counts.
@@ -104,12 +105,36 @@ impl Claimer {
     /// happens next, so nothing after it fails the whole claim: a row that
     /// cannot be read becomes a failed job with the reason, and if the queue
     /// names cannot be looked up the jobs are handed back.
-    pub(crate) async fn claim(&self, limit: usize) -> Result<ClaimBatch, Error> {
+    /// `slots` gives the free slots of tasks with a concurrency limit: a
+    /// task with none is left out, the others get at most their slots.
+    pub(crate) async fn claim(&self, limit: usize, slots: &Slots) -> Result<ClaimBatch, Error> {
         let mut batch = ClaimBatch::default();
         if limit == 0 || self.task_ids.is_empty() {
             return Ok(batch);
         }
-        let rows = self.lock_jobs(limit).await?;
+        let rows = if slots.is_empty() {
+            self.lock_jobs(limit).await?
+        } else {
+            let mut task_ids = self.task_ids.clone();
+            let mut limited = Vec::new();
+            let mut free = Vec::new();
+            for (task, n) in slots {
+                let Some(id) = self.task_id(task) else {
+                    continue;
+                };
+                if *n == 0 {
+                    task_ids.retain(|t| *t != id);
+                } else {
+                    limited.push(id);
+                    free.push(i32::try_from(*n).unwrap_or(i32::MAX));
+                }
+            }
+            if task_ids.is_empty() {
+                return Ok(batch);
+            }
+            self.lock_limited_jobs(limit, &task_ids, &limited, &free)
+                .await?
+        };
         let counted = |column: usize| {
             rows.first()
                 .and_then(|row| row.try_get::<i64, _>(column).ok())
@@ -168,6 +193,32 @@ impl Claimer {
             None => query.fetch_all(&self.db.pool).await,
             Some(flags) => query.bind(flags).fetch_all(&self.db.pool).await,
         }
+    }
+
+    /// The claim statement with per-task limits.
+    async fn lock_limited_jobs(
+        &self,
+        limit: usize,
+        task_ids: &[i32],
+        limited: &[i32],
+        free: &[i32],
+    ) -> Result<Vec<PgRow>, sqlx::Error> {
+        sqlx::query(self.db.sql.claims.claim_jobs_limited.clone())
+            .bind(&self.pool_id)
+            .bind(task_ids)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(&self.forbidden_flags)
+            .bind(limited)
+            .bind(free)
+            .fetch_all(&self.db.pool)
+            .await
+    }
+
+    fn task_id(&self, identifier: &str) -> Option<i32> {
+        self.task_names
+            .iter()
+            .find(|(_, name)| name.as_str() == identifier)
+            .map(|(id, _)| *id)
     }
 
     /// The queue ids among `rows` whose names are not cached yet.

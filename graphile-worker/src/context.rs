@@ -1,7 +1,9 @@
 //! What a running task can see: its job, the utilities, the worker's
-//! shared values, and shutdown.
+//! shared values, and being asked to stop (shutdown, its time limit, or a
+//! cancellation).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -21,7 +23,7 @@ use crate::worker_utils::WorkerUtils;
 /// async fn crunch(ctx: JobContext, rounds: u32) {
 ///     for _ in 0..rounds {
 ///         if ctx.is_cancelled() {
-///             return; // the worker is shutting down; stop early
+///             return; // asked to stop: shutdown, time limit or cancellation
 ///         }
 ///         // ... one round of work ...
 ///     }
@@ -36,10 +38,59 @@ pub struct JobContext {
 struct Inner {
     job: Job,
     utils: WorkerUtils,
+    /// The worker is stopping.
     cancel: watch::Receiver<bool>,
+    /// This job was told to stop, and why.
+    stop: watch::Receiver<Option<CancelReason>>,
     data: Arc<DataMap>,
-    /// Keeps `cancel` open in a context built for a test.
-    _never_cancelled: Option<Arc<watch::Sender<bool>>>,
+    /// Keeps both signals open in a context built for a test.
+    _never_cancelled: Option<Arc<TestSignals>>,
+}
+
+/// The senders of a test context's signals, never used.
+#[derive(Debug)]
+struct TestSignals {
+    _cancel: watch::Sender<bool>,
+    _stop: watch::Sender<Option<CancelReason>>,
+}
+
+/// Why a running task is asked to stop; see [`JobContext::cancel_reason`].
+///
+/// ```
+/// use graphile_worker::CancelReason;
+/// let reason = CancelReason::Cancelled { reason: "customer asked".into() };
+/// assert_eq!(reason.to_string(), "cancelled: customer asked");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// The worker is shutting down (or lost its heartbeat): the job is
+    /// given back and will run again.
+    Shutdown,
+    /// The job's time limit passed: it fails with `timed out after …` and
+    /// is retried by its retry policy.
+    TimedOut {
+        /// The limit.
+        after: Duration,
+    },
+    /// [`WorkerUtils::cancel_job`](crate::WorkerUtils::cancel_job) was
+    /// called: the job fails permanently with `cancelled: <reason>`.
+    Cancelled {
+        /// What the caller gave.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CancelReason::Shutdown => f.write_str("the worker is shutting down"),
+            CancelReason::TimedOut { after } => {
+                f.write_str(&crate::policy::timed_out_message(*after))
+            }
+            CancelReason::Cancelled { reason } => write!(f, "cancelled: {reason}"),
+        }
+    }
 }
 
 impl JobContext {
@@ -47,6 +98,7 @@ impl JobContext {
         job: Job,
         utils: WorkerUtils,
         cancel: watch::Receiver<bool>,
+        stop: watch::Receiver<Option<CancelReason>>,
         data: Arc<DataMap>,
     ) -> Self {
         Self {
@@ -54,6 +106,7 @@ impl JobContext {
                 job,
                 utils,
                 cancel,
+                stop,
                 data,
                 _never_cancelled: None,
             }),
@@ -171,6 +224,7 @@ impl JobContext {
             job: shared.job.clone(),
             utils: shared.utils.clone(),
             cancel: shared.cancel.clone(),
+            stop: shared.stop.clone(),
             data: shared.data.clone(),
             _never_cancelled: shared._never_cancelled.clone(),
         });
@@ -180,20 +234,59 @@ impl JobContext {
         }
     }
 
-    /// Whether the worker has asked running tasks to stop.
+    /// Whether this task has been asked to stop: the worker is shutting
+    /// down, the job's time limit passed, or the job was cancelled
+    /// ([`cancel_reason`](Self::cancel_reason) says which).
     pub fn is_cancelled(&self) -> bool {
-        *self.inner.cancel.borrow()
+        *self.inner.cancel.borrow() || self.inner.stop.borrow().is_some()
     }
 
-    /// Completes when the worker starts shutting down. Running tasks then
-    /// have the shutdown grace period to finish; use this in
-    /// `tokio::select!` to stop early. A task that returns an error after
-    /// this fired is recorded as interrupted: it keeps its attempt and is
-    /// retried.
+    /// Why this task is asked to stop, or `None` while it may go on. A
+    /// time limit or a cancellation of this job comes first when the worker
+    /// is also shutting down.
+    ///
+    /// ```
+    /// use graphile_worker::{task, CancelReason, JobContext, TaskError};
+    ///
+    /// #[task]
+    /// async fn export(ctx: JobContext, rows: u32) -> Result<(), TaskError> {
+    ///     for _ in 0..rows {
+    ///         match ctx.cancel_reason() {
+    ///             None => {}
+    ///             Some(CancelReason::Shutdown) => return Err(TaskError::new("stopped; will resume")),
+    ///             Some(other) => return Err(TaskError::new(other.to_string())),
+    ///         }
+    ///         // ... one row ...
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        if let Some(reason) = self.inner.stop.borrow().clone() {
+            return Some(reason);
+        }
+        (*self.inner.cancel.borrow()).then_some(CancelReason::Shutdown)
+    }
+
+    /// Completes when this task is asked to stop (see
+    /// [`is_cancelled`](Self::is_cancelled)); use it in `tokio::select!`
+    /// to stop early. The task then has a grace period (the worker's
+    /// shutdown grace period, or its cancel grace period for a time limit
+    /// or a cancellation) before it is dropped at its current await.
+    ///
+    /// What is recorded does not depend on what the task returns then: a
+    /// job stopped by shutdown is given back (an error keeps its attempt),
+    /// a timed-out job fails with `timed out after …` and a cancelled one
+    /// with `cancelled: …`. A task that returns `Ok` during a shutdown
+    /// completes its job.
     pub async fn cancelled(&self) {
-        let mut rx = self.inner.cancel.clone();
+        let mut cancel = self.inner.cancel.clone();
+        let mut stop = self.inner.stop.clone();
         // An error means the sender is gone, which also means "stop".
-        let _ = rx.wait_for(|cancelled| *cancelled).await;
+        tokio::select! {
+            _ = cancel.wait_for(|cancelled| *cancelled) => {}
+            _ = stop.wait_for(|reason| reason.is_some()) => {}
+        }
     }
 }
 
@@ -226,13 +319,18 @@ impl JobContextBuilder {
             WorkerUtils::new(pool, "graphile_worker")
         });
         let (never_cancelled, cancel) = watch::channel(false);
+        let (never_stopped, stop) = watch::channel(None);
         JobContext {
             inner: Arc::new(Inner {
                 job: self.job,
                 utils,
                 cancel,
+                stop,
                 data: Arc::new(self.data),
-                _never_cancelled: Some(Arc::new(never_cancelled)),
+                _never_cancelled: Some(Arc::new(TestSignals {
+                    _cancel: never_cancelled,
+                    _stop: never_stopped,
+                })),
             }),
         }
     }

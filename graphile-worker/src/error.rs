@@ -238,8 +238,11 @@ pub enum Error {
         type_name: String,
     },
 
-    /// `only`/`except` named an identifier that no registered task has.
-    #[error("no registered task is called `{0}`; check the name given to only()/except()")]
+    /// `only`/`except`/`task_policy` named an identifier that no registered
+    /// task has.
+    #[error(
+        "no registered task is called `{0}`; check the name given to only(), except() or task_policy()"
+    )]
     UnknownTask(String),
 
     /// A batch for one `add_jobs` call (`add_raw_jobs`, `add_jobs` and
@@ -266,6 +269,16 @@ pub enum Error {
         "another process applied breaking migration {0} to the worker schema; this worker stopped because it would be unsafe to continue; upgrade graphile-worker"
     )]
     BreakingMigration(i32),
+
+    /// A queue name the database cannot hold (empty, or over 128
+    /// characters).
+    #[error("invalid queue name {name:?}: {reason}")]
+    InvalidQueueName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// The database returned no row where one job was expected.
     #[error(

@@ -76,6 +76,16 @@ pub enum WorkerEvent {
         /// How long it ran.
         duration: Duration,
     },
+    /// A task snoozed ([`TaskError::snooze`](crate::TaskError::snooze)):
+    /// not a failure; the job runs again after `delay`.
+    JobSnoozed {
+        /// The job.
+        job: JobEvent,
+        /// How long it ran.
+        duration: Duration,
+        /// How long it is put off.
+        delay: Duration,
+    },
     /// Claimed jobs given back unstarted (they waited too long in the local
     /// queue, or the run ended before they started).
     JobsHandedBack {

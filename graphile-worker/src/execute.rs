@@ -4,17 +4,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::context::JobContext;
+use crate::cancel::{Running, cancelled_message};
+use crate::context::{CancelReason, JobContext};
 use crate::data::DataMap;
 use crate::events::{Events, JobEvent, WorkerEvent};
 use crate::job::Job;
 use crate::outcome::{self, Failure, Outcome, SHUTDOWN_MESSAGE};
 use crate::panics;
+use crate::policy::RetryPolicy;
 use crate::registry::{Chain, Handler, MiddlewareFn, Next, TaskFuture};
 use crate::task::TaskError;
 use crate::worker_utils::WorkerUtils;
@@ -74,8 +76,13 @@ fn ended(job: JobEvent, outcome: &Outcome, duration: std::time::Duration) -> Wor
             ..
         }
         | Outcome::Returned => WorkerEvent::JobInterrupted { job, duration },
+        Outcome::Snoozed(delay) => WorkerEvent::JobSnoozed {
+            job,
+            duration,
+            delay: *delay,
+        },
         Outcome::Failed { message, how } => WorkerEvent::JobFailed {
-            will_retry: *how == Failure::Retry && job.attempt < job.max_attempts,
+            will_retry: how.retries() && job.attempt < job.max_attempts,
             job,
             duration,
             error: message.clone(),
@@ -101,6 +108,23 @@ pub(crate) struct RunWith {
     pub(crate) events: Events,
     /// Wraps the job's run, outermost first.
     pub(crate) middleware: Chain,
+    /// The task's time limit and retry policy.
+    pub(crate) limits: JobLimits,
+    /// Fires with the reason when the job is cancelled; registered while
+    /// the job runs.
+    pub(crate) cancellation: Option<(watch::Receiver<Option<String>>, Running)>,
+}
+
+/// What the task's policy says about one run.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct JobLimits {
+    /// Stop the task after this long.
+    pub(crate) timeout: Option<Duration>,
+    /// Delays between attempts; `None` keeps Node's formula.
+    pub(crate) retry: Option<RetryPolicy>,
+    /// How long a task told to stop (time limit, cancellation) has before
+    /// it is dropped.
+    pub(crate) grace: Duration,
 }
 
 /// What the log lines say about a job.
@@ -112,8 +136,28 @@ struct About {
 }
 
 /// Decodes the payload, runs the task, catches panics, and stops the task
-/// when told to.
+/// when told to; a retry waits as the task's retry policy says.
 async fn run_task(job: Job, with: RunWith) -> Outcome {
+    let attempts = job.attempts;
+    let retry = with.limits.retry.clone();
+    match run_task_inner(job, with).await {
+        Outcome::Failed {
+            message,
+            how: Failure::Retry,
+        } if retry.is_some() => {
+            let delay = retry
+                .map(|p| p.jittered_delay(attempts))
+                .unwrap_or_default();
+            Outcome::Failed {
+                message,
+                how: Failure::RetryAfter(delay),
+            }
+        }
+        outcome => outcome,
+    }
+}
+
+async fn run_task_inner(job: Job, with: RunWith) -> Outcome {
     let RunWith {
         handler,
         utils,
@@ -123,12 +167,24 @@ async fn run_task(job: Job, with: RunWith) -> Outcome {
         retry_undecodable,
         events: _,
         middleware,
+        limits,
+        cancellation,
     } = with;
     let failed = |message: String, how: Failure| Outcome::Failed { message, how };
     let Some(handler) = handler else {
         return failed(outcome::unknown_task(&job.task_identifier), Failure::Retry);
     };
-    let ctx = JobContext::new(job, utils, cancel.clone(), data);
+    // Kept until the outcome is known: the job stays cancellable.
+    let (mut requested, _running) = match cancellation {
+        Some((rx, running)) => (Some(rx), Some(running)),
+        None => (None, None),
+    };
+    // Cancelled while it waited in the local queue: never started.
+    if let Some(reason) = requested.as_ref().and_then(|rx| rx.borrow().clone()) {
+        return failed(cancelled_message(&reason), Failure::Permanent);
+    }
+    let (stop, stopped) = watch::channel(None);
+    let ctx = JobContext::new(job, utils, cancel.clone(), stopped, data);
     // Decoding the payload and any synchronous start of the task run here,
     // before its future exists: a panic there fails the job too. A payload
     // that does not decode cannot decode on a retry either, unless a deploy
@@ -148,26 +204,83 @@ async fn run_task(job: Job, with: RunWith) -> Outcome {
     };
     // The task runs inside this job's own tokio task; a panic in it is
     // caught here and becomes the job's failure.
-    tokio::select! {
-        result = CatchUnwind(future) => match result {
-            Ok(Ok(())) => Outcome::Completed,
-            Ok(Err(e)) => {
-                let how = if e.is_permanent() {
-                    Failure::Permanent
-                } else if *cancel.borrow() {
-                    // An error returned after shutdown began is the task
-                    // honouring the cancellation: it keeps its attempt.
-                    Failure::Interrupted
-                } else {
-                    Failure::Retry
-                };
-                failed(e.message().to_owned(), how)
-            }
-            Err(detail) => failed(outcome::task_panicked(&detail), Failure::Retry),
-        },
+    let mut future = CatchUnwind(future);
+    let aborted = aborted(aborts);
+    tokio::pin!(aborted);
+    let reason = tokio::select! {
+        result = &mut future => return finished(result, &cancel),
         // Dropping the task's future stops it at its current await.
-        message = aborted(aborts) => failed(message.to_owned(), Failure::Interrupted),
+        message = &mut aborted => return failed(message.to_owned(), Failure::Interrupted),
+        after = time_limit(limits.timeout) => CancelReason::TimedOut { after },
+        reason = cancel_requested(requested.as_mut()) => CancelReason::Cancelled { reason },
+    };
+    // Told to stop: what is recorded no longer depends on what the task
+    // returns; it has the grace period to return before it is dropped.
+    let outcome = match &reason {
+        CancelReason::Cancelled { reason } => failed(cancelled_message(reason), Failure::Permanent),
+        other => failed(other.to_string(), Failure::Retry),
+    };
+    tracing::debug!("{reason}; the task has {:?} to stop", limits.grace);
+    stop.send_replace(Some(reason));
+    tokio::select! {
+        _ = &mut future => {}
+        () = tokio::time::sleep(limits.grace) => {
+            tracing::warn!("the task did not stop within {:?}; dropped", limits.grace);
+        }
+        _ = &mut aborted => {}
     }
+    outcome
+}
+
+/// The outcome of a task that returned (or panicked) by itself.
+fn finished(
+    result: Result<Result<(), TaskError>, String>,
+    cancel: &watch::Receiver<bool>,
+) -> Outcome {
+    let failed = |message: String, how: Failure| Outcome::Failed { message, how };
+    match result {
+        Ok(Ok(())) => Outcome::Completed,
+        Ok(Err(e)) => {
+            if let Some(delay) = e.snoozed_for() {
+                return Outcome::Snoozed(delay);
+            }
+            let how = if e.is_permanent() {
+                Failure::Permanent
+            } else if *cancel.borrow() {
+                // An error returned after shutdown began is the task
+                // honouring the cancellation: it keeps its attempt.
+                Failure::Interrupted
+            } else if let Some(delay) = e.retry_delay() {
+                Failure::RetryAfter(delay)
+            } else {
+                Failure::Retry
+            };
+            failed(e.message().to_owned(), how)
+        }
+        Err(detail) => failed(outcome::task_panicked(&detail), Failure::Retry),
+    }
+}
+
+/// Completes when the time limit, if any, has passed; returns the limit.
+async fn time_limit(limit: Option<Duration>) -> Duration {
+    match limit {
+        Some(limit) => {
+            tokio::time::sleep(limit).await;
+            limit
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes with the reason when the job is cancelled.
+async fn cancel_requested(requested: Option<&mut watch::Receiver<Option<String>>>) -> String {
+    if let Some(rx) = requested
+        && let Ok(reason) = rx.wait_for(|r| r.is_some()).await
+        && let Some(reason) = reason.clone()
+    {
+        return reason;
+    }
+    std::future::pending().await
 }
 
 /// The job's run inside its middleware: the innermost step decodes the
@@ -213,6 +326,7 @@ fn outcome_label(about: &About, outcome: &Outcome) -> &'static str {
         Outcome::Failed { .. } if about.attempts >= about.max_attempts => "permanently_failed",
         Outcome::Failed { .. } => "failed",
         Outcome::Returned => "returned",
+        Outcome::Snoozed(_) => "snoozed",
     }
 }
 
@@ -252,6 +366,12 @@ fn log_outcome(about: &About, outcome: &Outcome, ms: f64) {
         Outcome::Failed { message, .. } => {
             tracing::warn!(
                 "Failed task {id} ({identifier}, {ms:.2}ms, attempt {attempts} of {max_attempts}) with error '{message}'; will retry"
+            );
+        }
+        Outcome::Snoozed(delay) => {
+            tracing::info!(
+                "Snoozed task {id} ({identifier}, {ms:.2}ms); it runs again in {}",
+                crate::policy::human_duration(*delay)
             );
         }
         Outcome::Returned => {}

@@ -328,7 +328,8 @@ impl JobStats {
 pub struct QueueInfo {
     /// The queue's name.
     pub queue_name: String,
-    /// The worker (pool id) running the queue's current job, if any.
+    /// The worker (pool id) running the queue's current job, if any
+    /// (`None` while paused).
     pub locked_by: Option<String>,
     /// Since when.
     pub locked_at: Option<DateTime<Utc>>,
@@ -336,6 +337,8 @@ pub struct QueueInfo {
     pub waiting: i64,
     /// All jobs in the queue.
     pub jobs: i64,
+    /// Paused with [`WorkerUtils::pause_queue`]: no worker starts its jobs.
+    pub paused: bool,
 }
 
 /// A lock holder seen on jobs but not in the worker registry: a Node
@@ -367,7 +370,14 @@ pub struct KnownCrontab {
 
 /// A row of the queues statement: name, lock holder, locked since,
 /// waiting jobs, all jobs.
-type QueueRow = (String, Option<String>, Option<DateTime<Utc>>, i64, i64);
+type QueueRow = (
+    String,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    i64,
+    i64,
+    bool,
+);
 
 impl WorkerUtils {
     /// Jobs matching `filter`, with their states, payloads included.
@@ -468,12 +478,13 @@ impl WorkerUtils {
         Ok(rows
             .into_iter()
             .map(
-                |(queue_name, locked_by, locked_at, waiting, jobs)| QueueInfo {
+                |(queue_name, locked_by, locked_at, waiting, jobs, paused)| QueueInfo {
                     queue_name,
                     locked_by,
                     locked_at,
                     waiting,
                     jobs,
+                    paused,
                 },
             )
             .collect())

@@ -4,8 +4,10 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod backoff;
+mod cancel;
 mod claim;
 mod context;
+mod control;
 mod cron;
 mod data;
 mod enqueue;
@@ -24,6 +26,7 @@ mod migrate;
 mod otel;
 mod outcome;
 mod panics;
+mod policy;
 mod recovery;
 mod registry;
 mod schema;
@@ -37,7 +40,8 @@ mod worker;
 mod worker_utils;
 
 pub use backoff::retry_delay;
-pub use context::{JobContext, JobContextBuilder};
+pub use context::{CancelReason, JobContext, JobContextBuilder};
+pub use control::CancelOutcome;
 pub use cron::{
     CronField, CronItem, CronJobKeyMode, CronOptions, CronPattern, CrontabError, CrontabErrorKind,
     parse_crontab,
@@ -59,6 +63,7 @@ pub use metrics::MetricsOptions;
 pub use migrate::{AppliedMigration, MigrationStatus};
 #[cfg(feature = "opentelemetry")]
 pub use otel::stamp_trace_context;
+pub use policy::{RetryPolicy, TaskPolicy};
 pub use recovery::RecoveryReport;
 pub use registry::{Next, TaskRegistration, registered_tasks};
 pub use schema::quote_identifier;
@@ -83,8 +88,8 @@ pub mod __private {
         PayloadField, assert_payload_field, task_future, task_future_with_data,
     };
     pub use crate::{
-        DataRequirement, Error, IntoTaskResult, Job, JobContext, JobSpec, Task, TaskData,
-        TaskError, TaskRegistration, WorkerUtils,
+        DataRequirement, Error, IntoTaskResult, Job, JobContext, JobSpec, RetryPolicy, Task,
+        TaskData, TaskError, TaskPolicy, TaskRegistration, WorkerUtils,
     };
 }
 

@@ -1,5 +1,5 @@
-//! LISTEN/NOTIFY: wake the dispatcher when jobs are added, and stop on a
-//! breaking migration. Reconnects after a dropped connection and then asks
+//! LISTEN/NOTIFY: wake the dispatcher when jobs are added, tell running
+//! jobs they are cancelled, and stop on a breaking migration. Reconnects after a dropped connection and then asks
 //! for one poll, so no wake-up is lost.
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, watch};
 
 use crate::backoff::Backoff;
+use crate::cancel::{Cancellations, read_notice};
 use crate::events::{Events, WorkerEvent};
 
 /// How the listener talks to the dispatcher.
@@ -44,10 +45,12 @@ const JOBS_CHANNEL: &str = "jobs:insert";
 const MIGRATE_CHANNEL: &str = "worker:migrate";
 
 /// Runs until `shutdown` turns true. `on_breaking` is called once when a
-/// breaking migration is announced.
+/// breaking migration is announced; cancellations for jobs of `schema` go
+/// to `cancellations`.
 pub(crate) async fn listen(
     pool: PgPool,
     wakeups: Arc<Wakeups>,
+    (cancellations, schema): (Arc<Cancellations>, String),
     mut shutdown: watch::Receiver<bool>,
     on_breaking: impl Fn(i32) + Send + 'static,
     events: Events,
@@ -98,6 +101,11 @@ pub(crate) async fn listen(
                             let count = jobs_count(notification.payload());
                             if count > 0 {
                                 wakeups.nudge(count);
+                            } else if let Some((id, reason)) =
+                                read_notice(notification.payload(), &schema)
+                            {
+                                tracing::debug!(job_id = id, "job cancellation announced");
+                                cancellations.cancel(id, reason);
                             }
                         }
                         MIGRATE_CHANNEL => {

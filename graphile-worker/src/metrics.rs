@@ -125,6 +125,9 @@ fn record(event: &WorkerEvent, queue_label: bool) {
         WorkerEvent::JobInterrupted { job, duration } => {
             finished(labels(job, queue_label), "interrupted", *duration);
         }
+        WorkerEvent::JobSnoozed { job, duration, .. } => {
+            finished(labels(job, queue_label), "snoozed", *duration);
+        }
         WorkerEvent::JobsClaimed { count, duration } => {
             histogram!("graphile_worker_claim_batch_size").record(*count as f64);
             histogram!("graphile_worker_claim_duration_seconds").record(duration.as_secs_f64());

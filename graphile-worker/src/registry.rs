@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::context::JobContext;
 use crate::data::{DataMap, DataRequirement};
 use crate::error::Error;
+use crate::policy::TaskPolicy;
 use crate::task::{Task, TaskError};
 
 /// The future a type-erased task handler returns.
@@ -119,8 +120,10 @@ pub struct TaskRegistration {
     file: &'static str,
     line: u32,
     cron: &'static [&'static str],
+    cron_time_zone: Option<&'static str>,
     handler: StartFn,
     required_data: fn() -> Vec<DataRequirement>,
+    policy: fn() -> TaskPolicy,
 }
 
 impl TaskRegistration {
@@ -132,8 +135,10 @@ impl TaskRegistration {
             file,
             line,
             cron,
+            cron_time_zone: None,
             handler: start_task::<T>,
             required_data: T::required_data,
+            policy: T::policy,
         }
     }
 
@@ -150,6 +155,31 @@ impl TaskRegistration {
     /// Cron schedules declared with `#[task(cron = "...")]`.
     pub fn cron(&self) -> &'static [&'static str] {
         self.cron
+    }
+
+    /// This registration with its cron schedules in an IANA time zone
+    /// (`#[task(cron = "0 9 * * *", tz = "Europe/Paris")]`); the name is
+    /// checked when the worker starts.
+    ///
+    /// ```
+    /// # use graphile_worker::{JobContext, Task, TaskError, TaskRegistration};
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct Ping {}
+    /// # impl Task for Ping {
+    /// #     const IDENTIFIER: &'static str = "ping";
+    /// #     async fn run(self, _ctx: JobContext) -> Result<(), TaskError> { Ok(()) }
+    /// # }
+    /// static PING: TaskRegistration = TaskRegistration::of::<Ping>(file!(), line!(), &["0 9 * * *"])
+    ///     .with_cron_time_zone("Europe/Paris");
+    /// assert_eq!(PING.cron_time_zone(), Some("Europe/Paris"));
+    /// ```
+    pub const fn with_cron_time_zone(mut self, zone: &'static str) -> Self {
+        self.cron_time_zone = Some(zone);
+        self
+    }
+
+    /// The time zone of the cron schedules, if one was given.
+    pub fn cron_time_zone(&self) -> Option<&'static str> {
+        self.cron_time_zone
     }
 }
 
@@ -183,6 +213,7 @@ struct Entry {
     location: String,
     handler: Handler,
     required_data: fn() -> Vec<DataRequirement>,
+    policy: TaskPolicy,
 }
 
 impl TaskSet {
@@ -197,6 +228,7 @@ impl TaskSet {
             location,
             handler: Handler::Dynamic(run),
             required_data: Vec::new,
+            policy: TaskPolicy::default(),
         };
         self.insert_entry(identifier, entry)
     }
@@ -207,6 +239,7 @@ impl TaskSet {
             location: registration.location(),
             handler: Handler::Typed(registration.handler),
             required_data: registration.required_data,
+            policy: (registration.policy)(),
         };
         self.insert_entry(registration.identifier, entry)
     }
@@ -217,6 +250,7 @@ impl TaskSet {
             location,
             handler: Handler::Typed(start_task::<T>),
             required_data: T::required_data,
+            policy: T::policy(),
         };
         self.insert_entry(T::IDENTIFIER, entry)
     }
@@ -256,6 +290,38 @@ impl TaskSet {
 
     pub(crate) fn handler(&self, identifier: &str) -> Option<Handler> {
         self.tasks.get(identifier).map(|e| e.handler.clone())
+    }
+
+    /// The task's handler and policy.
+    pub(crate) fn get(&self, identifier: &str) -> Option<(&Handler, &TaskPolicy)> {
+        self.tasks.get(identifier).map(|e| (&e.handler, &e.policy))
+    }
+
+    /// Replaces what `over` sets in the named task's policy; the task must
+    /// exist.
+    pub(crate) fn override_policy(
+        &mut self,
+        identifier: &str,
+        over: &TaskPolicy,
+    ) -> Result<(), Error> {
+        let entry = self
+            .tasks
+            .get_mut(identifier)
+            .ok_or_else(|| Error::UnknownTask(identifier.to_owned()))?;
+        entry.policy = entry.policy.overridden_by(over);
+        Ok(())
+    }
+
+    /// The concurrency limits set, by identifier.
+    pub(crate) fn concurrency_limits(&self) -> Vec<(String, usize)> {
+        self.tasks
+            .iter()
+            .filter_map(|(identifier, e)| {
+                e.policy
+                    .concurrency_limit()
+                    .map(|limit| (identifier.clone(), limit))
+            })
+            .collect()
     }
 
     /// The first task asking for a value `data` lacks, and the value's type.

@@ -3,12 +3,14 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::context::JobContext;
 use crate::data::DataRequirement;
+use crate::policy::TaskPolicy;
 use crate::spec::JobSpec;
 
 /// A kind of job: its payload type, its identifier and what it does.
@@ -47,6 +49,13 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
         JobSpec::default()
     }
 
+    /// How this task's jobs run: time limit, retry policy, concurrency
+    /// (see [`TaskPolicy`]). `#[task(timeout = ..., backoff(...),
+    /// concurrency = ...)]` fills it in; the default sets nothing.
+    fn policy() -> TaskPolicy {
+        TaskPolicy::default()
+    }
+
     /// The values this task takes from the worker (see
     /// [`Data`](crate::Data)); [`WorkerOptions::init`](crate::WorkerOptions::init)
     /// refuses to start a worker that lacks one. `#[task]` lists its
@@ -57,8 +66,10 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
     }
 }
 
-/// Why a job failed: the message stored in `last_error`, and whether the
-/// job may be retried.
+/// Why a job failed: the message stored in `last_error`, and what happens
+/// next: a retry (after the task's retry policy's delay, or one the task
+/// chose with [`retry_after`](Self::retry_after)), a permanent failure, or,
+/// with [`snooze`](Self::snooze), no failure at all but a later run.
 ///
 /// ```
 /// let err = graphile_worker::TaskError::new("mail server said no");
@@ -68,7 +79,17 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskError {
     message: String,
-    permanent: bool,
+    kind: ErrorKind,
+}
+
+/// What a [`TaskError`] does to its job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ErrorKind {
+    /// Retried while attempts are left, after this delay if given.
+    Retry(Option<Duration>),
+    Permanent,
+    /// Not a failure: run again after this long.
+    Snooze(Duration),
 }
 
 impl TaskError {
@@ -77,7 +98,49 @@ impl TaskError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
-            permanent: false,
+            kind: ErrorKind::Retry(None),
+        }
+    }
+
+    /// A failure whose next attempt comes after `delay` (instead of the
+    /// task's retry policy's delay): for a service that said when to come
+    /// back, such as an HTTP 429 with `Retry-After: 60`. With no attempts
+    /// left, the job fails permanently as usual.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let err = graphile_worker::TaskError::retry_after("rate limited", Duration::from_secs(60));
+    /// assert_eq!(err.retry_delay(), Some(Duration::from_secs(60)));
+    /// ```
+    pub fn retry_after(message: impl Into<String>, delay: Duration) -> Self {
+        Self {
+            message: message.into(),
+            kind: ErrorKind::Retry(Some(delay)),
+        }
+    }
+
+    /// Not a failure: "run me again in `delay`" (an export that is not
+    /// ready yet). The job is rescheduled at now + `delay`, this attempt is
+    /// given back, and `last_error` stays as it was. A task may snooze any
+    /// number of times; snoozes never make a job fail.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use graphile_worker::{task, TaskError};
+    ///
+    /// #[task]
+    /// async fn poll_export(export_id: i64) -> Result<(), TaskError> {
+    ///     let ready = export_id % 2 == 0; // ask the service
+    ///     if !ready {
+    ///         return Err(TaskError::snooze(Duration::from_secs(30)));
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn snooze(delay: Duration) -> Self {
+        Self {
+            message: format!("snoozed for {}", crate::policy::human_duration(delay)),
+            kind: ErrorKind::Snooze(delay),
         }
     }
 
@@ -95,13 +158,30 @@ impl TaskError {
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
-            permanent: true,
+            kind: ErrorKind::Permanent,
         }
     }
 
     /// Whether this failure ends the job without retries.
     pub fn is_permanent(&self) -> bool {
-        self.permanent
+        self.kind == ErrorKind::Permanent
+    }
+
+    /// The delay chosen with [`retry_after`](Self::retry_after), if any.
+    pub fn retry_delay(&self) -> Option<Duration> {
+        match self.kind {
+            ErrorKind::Retry(delay) => delay,
+            _ => None,
+        }
+    }
+
+    /// How long a [`snooze`](Self::snooze) puts the job off; `None` for a
+    /// failure.
+    pub fn snoozed_for(&self) -> Option<Duration> {
+        match self.kind {
+            ErrorKind::Snooze(delay) => Some(delay),
+            _ => None,
+        }
     }
 
     /// A failure described by the Display text of `error`.

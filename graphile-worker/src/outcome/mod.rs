@@ -30,6 +30,9 @@ pub(crate) enum Outcome {
     Failed { message: String, how: Failure },
     /// The job never started: unlock it and refund the attempt.
     Returned,
+    /// The task asked to run again after this long: not a failure; the
+    /// attempt is refunded and `last_error` kept.
+    Snoozed(std::time::Duration),
 }
 
 /// What a failure does to the job.
@@ -37,11 +40,21 @@ pub(crate) enum Outcome {
 pub(crate) enum Failure {
     /// Back off and retry while attempts are left.
     Retry,
+    /// Retry after this long while attempts are left (a retry policy, or
+    /// the task's own delay).
+    RetryAfter(std::time::Duration),
     /// No retry can fix it: fail the job permanently now.
     Permanent,
     /// Stopped by a shutdown or a lost heartbeat before it finished: the
     /// attempt is given back and the job may run again at once.
     Interrupted,
+}
+
+impl Failure {
+    /// Whether the job may run again (if it has attempts left).
+    pub(crate) fn retries(self) -> bool {
+        matches!(self, Failure::Retry | Failure::RetryAfter(_))
+    }
 }
 
 /// The claim an outcome belongs to: the job id and the `updated_at` the

@@ -354,18 +354,31 @@ impl Writer {
             }
             Kind::Fail => {
                 // A hand-back is a failure without a message: interrupted
-                // before it began.
+                // before it began. A snooze is one with a delay.
                 let mut messages = Vec::with_capacity(reports.len());
                 let mut interrupted = Vec::with_capacity(reports.len());
                 let mut permanent = Vec::with_capacity(reports.len());
+                let mut delays = Vec::with_capacity(reports.len());
                 for report in reports {
-                    let (message, how) = match &report.outcome {
-                        Outcome::Failed { message, how } => (Some(storable_message(message)), *how),
-                        Outcome::Returned | Outcome::Completed => (None, Failure::Interrupted),
+                    let (message, how, delay) = match &report.outcome {
+                        Outcome::Failed { message, how } => {
+                            let delay = match how {
+                                Failure::RetryAfter(delay) => Some(delay.as_secs_f64()),
+                                _ => None,
+                            };
+                            (Some(storable_message(message)), *how, delay)
+                        }
+                        Outcome::Snoozed(delay) => {
+                            (None, Failure::Interrupted, Some(delay.as_secs_f64()))
+                        }
+                        Outcome::Returned | Outcome::Completed => {
+                            (None, Failure::Interrupted, None)
+                        }
                     };
                     messages.push(message);
                     interrupted.push(how == Failure::Interrupted);
                     permanent.push(how == Failure::Permanent);
+                    delays.push(delay);
                 }
                 sqlx::query_scalar(self.db.sql.outcomes.fail_own_jobs.clone())
                     .bind(&ids)
@@ -374,6 +387,7 @@ impl Writer {
                     .bind(&interrupted)
                     .bind(&claimed)
                     .bind(&permanent)
+                    .bind(&delays)
                     .fetch_one(&self.db.pool)
                     .await?
             }

@@ -14,6 +14,9 @@ pub(crate) struct ClaimStatements {
     pub(crate) queue_names: SqlStr,
     pub(crate) claim_jobs: SqlStr,
     pub(crate) claim_jobs_with_flags: SqlStr,
+    /// The claim with per-task limits: `$4` forbidden flags (or null),
+    /// `$5` limited task ids, `$6` their free slots.
+    pub(crate) claim_jobs_limited: SqlStr,
     pub(crate) return_strays: SqlStr,
     pub(crate) unlock_own_queues: SqlStr,
     /// Whether the jobs table's statistics are missing or stale and ours to
@@ -52,8 +55,17 @@ impl ClaimStatements {
             queue_names: stmt(format!(
                 "select id, queue_name from {s}._private_job_queues where id = any($1::int[])"
             )),
-            claim_jobs: stmt(claim(s, "")),
-            claim_jobs_with_flags: stmt(claim(s, "and (jobs.flags ?| $4::text[]) is not true")),
+            claim_jobs: stmt(claim(s, "", false)),
+            claim_jobs_with_flags: stmt(claim(
+                s,
+                "and (jobs.flags ?| $4::text[]) is not true",
+                false,
+            )),
+            claim_jobs_limited: stmt(claim(
+                s,
+                "and ($4::text[] is null or (jobs.flags ?| $4::text[]) is not true)",
+                true,
+            )),
             // Jobs locked by pool $1 that it does not know it holds ($2, the
             // held ids): a claim whose answer was lost after it committed.
             // They go back with their attempt refunded if nobody touched
@@ -116,29 +128,37 @@ impl OutcomeStatements {
                  select count(*) from j",
                 UNLOCK_QUEUES = unlock_queues_of_j(s, "$2"),
             )),
-            // Failures and hand-backs. $1 ids, $2 messages, $3 pool id, $4
-            // per-job "interrupted" flags, $5 claim stamps, $6 per-job
-            // "permanent" flags. An interrupted job gets its attempt back
-            // and no backoff; a job handed back before it started (no
-            // message) keeps its last_error and run_at too. The attempt is
-            // refunded only if nobody else changed the job since the claim
-            // (a job disarmed by remove_job must stay dead). A permanent
-            // failure uses up the attempts left; a job failed for good
-            // (permanently, or on its last attempt) keeps its run_at.
+            // Failures, hand-backs and snoozes. $1 ids, $2 messages, $3
+            // pool id, $4 per-job "interrupted" flags, $5 claim stamps, $6
+            // per-job "permanent" flags, $7 per-job delays in seconds. An
+            // interrupted job gets its attempt back and no backoff; a job
+            // handed back before it started (no message) keeps its
+            // last_error and run_at too; a snoozed one (interrupted, no
+            // message, a delay) keeps its last_error and runs after the
+            // delay. The attempt is refunded only if nobody else changed the
+            // job since the claim (a job disarmed by remove_job or
+            // cancel_job must stay dead). A permanent failure uses up the
+            // attempts left; a job failed for good (permanently, or on its
+            // last attempt) keeps its run_at. A retry waits the given delay,
+            // or else Node's exp(min(attempts, 10)) seconds.
             fail_own_jobs: stmt(format!(
                 "with f as (select * from unnest($1::bigint[], $2::text[], $4::boolean[], \
-                   $5::timestamptz[], $6::boolean[]) \
-                   as f(id, message, interrupted, claimed_at, permanent)), \
-                 target as (select jobs.id, f.message, f.interrupted, f.permanent, \
+                   $5::timestamptz[], $6::boolean[], $7::float8[]) \
+                   as f(id, message, interrupted, claimed_at, permanent, delay)), \
+                 target as (select jobs.id, f.message, f.interrupted, f.permanent, f.delay, \
                      (f.claimed_at is null or jobs.updated_at = f.claimed_at) as untouched \
                    from {s}._private_jobs as jobs join f on f.id = jobs.id \
                    where jobs.id = any($1::bigint[]) and jobs.locked_by = $3 and {OWN_CLAIM} \
                    for update of jobs skip locked), \
                  j as (update {s}._private_jobs as jobs set \
                      last_error = coalesce(t.message, jobs.last_error), \
-                     run_at = case when t.message is null then jobs.run_at \
+                     run_at = case when t.permanent then jobs.run_at \
+                       when t.interrupted and t.delay is not null \
+                         then now() + t.delay * interval '1 second' \
+                       when t.message is null then jobs.run_at \
                        when t.interrupted then greatest(now(), jobs.run_at) \
-                       when t.permanent or jobs.attempts >= jobs.max_attempts then jobs.run_at \
+                       when jobs.attempts >= jobs.max_attempts then jobs.run_at \
+                       when t.delay is not null then now() + t.delay * interval '1 second' \
                        else greatest(now(), jobs.run_at) \
                          + exp(least(jobs.attempts, 10)) * interval '1 second' end, \
                      attempts = case when t.permanent then greatest(jobs.attempts, jobs.max_attempts) \
@@ -164,8 +184,9 @@ impl OutcomeStatements {
 }
 
 /// The claim: lock up to `$3` runnable jobs of our tasks (`$2`) for pool
-/// `$1`, at most one per named queue, and count the attempt.
-fn claim(s: &str, flags_filter: &str) -> String {
+/// `$1`, at most one per named queue, and count the attempt. With
+/// `limited`, also at most `$6[i]` jobs of task `$5[i]`.
+fn claim(s: &str, flags_filter: &str, limited: bool) -> String {
     // Rows are updated by ctid, found while locking them: no second index
     // lookup. A candidate that another transaction updated after this
     // statement's snapshot was taken is locked at its new version, which
@@ -175,11 +196,28 @@ fn claim(s: &str, flags_filter: &str) -> String {
     // (a full scan means more jobs may be waiting, as a backlog in one
     // named queue yields one job however many were scanned) and the jobs
     // meant to be claimed (more than were means some were skipped). With
-    // nothing claimed, one row of nulls still carries them.
+    // nothing claimed, one row of nulls still carries them. Candidates
+    // left out (a named queue's later jobs, a limited task's jobs beyond
+    // its slots) are unlocked when the statement ends.
     let job_cols = job_select_list("");
+    let chosen = if limited {
+        "chosen as ( \
+           select h.tid from (select tid, task_id, \
+               row_number() over (partition by task_id order by priority, run_at) as n \
+             from (select tid, task_id, priority, run_at from candidates \
+                   where job_queue_id is null \
+                   union all select tid, task_id, priority, run_at from queue_heads) as heads) as h \
+           left join unnest($5::int[], $6::int[]) as cap(task_id, slots) \
+             on cap.task_id = h.task_id \
+           where cap.slots is null or h.n <= cap.slots)"
+    } else {
+        "chosen as ( \
+           select tid from candidates where job_queue_id is null \
+           union all select tid from queue_heads)"
+    };
     format!(
         "with candidates as ( \
-           select jobs.ctid as tid, jobs.job_queue_id, jobs.priority, jobs.run_at \
+           select jobs.ctid as tid, jobs.job_queue_id, jobs.priority, jobs.run_at, jobs.task_id \
            from {s}._private_jobs as jobs \
            where jobs.is_available = true \
              and jobs.run_at <= now() \
@@ -192,23 +230,20 @@ fn claim(s: &str, flags_filter: &str) -> String {
            limit $3 \
            for update skip locked), \
          queue_heads as ( \
-           select distinct on (job_queue_id) tid from candidates \
+           select distinct on (job_queue_id) tid, task_id, priority, run_at from candidates \
            where job_queue_id is not null \
            order by job_queue_id, priority, run_at), \
+         {chosen}, \
          claimed as ( \
            update {s}._private_jobs as jobs \
            set attempts = jobs.attempts + 1, locked_by = $1, locked_at = now(), updated_at = now() \
-           where jobs.ctid = any(array( \
-             select tid from candidates where job_queue_id is null \
-             union all select tid from queue_heads)) \
+           where jobs.ctid = any(array(select tid from chosen)) \
            returning {job_cols}, task_id), \
          locked_queues as ( \
            update {s}._private_job_queues as queues set locked_by = $1, locked_at = now() \
            where queues.id in (select job_queue_id from claimed where job_queue_id is not null)), \
          counts as ( \
-           select count(*) as candidates, \
-             count(*) filter (where job_queue_id is null) \
-               + (select count(*) from queue_heads) as expected \
+           select count(*) as candidates, (select count(*) from chosen) as expected \
            from candidates) \
          select claimed.*, counts.candidates, counts.expected \
          from counts left join claimed on true"

@@ -3,6 +3,7 @@
 
 use sqlx::SqlStr;
 
+use super::control::PAUSED_BY;
 use super::stmt;
 use crate::job::job_select_list;
 
@@ -92,10 +93,13 @@ impl InspectStatements {
                    where j.is_available = true and j.run_at <= now()), now()"
             )),
             queues: stmt(format!(
-                "select q.queue_name, q.locked_by, q.locked_at, \
+                "select q.queue_name, \
+                   case when q.locked_by = '{PAUSED_BY}' then null else q.locked_by end, \
+                   case when q.locked_by = '{PAUSED_BY}' then null else q.locked_at end, \
                    (select count(*) from {s}._private_jobs j where j.job_queue_id = q.id \
                      and j.locked_at is null and j.attempts < j.max_attempts) as waiting, \
-                   (select count(*) from {s}._private_jobs j where j.job_queue_id = q.id) as jobs \
+                   (select count(*) from {s}._private_jobs j where j.job_queue_id = q.id) as jobs, \
+                   q.locked_by is not distinct from '{PAUSED_BY}' as paused \
                  from {s}._private_job_queues q order by q.queue_name"
             )),
             unregistered_holders: stmt(format!(

@@ -16,6 +16,7 @@ use sqlx::{AssertSqlSafe, PgPool, SqlSafeStr as _, SqlStr};
 
 use crate::schema::Schema;
 
+pub(crate) mod control;
 pub(crate) mod cron;
 pub(crate) mod engine;
 pub(crate) mod inspect;
@@ -55,6 +56,7 @@ pub(crate) struct Statements {
     pub(crate) workers: workers::WorkerStatements,
     pub(crate) cron: cron::CronStatements,
     pub(crate) inspect: inspect::InspectStatements,
+    pub(crate) control: control::ControlStatements,
 }
 
 impl Statements {
@@ -67,6 +69,7 @@ impl Statements {
             workers: workers::WorkerStatements::new(s),
             cron: cron::CronStatements::new(s),
             inspect: inspect::InspectStatements::new(s),
+            control: control::ControlStatements::new(s),
         }
     }
 }

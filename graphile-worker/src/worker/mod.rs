@@ -7,6 +7,7 @@
 //! | `planner.rs` | when to claim and how many (a pure function) |
 //! | `local_queue.rs` | claimed jobs waiting for a slot, and the pace that sizes them |
 //! | `wind_down.rs` | ending a run in the order that keeps every promise |
+//! | `task_limits.rs` | per-task concurrency limits |
 //! | `signals.rs` | SIGINT/SIGTERM |
 
 use std::sync::Arc;
@@ -36,11 +37,13 @@ mod local_queue;
 mod options;
 mod planner;
 mod signals;
+mod task_limits;
 mod wind_down;
 
 use dispatch::dispatch;
 pub use options::WorkerOptions;
 use signals::watch_signals;
+pub(crate) use task_limits::Slots;
 
 /// A worker pool: claims jobs of its tasks and runs them.
 ///
@@ -97,6 +100,12 @@ pub(crate) struct Inner {
     /// How often to refresh the schema-wide metrics gauges, if at all.
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) queue_gauges_every: Option<Duration>,
+    /// The time limit of jobs whose task sets none.
+    pub(crate) job_timeout: Option<Duration>,
+    /// How long a timed-out or cancelled task has to stop.
+    pub(crate) cancel_grace: Duration,
+    /// The running jobs `cancel_job` can reach.
+    pub(crate) cancellations: Arc<crate::cancel::Cancellations>,
 }
 
 impl Inner {
@@ -200,6 +209,10 @@ impl Worker {
         background.spawn(listen(
             inner.db.pool.clone(),
             inner.wakeups.clone(),
+            (
+                inner.cancellations.clone(),
+                inner.db.schema.name().to_owned(),
+            ),
             inner.shutdown.subscribe(),
             move |number| {
                 tracing::error!(

@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::events::{Events, WorkerEvent};
 use crate::heartbeat::Health;
 use crate::listen::Wakeups;
+use crate::policy::TaskPolicy;
 use crate::registry::{
     Chain, DynamicFn, MiddlewareFn, TaskRegistration, TaskSet, registered_tasks,
 };
@@ -77,6 +78,9 @@ pub struct WorkerOptions {
     queue_gauges_every: Option<Duration>,
     middleware: Chain,
     before_add: Option<BeforeAdd>,
+    job_timeout: Option<Duration>,
+    cancel_grace: Duration,
+    task_policies: Vec<(String, TaskPolicy)>,
 }
 
 #[derive(Debug)]
@@ -116,6 +120,9 @@ impl Default for WorkerOptions {
             queue_gauges_every: None,
             middleware: Chain::default(),
             before_add: None,
+            job_timeout: None,
+            cancel_grace: Duration::from_secs(5),
+            task_policies: Vec::new(),
         }
     }
 }
@@ -185,6 +192,46 @@ impl WorkerOptions {
     /// before they are interrupted (and retried later); default 5 s.
     pub fn shutdown_grace_period(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// The time limit of every job whose task sets none (see
+    /// [`TaskPolicy::timeout`]); default none. When it passes, the task is
+    /// told through [`JobContext::cancelled`], gets the
+    /// [`cancel_grace_period`](Self::cancel_grace_period), and is then
+    /// dropped; the job fails with `timed out after 30s` and is retried.
+    pub fn job_timeout(mut self, limit: Duration) -> Self {
+        self.job_timeout = Some(limit);
+        self
+    }
+
+    /// How long a task that hit its time limit, or whose job was
+    /// cancelled, has to return before it is dropped at its current await;
+    /// default 5 s.
+    pub fn cancel_grace_period(mut self, grace: Duration) -> Self {
+        self.cancel_grace = grace;
+        self
+    }
+
+    /// Sets parts of one task's [`TaskPolicy`], replacing what its
+    /// `#[task(...)]` (or [`Task::policy`]) said for those parts; the task
+    /// must be registered on this worker.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use graphile_worker::{RetryPolicy, TaskPolicy, Worker};
+    /// # async fn example() -> Result<(), graphile_worker::Error> {
+    /// let worker = Worker::from_registry()
+    ///     .database_url("postgres://localhost/app")
+    ///     .concurrency(16)
+    ///     .task_policy("render_video", TaskPolicy::new().concurrency(2).timeout(Duration::from_secs(600)))
+    ///     .task_policy("call_partner", TaskPolicy::new().retry(RetryPolicy::constant(Duration::from_secs(30))))
+    ///     .init()
+    ///     .await?;
+    /// # let _ = worker; Ok(()) }
+    /// ```
+    pub fn task_policy(mut self, identifier: &str, policy: TaskPolicy) -> Self {
+        self.task_policies.push((identifier.to_owned(), policy));
         self
     }
 
@@ -542,6 +589,9 @@ impl WorkerOptions {
                 events: std::mem::take(&mut self.events),
                 queue_gauges_every: self.queue_gauges_every,
                 middleware: std::mem::take(&mut self.middleware),
+                job_timeout: self.job_timeout,
+                cancel_grace: self.cancel_grace,
+                cancellations: Arc::default(),
             }),
         })
     }
@@ -564,6 +614,8 @@ impl WorkerOptions {
             ("stale_worker_threshold", self.stale_worker_threshold),
             ("recovery_sweep_interval", self.recovery_sweep_interval),
             ("recovery_delay", self.recovery_delay),
+            ("cancel_grace_period", self.cancel_grace),
+            ("job_timeout", self.job_timeout.unwrap_or_default()),
         ] {
             if value > MAX_DURATION {
                 return Err(Error::Config(format!(
@@ -602,6 +654,9 @@ impl WorkerOptions {
                 tasks.insert(registration)?;
                 declared_cron.push(registration);
             }
+        }
+        for (identifier, policy) in &self.task_policies {
+            tasks.override_policy(identifier, policy)?;
         }
         let registered = tasks.identifiers();
         if let Some(only) = &self.only {

@@ -10,7 +10,7 @@ use super::Dispatcher;
 use crate::claim::ClaimBatch;
 use crate::error::Error;
 use crate::events::WorkerEvent;
-use crate::execute::{RunWith, run_job};
+use crate::execute::{JobLimits, RunWith, run_job};
 use crate::job::Job;
 use crate::outcome::{
     ClaimRef, Outcome, OutcomeGuard, give_back_claimed, is_retryable, lock_held, settle_rejects,
@@ -18,6 +18,7 @@ use crate::outcome::{
 use crate::worker::local_queue::LOCAL_TTL;
 use crate::worker::local_queue::buffer_in_order;
 use crate::worker::planner::{ClaimView, claim_limit};
+use crate::worker::task_limits::Slots;
 use crate::worker::wind_down::reconcile;
 
 impl Dispatcher {
@@ -72,6 +73,7 @@ impl Dispatcher {
             "claiming"
         );
         self.claiming_jobs += limit;
+        let slots = self.limits.reserve();
         // Two claims skip each other's rows, so either may come back short
         // with jobs left: neither result then proves the queue empty.
         let epoch = if self.claims.is_empty() {
@@ -87,7 +89,7 @@ impl Dispatcher {
         // given up on may still commit on the server.
         self.claims.spawn(async move {
             let started = Instant::now();
-            match engine.claimer.claim(limit).await {
+            match engine.claimer.claim(limit, &slots).await {
                 Ok(batch) => {
                     engine.events.emit(|| WorkerEvent::JobsClaimed {
                         count: batch.jobs.len(),
@@ -96,6 +98,7 @@ impl Dispatcher {
                     Claimed::Jobs {
                         batch,
                         limit,
+                        slots,
                         epoch,
                         finished_before,
                         generation,
@@ -105,6 +108,7 @@ impl Dispatcher {
                     may_have_locked: may_have_committed(&e),
                     error: e.to_string(),
                     limit,
+                    slots,
                 },
             }
         });
@@ -122,15 +126,21 @@ impl Dispatcher {
             Claimed::Jobs {
                 batch,
                 limit,
+                slots,
                 epoch,
                 finished_before,
                 generation,
-            } => self.on_jobs(batch, limit, epoch, finished_before, generation),
+            } => {
+                self.limits.release(&slots);
+                self.on_jobs(batch, limit, epoch, finished_before, generation);
+            }
             Claimed::Failed {
                 error,
                 limit,
+                slots,
                 may_have_locked,
             } => {
+                self.limits.release(&slots);
                 self.claiming_jobs = self.claiming_jobs.saturating_sub(limit);
                 if may_have_locked {
                     // The claim may have committed with its answer lost:
@@ -228,6 +238,9 @@ impl Dispatcher {
             self.pace.starved(self.inner.concurrency);
         }
         lock_held(&self.held).extend(batch.jobs.iter().map(|j| j.id));
+        for job in &batch.jobs {
+            self.limits.took(&job.task_identifier);
+        }
         buffer_in_order(&mut self.buffer, batch.jobs, Instant::now());
     }
 
@@ -235,6 +248,7 @@ impl Dispatcher {
     pub(super) fn hand_back_waiting(&mut self) {
         let count = self.buffer.len();
         for (job, _) in self.buffer.drain(..) {
+            self.limits.done(&job.task_identifier);
             self.completer
                 .send(ClaimRef::of(&job), Outcome::Returned, true);
         }
@@ -246,8 +260,21 @@ impl Dispatcher {
     }
 
     pub(super) fn start_job(&mut self, job: Job) {
+        let (handler, limits) = match self.inner.tasks.get(&job.task_identifier) {
+            Some((handler, policy)) => (
+                Some(handler.clone()),
+                JobLimits {
+                    timeout: policy.timeout_limit().or(self.inner.job_timeout),
+                    retry: policy.retry_policy().cloned(),
+                    grace: self.inner.cancel_grace,
+                },
+            ),
+            None => (None, JobLimits::default()),
+        };
         let with = RunWith {
-            handler: self.inner.tasks.handler(&job.task_identifier),
+            handler,
+            limits,
+            cancellation: Some(self.inner.cancellations.register(job.id)),
             utils: self.inner.utils.clone(),
             cancel: self.cancel.subscribe(),
             aborts: (self.abort.subscribe(), self.inner.abort.subscribe()),
@@ -263,19 +290,35 @@ impl Dispatcher {
             queued: job.queue_name.is_some(),
             completer: Some(self.completer.clone()),
         };
+        let limited = self
+            .limits
+            .limits(&job.task_identifier)
+            .then(|| job.task_identifier.clone());
         self.running.spawn(async move {
             let outcome = run_job(job, with).await;
             guard.send(outcome);
+            limited
         });
     }
 
     /// Reaps finished jobs so their slots count as free.
     pub(super) fn reap(&mut self) {
         let mut finished = 0;
-        while self.running.try_join_next().is_some() {
+        while let Some(ended) = self.running.try_join_next() {
             finished += 1;
+            self.job_ended(ended.ok().flatten().as_deref());
         }
         self.pace.record(finished);
+    }
+
+    /// A job of a task with a concurrency limit ended: its slot is free,
+    /// and jobs of that task may be waiting in the table.
+    pub(super) fn job_ended(&mut self, limited: Option<&str>) {
+        if let Some(task) = limited
+            && self.limits.done(task)
+        {
+            self.look_again();
+        }
     }
 
     /// Starts waiting jobs in free slots.
@@ -317,13 +360,15 @@ fn may_have_committed(error: &Error) -> bool {
 
 /// What a background claim brought back.
 pub(in crate::worker) enum Claimed {
-    /// `limit` is what was asked for; `epoch` the wake-up count when the
+    /// `limit` is what was asked for, `slots` the free slots of limited
+    /// tasks it was given; `epoch` the wake-up count when the
     /// claim started (`None` if it overlapped another), `finished_before`
     /// the count of finished jobs then, `generation` the heartbeat
     /// generation it was claimed in.
     Jobs {
         batch: ClaimBatch,
         limit: usize,
+        slots: Slots,
         epoch: Option<u64>,
         finished_before: u64,
         generation: u64,
@@ -331,6 +376,7 @@ pub(in crate::worker) enum Claimed {
     Failed {
         error: String,
         limit: usize,
+        slots: Slots,
         may_have_locked: bool,
     },
     /// A reconciliation of held jobs ran.

@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 
 use super::Inner;
 use super::local_queue::{LOCAL_TTL, Pace, Waiting};
+use super::task_limits::TaskLimits;
 use super::wind_down::WindDown;
 use crate::backoff::Backoff;
 use crate::error::Error;
@@ -60,7 +61,11 @@ struct Dispatcher {
     completer: Completer,
     claims: JoinSet<Claimed>,
     buffer: VecDeque<Waiting>,
-    running: JoinSet<()>,
+    /// Running jobs; each ends with its task's identifier if that task has
+    /// a concurrency limit.
+    running: JoinSet<Option<String>>,
+    /// Per-task concurrency limits.
+    limits: TaskLimits,
     /// Cancellation and the hard stop for the jobs of this generation.
     cancel: watch::Sender<bool>,
     /// Set to the message recorded on the jobs it stops.
@@ -103,7 +108,8 @@ struct Dispatcher {
 /// What the loop woke up for.
 enum Event {
     Claimed(Result<Claimed, tokio::task::JoinError>),
-    Finished,
+    /// A job ended (with its task, if limited).
+    Finished(Option<String>),
     Woken,
     Timer,
     Shutdown,
@@ -148,6 +154,7 @@ impl Dispatcher {
             )));
         }
         let generation = inner.health.standing(Instant::now()).generation;
+        let limits = TaskLimits::new(inner.tasks.concurrency_limits());
         let poll_interval = inner.poll_interval;
         let unwritten_limit =
             u64::try_from((inner.concurrency + inner.local_queue_size).max(64)).unwrap_or(u64::MAX);
@@ -171,6 +178,7 @@ impl Dispatcher {
             claims: JoinSet::new(),
             buffer: VecDeque::new(),
             running: JoinSet::new(),
+            limits,
             cancel: watch::channel(false).0,
             abort: watch::channel(None).0,
             generation,
@@ -279,7 +287,9 @@ impl Dispatcher {
                 Some(claimed) = self.claims.join_next(), if !self.claims.is_empty() => {
                     Event::Claimed(claimed)
                 }
-                Some(_) = self.running.join_next(), if !self.running.is_empty() => Event::Finished,
+                Some(ended) = self.running.join_next(), if !self.running.is_empty() => {
+                    Event::Finished(ended.ok().flatten())
+                }
                 _ = self.inner.wakeups.notify.notified() => Event::Woken,
                 () = &mut timer => Event::Timer,
                 _ = shutdown.wait_for(|s| *s), if !self.once => Event::Shutdown,
@@ -288,7 +298,10 @@ impl Dispatcher {
             match event {
                 Event::Claimed(Ok(claimed)) => self.on_claimed(claimed),
                 Event::Claimed(Err(e)) => self.on_claim_task_failed(&e),
-                Event::Finished => self.pace.record(1),
+                Event::Finished(limited) => {
+                    self.pace.record(1);
+                    self.job_ended(limited.as_deref());
+                }
                 Event::Woken => self.look_again(),
                 Event::Timer => self.on_timer(),
                 Event::Shutdown | Event::Landed => {}
