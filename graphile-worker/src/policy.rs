@@ -241,7 +241,7 @@ pub(crate) fn human_duration(d: Duration) -> String {
     if millis < 1000 {
         return format!("{millis}ms");
     }
-    if millis % 1000 != 0 && millis < 60_000 {
+    if !millis.is_multiple_of(1000) && millis < 60_000 {
         let text = format!("{:.3}", d.as_secs_f64());
         let text = text.trim_end_matches('0').trim_end_matches('.');
         return format!("{text}s");
