@@ -16,12 +16,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::{
-    add_job, count, eventually, in_queue, locks_left, migrated_with_runs, note, open_gate,
-    set_job, shut_down, start, wait_for_listener, wait_for_tag, worker,
+    add_job, count, eventually, in_queue, locks_left, migrated_with_runs, note, open_gate, set_job,
+    shut_down, start, wait_for_listener, wait_for_tag, worker,
 };
-use graphile_worker::{
-    CancelOutcome, CancelReason, JobContext, JobSpec, NewJob, Task, TaskError,
-};
+use graphile_worker::{CancelOutcome, CancelReason, JobContext, JobSpec, NewJob, Task, TaskError};
 use graphile_worker_dev::node;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -85,17 +83,27 @@ struct Fate {
     updated_at: DateTime<Utc>,
 }
 
+/// The columns [`Fate`] is read from, in order.
+type FateRow = (
+    i16,
+    i16,
+    Option<String>,
+    Option<String>,
+    bool,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
 /// Job `id`'s row; `None` once it is gone.
 async fn fate(pool: &PgPool, id: i64) -> Option<Fate> {
-    let row: Option<(i16, i16, Option<String>, Option<String>, bool, DateTime<Utc>, DateTime<Utc>)> =
-        sqlx::query_as(
-            "select attempts, max_attempts, last_error, locked_by, locked_at is not null, \
+    let row: Option<FateRow> = sqlx::query_as(
+        "select attempts, max_attempts, last_error, locked_by, locked_at is not null, \
                run_at, updated_at from graphile_worker._private_jobs where id = $1",
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .expect("read a job");
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .expect("read a job");
     row.map(
         |(attempts, max_attempts, last_error, locked_by, locked, run_at, updated_at)| Fate {
             attempts,
@@ -136,7 +144,11 @@ async fn tags_of(pool: &PgPool, id: i64) -> Vec<String> {
 /// Waits until job `id` wrote `tag` (at most `within`).
 async fn wait_for_job_tag(pool: &PgPool, id: i64, tag: &str, within: Duration) {
     eventually(within, &format!("job {id} to write {tag}"), || async move {
-        tags_of(pool, id).await.iter().any(|t| t == tag).then_some(())
+        tags_of(pool, id)
+            .await
+            .iter()
+            .any(|t| t == tag)
+            .then_some(())
     })
     .await;
 }
@@ -218,7 +230,10 @@ async fn a_job_no_one_holds_fails_for_good_and_no_worker_runs_it() {
     // An unknown id.
     let max_id = count(&pool, "select max(id) from graphile_worker._private_jobs").await;
     assert_eq!(
-        utils.cancel_job(max_id + 1000, "no such job").await.unwrap(),
+        utils
+            .cancel_job(max_id + 1000, "no such job")
+            .await
+            .unwrap(),
         CancelOutcome::NotFound
     );
 
@@ -284,7 +299,13 @@ async fn a_running_task_that_honours_cancellation_fails_for_good_and_is_not_retr
     // the same worker while it stays as it is.
     set_job(&pool, job, "run_at = now() - interval '1 second'").await;
     let failed = row(&pool, job).await;
-    add_job(&utils, "record", json!({"tag": "sentinel"}), JobSpec::default()).await;
+    add_job(
+        &utils,
+        "record",
+        json!({"tag": "sentinel"}),
+        JobSpec::default(),
+    )
+    .await;
     wait_for_tag(&pool, "sentinel").await;
     assert_eq!(row(&pool, job).await, failed);
     assert_eq!(
@@ -342,9 +363,18 @@ async fn a_running_task_that_ignores_cancellation_is_dropped_after_the_grace_per
     // retried.
     let marked = row(&pool, job).await;
     assert!(marked.locked, "{marked:?}");
-    assert_eq!(marked.last_error.as_deref(), Some("cancelled: taking too long"));
+    assert_eq!(
+        marked.last_error.as_deref(),
+        Some("cancelled: taking too long")
+    );
     assert_eq!((marked.attempts, marked.max_attempts), (1, 1));
-    let sentinel = add_job(&utils, "record", json!({"tag": "sentinel"}), JobSpec::default()).await;
+    let sentinel = add_job(
+        &utils,
+        "record",
+        json!({"tag": "sentinel"}),
+        JobSpec::default(),
+    )
+    .await;
 
     let failed = wait_unlocked(&pool, job, GRACE + Duration::from_secs(4)).await;
     assert!(
@@ -403,7 +433,11 @@ async fn a_job_waiting_in_the_local_queue_is_failed_without_starting() {
             )
             .await
                 == 0
-                && count(&pool, "select count(*) from runs where tag like 'slow-%:start'").await
+                && count(
+                    &pool,
+                    "select count(*) from runs where tag like 'slow-%:start'",
+                )
+                .await
                     == 2)
                 .then_some(())
         },
@@ -436,7 +470,11 @@ async fn a_job_waiting_in_the_local_queue_is_failed_without_starting() {
     assert_eq!(tags_of(&pool, waiting).await, Vec::<String>::new());
     // The five others ran, each once.
     assert_eq!(
-        count(&pool, "select count(*) from runs where tag like 'slow-%:done'").await,
+        count(
+            &pool,
+            "select count(*) from runs where tag like 'slow-%:done'"
+        )
+        .await,
         5
     );
     assert_eq!(
@@ -535,7 +573,10 @@ async fn a_node_workers_job_runs_to_its_end_and_is_not_retried() {
     open_gate(&pool, "node-job").await;
     let failed = wait_unlocked(&pool, job, Duration::from_secs(10)).await;
     assert_failed_for_good(&failed, "node task gave up on node-job");
-    assert_eq!(tags_of(&pool, job).await, ["node-job:start", "node-job:done"]);
+    assert_eq!(
+        tags_of(&pool, job).await,
+        ["node-job:start", "node-job:done"]
+    );
 
     // Not retried: even due again, Node runs a job added after it and
     // leaves it alone.
@@ -550,7 +591,10 @@ async fn a_node_workers_job_runs_to_its_end_and_is_not_retried() {
     .await;
     wait_for_job_tag(&pool, sentinel, "node sentinel", Duration::from_secs(10)).await;
     assert_eq!(row(&pool, job).await, failed);
-    assert_eq!(tags_of(&pool, job).await, ["node-job:start", "node-job:done"]);
+    assert_eq!(
+        tags_of(&pool, job).await,
+        ["node-job:start", "node-job:done"]
+    );
     assert_eq!(locks_left(&pool).await, (0, 0));
 
     node_worker.kill().await.expect("stop the Node worker");

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{
-    add_job, count, eventually, in_queue, locks_left, migrated_with_runs, note, open_gate,
-    run_sql, server_now, shut_down, start, wait_for_count, wait_for_listener, worker,
+    add_job, count, eventually, in_queue, locks_left, migrated_with_runs, note, open_gate, run_sql,
+    server_now, shut_down, start, wait_for_count, wait_for_listener, worker,
 };
 use graphile_worker::{Error, JobContext, JobSpec, QueueInfo, Task, TaskError, WorkerUtils};
 use graphile_worker_dev::{TestDatabase, node};
@@ -99,7 +99,11 @@ async fn tags_of(pool: &PgPool, id: i64) -> Vec<String> {
 /// Waits until job `id` wrote `tag` (at most `within`).
 async fn wait_for_job_tag(pool: &PgPool, id: i64, tag: &str, within: Duration) {
     eventually(within, &format!("job {id} to write {tag}"), || async move {
-        tags_of(pool, id).await.iter().any(|t| t == tag).then_some(())
+        tags_of(pool, id)
+            .await
+            .iter()
+            .any(|t| t == tag)
+            .then_some(())
     })
     .await;
 }
@@ -109,7 +113,13 @@ async fn wait_for_job_tag(pool: &PgPool, id: i64, tag: &str, within: Duration) {
 /// until each ran: each worker looked for work after every job added
 /// before them.
 async fn sentinels(pool: &PgPool, utils: &WorkerUtils, tag: &str) {
-    let ours = add_job(utils, "record", json!({"tag": format!("rust {tag}")}), JobSpec::default()).await;
+    let ours = add_job(
+        utils,
+        "record",
+        json!({"tag": format!("rust {tag}")}),
+        JobSpec::default(),
+    )
+    .await;
     let nodes = add_job(
         utils,
         "node_sentinel",
@@ -129,7 +139,13 @@ async fn rust_sentinel(pool: &PgPool, utils: &WorkerUtils, tag: &str) {
 
 /// Runs a `node_sentinel` job tagged `tag` and waits until it ran.
 async fn node_sentinel(pool: &PgPool, utils: &WorkerUtils, tag: &str) {
-    let id = add_job(utils, "node_sentinel", json!({"tag": tag}), JobSpec::default()).await;
+    let id = add_job(
+        utils,
+        "node_sentinel",
+        json!({"tag": tag}),
+        JobSpec::default(),
+    )
+    .await;
     wait_for_job_tag(pool, id, tag, Duration::from_secs(30)).await;
 }
 
@@ -177,16 +193,20 @@ async fn assert_paused(pool: &PgPool, utils: &WorkerUtils, name: &str) {
 /// now (at most 10 s).
 async fn wait_for_heartbeats(pool: &PgPool, pool_id: &str) {
     let after = server_now(pool).await + chrono::Duration::milliseconds(300);
-    eventually(Duration::from_secs(10), "three more heartbeats", || async move {
-        let last: DateTime<Utc> = sqlx::query_scalar(
-            "select last_heartbeat_at from graphile_worker._private_workers where id = $1",
-        )
-        .bind(pool_id)
-        .fetch_one(pool)
-        .await
-        .expect("read the heartbeat");
-        (last > after).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "three more heartbeats",
+        || async move {
+            let last: DateTime<Utc> = sqlx::query_scalar(
+                "select last_heartbeat_at from graphile_worker._private_workers where id = $1",
+            )
+            .bind(pool_id)
+            .fetch_one(pool)
+            .await
+            .expect("read the heartbeat");
+            (last > after).then_some(())
+        },
+    )
     .await;
 }
 
@@ -235,7 +255,11 @@ async fn a_paused_queue_runs_on_neither_worker_until_resumed() {
     sentinels(&pool, &utils, "after the pause").await;
     untouched().await;
     let info = queue_info(&utils, "q-paused").await;
-    assert_eq!((info.paused, info.waiting, info.jobs), (true, 6, 6), "{info:?}");
+    assert_eq!(
+        (info.paused, info.waiting, info.jobs),
+        (true, 6, 6),
+        "{info:?}"
+    );
 
     // Neither sweep undoes the pause, nor do our heartbeats.
     let (jobs, queues) = graphile_worker::testing::reset_stale_locks(&utils)
@@ -278,7 +302,11 @@ async fn a_paused_queue_runs_on_neither_worker_until_resumed() {
         );
     }
     assert_eq!(
-        count(&pool, "select count(*) from runs where tag in ('rust ran', 'node ran')").await,
+        count(
+            &pool,
+            "select count(*) from runs where tag in ('rust ran', 'node ran')"
+        )
+        .await,
         6
     );
     assert_eq!(locks_left(&pool).await, (0, 0));
@@ -403,7 +431,10 @@ async fn a_node_workers_running_job_keeps_its_queue_through_pause_and_resume() {
         attempts_and_holder(&pool, second).await,
         (1, Some(node_id.clone()))
     );
-    assert_eq!(queue_lock(&pool, "q").await.0.as_deref(), Some(node_id.as_str()));
+    assert_eq!(
+        queue_lock(&pool, "q").await.0.as_deref(),
+        Some(node_id.as_str())
+    );
     node_sentinel(&pool, &utils, "sentinel 2").await;
     assert_eq!(attempts_and_holder(&pool, third).await, (0, None));
 
@@ -433,7 +464,13 @@ async fn pause_and_resume_say_whether_they_changed_anything() {
     assert!(!utils.pause_queue("q").await.unwrap());
     let info = queue_info(&utils, "q").await;
     assert_eq!(
-        (info.paused, info.locked_by, info.locked_at, info.waiting, info.jobs),
+        (
+            info.paused,
+            info.locked_by,
+            info.locked_at,
+            info.waiting,
+            info.jobs
+        ),
         (true, None, None, 1, 1)
     );
     assert!(utils.resume_queue("q").await.unwrap());

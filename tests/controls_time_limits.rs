@@ -112,7 +112,10 @@ async fn a_task_told_of_its_time_limit_stops_and_the_job_fails_for_a_retry() {
         failed.ran_for
     );
     // Retried with Node's backoff after the first attempt: e¹ seconds.
-    assert!((failed.retry_in - 2.718).abs() < 0.01, "{failed:?}");
+    assert!(
+        (failed.retry_in - std::f64::consts::E).abs() < 0.01,
+        "{failed:?}"
+    );
     // It saw why, and its Ok after the limit did not complete the job.
     assert_eq!(
         tags(&pool).await,

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::CliError;
 use crate::output::{self, Out};
-use crate::{CleanupArgs, MigrateArgs, WorkersCommand};
+use crate::{CleanupArgs, MigrateArgs, QueuesCommand, WorkersCommand};
 
 /// Exit code of `migrate --check` when migrations are pending.
 const PENDING: u8 = 3;
@@ -114,7 +114,38 @@ pub(crate) async fn migrate(
     }
 }
 
-pub(crate) async fn queues(out: &Out, utils: &WorkerUtils) -> Result<(), CliError> {
+pub(crate) async fn queues(
+    out: &Out,
+    utils: &WorkerUtils,
+    command: QueuesCommand,
+) -> Result<(), CliError> {
+    let (name, paused, changed) = match command {
+        QueuesCommand::List => return list_queues(out, utils).await,
+        QueuesCommand::Pause { name } => {
+            let changed = utils.pause_queue(&name).await?;
+            (name, true, changed)
+        }
+        QueuesCommand::Resume { name } => {
+            let changed = utils.resume_queue(&name).await?;
+            (name, false, changed)
+        }
+    };
+    if out.json {
+        out.json(&json!({"queue": name, "paused": paused, "changed": changed}));
+    } else {
+        out.line(match (paused, changed) {
+            (true, true) => format!(
+                "paused queue {name}: no worker starts its jobs until `queues resume {name}`"
+            ),
+            (true, false) => format!("queue {name} was already paused"),
+            (false, true) => format!("resumed queue {name}: its jobs run again"),
+            (false, false) => format!("queue {name} was not paused; nothing changed"),
+        });
+    }
+    Ok(())
+}
+
+async fn list_queues(out: &Out, utils: &WorkerUtils) -> Result<(), CliError> {
     let queues = utils.list_queues().await?;
     if out.json {
         out.json(&serde_json::to_value(&queues).unwrap_or(Value::Null));
@@ -130,11 +161,19 @@ pub(crate) async fn queues(out: &Out, utils: &WorkerUtils) -> Result<(), CliErro
                     q.jobs.to_string(),
                     q.locked_by.clone().unwrap_or_else(|| "-".into()),
                     output::opt_time(q.locked_at),
+                    if q.paused { "paused" } else { "-" }.into(),
                 ]
             })
             .collect();
         output::table(
-            &["queue", "waiting", "jobs", "locked by", "locked since"],
+            &[
+                "queue",
+                "waiting",
+                "jobs",
+                "locked by",
+                "locked since",
+                "paused",
+            ],
             &rows,
         );
     }
@@ -261,7 +300,7 @@ fn next_fires(item: &CronItem, n: usize) -> Vec<chrono::DateTime<Utc>> {
     let mut times = Vec::with_capacity(n);
     let mut after = Utc::now();
     while times.len() < n {
-        let Some(next) = item.pattern.next_after(after) else {
+        let Some(next) = item.next_fire_after(after) else {
             break;
         };
         times.push(next);
@@ -279,6 +318,7 @@ pub(crate) fn cron_check(out: &Out, path: &Path) -> Result<ExitCode, CliError> {
                 json!({
                     "identifier": item.identifier,
                     "task": item.task,
+                    "time_zone": item.options.time_zone.map(|zone| zone.name()),
                     "payload": item.payload,
                     "next": next_fires(item, 3),
                 })
@@ -295,6 +335,9 @@ pub(crate) fn cron_check(out: &Out, path: &Path) -> Result<ExitCode, CliError> {
                 vec![
                     item.identifier.clone(),
                     item.task.clone(),
+                    item.options
+                        .time_zone
+                        .map_or_else(|| "UTC".to_owned(), |zone| zone.name().to_owned()),
                     if next.is_empty() {
                         "never".into()
                     } else {
@@ -303,7 +346,10 @@ pub(crate) fn cron_check(out: &Out, path: &Path) -> Result<ExitCode, CliError> {
                 ]
             })
             .collect();
-        output::table(&["identifier", "task", "next 3 fire times (UTC)"], &rows);
+        output::table(
+            &["identifier", "task", "time zone", "next 3 fire times (UTC)"],
+            &rows,
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,14 +1,16 @@
-//! `jobs …`: add, list, show, retry, reschedule, complete, fail, remove.
+//! `jobs …`: add, list, show, retry, reschedule, complete, fail, remove,
+//! cancel.
 
 use chrono::Utc;
 use graphile_worker::{
-    Job, JobEntry, JobFilter, JobKeyMode, JobOrder, JobSpec, JobState, Reschedule, WorkerUtils,
+    CancelOutcome, Job, JobEntry, JobFilter, JobKeyMode, JobOrder, JobSpec, JobState, Reschedule,
+    WorkerUtils,
 };
 use serde_json::{Value, json};
 
 use crate::error::CliError;
 use crate::output::{self, Out};
-use crate::{AddArgs, FilterArgs, JobsCommand, KeyMode, ListArgs, Order, Selection};
+use crate::{AddArgs, CancelArgs, FilterArgs, JobsCommand, KeyMode, ListArgs, Order, Selection};
 
 /// Jobs per statement when acting on many: a filter may match millions.
 const CHUNK: usize = 5_000;
@@ -105,6 +107,58 @@ pub(crate) async fn execute(
             }
             None => Err(CliError::Failed(format!("no job has the key {key:?}"))),
         },
+        JobsCommand::Cancel(args) => cancel(out, utils, args).await,
+    }
+}
+
+/// `jobs cancel`: each id's outcome; exit 1 if an id matched no job.
+async fn cancel(out: &Out, utils: &WorkerUtils, args: CancelArgs) -> Result<(), CliError> {
+    let mut outcomes = Vec::with_capacity(args.ids.len());
+    for &id in &args.ids {
+        outcomes.push((id, utils.cancel_job(id, &args.reason).await?));
+    }
+    if out.json {
+        let list: Vec<Value> = outcomes
+            .iter()
+            .map(|(id, outcome)| {
+                let mut entry = serde_json::to_value(outcome).unwrap_or(Value::Null);
+                if let Value::Object(fields) = &mut entry {
+                    fields.insert("id".into(), json!(id));
+                }
+                entry
+            })
+            .collect();
+        out.json(&Value::Array(list));
+    } else {
+        for (id, outcome) in &outcomes {
+            out.line(match outcome {
+                CancelOutcome::Failed => format!("job {id}: cancelled (failed permanently)"),
+                CancelOutcome::Signalled { locked_by } => format!(
+                    "job {id}: cancelled; worker {locked_by} was told to stop it, and it ends failed permanently"
+                ),
+                CancelOutcome::NotInterruptible { locked_by } => format!(
+                    "job {id}: {locked_by} is running it and cannot be interrupted (a Node worker, or one not registered); it runs to its end and is not retried"
+                ),
+                CancelOutcome::AlreadyFailed => {
+                    format!("job {id}: had already failed permanently; nothing changed")
+                }
+                CancelOutcome::NotFound => format!("job {id}: no such job (it may have completed)"),
+                _ => format!("job {id}: {outcome:?}"),
+            });
+        }
+    }
+    let missing: Vec<String> = outcomes
+        .iter()
+        .filter(|(_, outcome)| *outcome == CancelOutcome::NotFound)
+        .map(|(id, _)| id.to_string())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!(
+            "no job with id {}",
+            missing.join(", ")
+        )))
     }
 }
 

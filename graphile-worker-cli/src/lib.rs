@@ -244,6 +244,23 @@ pub enum JobsCommand {
         /// The job key.
         key: String,
     },
+    /// Cancel jobs: one no worker holds fails permanently now; one a Rust
+    /// worker runs is stopped (its task sees the cancellation and gets the
+    /// worker's grace period); one a Node worker runs cannot be
+    /// interrupted and runs to its end, but is not retried. Exits 1 if an
+    /// id matches no job.
+    Cancel(CancelArgs),
+}
+
+/// `jobs cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Job ids.
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<i64>,
+    /// Why, stored as the last error `cancelled: <reason>`.
+    #[arg(long, default_value = "by an operator")]
+    pub reason: String,
 }
 
 /// `jobs add`.
@@ -370,8 +387,19 @@ pub struct FailArgs {
 /// `queues …`.
 #[derive(Debug, Subcommand)]
 pub enum QueuesCommand {
-    /// Named queues: waiting jobs, lock holder, locked since.
+    /// Named queues: waiting jobs, lock holder, locked since, paused.
     List,
+    /// Stop starting jobs of a named queue, on every worker (Rust and
+    /// Node); a job already running finishes. Jobs added meanwhile wait.
+    Pause {
+        /// The queue's name.
+        name: String,
+    },
+    /// Let the jobs of a paused queue run again.
+    Resume {
+        /// The queue's name.
+        name: String,
+    },
 }
 
 /// `workers …`.
@@ -501,7 +529,7 @@ pub async fn execute(cli: Cli, tasks: Tasks) -> Result<ExitCode, CliError> {
             let utils = connect::installed(cli.database_url.as_deref(), &cli.schema).await?;
             match command {
                 Command::Jobs(jobs) => jobs::execute(&out, &utils, jobs).await?,
-                Command::Queues(QueuesCommand::List) => admin::queues(&out, &utils).await?,
+                Command::Queues(queues) => admin::queues(&out, &utils, queues).await?,
                 Command::Workers(workers) => admin::workers(&out, &utils, workers).await?,
                 Command::Cron(CronCommand::List { crontab }) => {
                     admin::cron_list(&out, &utils, crontab.as_deref()).await?

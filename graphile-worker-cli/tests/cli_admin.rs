@@ -3,7 +3,7 @@
 mod support;
 
 use graphile_worker::{JobSpec, JobState};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::{database, gw, gw_at, job_count};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +68,8 @@ async fn cron_check_and_list() {
     let good = dir.join("good.crontab");
     std::fs::write(
         &good,
-        "# nightly\n0 4 * * * nightly_report\n*/15 * * * * poll ?id=poller\n",
+        "# nightly\n0 4 * * * nightly_report\n*/15 * * * * poll ?id=poller\n\
+         0 9 * * * standup ?tz=Asia/Tokyo\n",
     )
     .unwrap();
     let bad = dir.join("bad.crontab");
@@ -82,6 +83,15 @@ async fn cron_check_and_list() {
     assert_eq!(items[0]["next"].as_array().map(Vec::len), Some(3));
     assert_eq!(items[1]["identifier"], "poller");
     assert_eq!(items[1]["task"], "poll");
+    assert_eq!(items[1]["time_zone"], Value::Null);
+    // 09:00 in Tokyo is midnight UTC.
+    assert_eq!(items[2]["time_zone"], "Asia/Tokyo");
+    let next = items[2]["next"][0].as_str().unwrap_or_default();
+    assert!(next.contains("T00:00:00"), "{items}");
+    let run = gw_at(None, &["cron", "check", &good.to_string_lossy()])
+        .await
+        .ok();
+    assert!(run.stdout.contains("Asia/Tokyo"), "{}", run.stdout);
     let run = gw_at(None, &["cron", "check", &bad.to_string_lossy()])
         .await
         .expect_code(1);
@@ -189,7 +199,10 @@ async fn every_command_has_help_and_completions_print() {
         vec!["jobs", "complete", "--help"],
         vec!["jobs", "fail", "--help"],
         vec!["jobs", "remove", "--help"],
+        vec!["jobs", "cancel", "--help"],
         vec!["queues", "list", "--help"],
+        vec!["queues", "pause", "--help"],
+        vec!["queues", "resume", "--help"],
         vec!["workers", "list", "--help"],
         vec!["workers", "unlock", "--help"],
         vec!["workers", "recover", "--help"],

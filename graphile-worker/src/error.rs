@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use crate::cron::CrontabError;
+use crate::cron::{CronTimeZoneError, CrontabError};
 
 /// Every error the library returns.
 ///
@@ -158,6 +158,33 @@ pub enum Error {
         /// What is wrong with it, and the column (boxed to keep [`Error`]
         /// small).
         reason: Box<CrontabError>,
+    },
+
+    /// A `#[task(tz = ...)]` names a time zone that cannot be used: unknown
+    /// to the tz database, or the crate's `tz` feature is off.
+    ///
+    /// ```
+    /// let reason = graphile_worker::CronTimeZoneError::Unknown { name: "Mars/Olympus".into() };
+    /// let err = graphile_worker::Error::TaskCronTimeZone {
+    ///     task: "report".into(),
+    ///     location: "src/tasks.rs:12".into(),
+    ///     reason,
+    /// };
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "task `report` (defined at src/tasks.rs:12) has an unusable cron time zone: unknown time zone \"Mars/Olympus\": use an IANA name such as \"Europe/Paris\" or \"UTC\" (names are case-sensitive); fix its #[task(tz = ...)]"
+    /// );
+    /// ```
+    #[error(
+        "task `{task}` (defined at {location}) has an unusable cron time zone: {reason}; fix its #[task(tz = ...)]"
+    )]
+    TaskCronTimeZone {
+        /// The task's identifier.
+        task: String,
+        /// Where the task is defined, as `file:line`.
+        location: String,
+        /// Why the zone was refused.
+        reason: CronTimeZoneError,
     },
 
     /// A builder option is missing or out of range.

@@ -43,8 +43,8 @@ pub use backoff::retry_delay;
 pub use context::{CancelReason, JobContext, JobContextBuilder};
 pub use control::CancelOutcome;
 pub use cron::{
-    CronField, CronItem, CronJobKeyMode, CronOptions, CronPattern, CrontabError, CrontabErrorKind,
-    parse_crontab,
+    CronField, CronItem, CronJobKeyMode, CronOptions, CronPattern, CronTimeZone, CronTimeZoneError,
+    CrontabError, CrontabErrorKind, parse_crontab,
 };
 pub use data::{Data, DataRequirement, TaskData};
 pub use enqueue::NewJob;

@@ -3,10 +3,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::error::{ColumnError, CronField, CrontabError, CrontabErrorKind};
 use super::pattern::{CronPattern, Token, char_len, check_characters, is_space, split_fields};
+use super::zone::{CronTimeZone, CronTimeZoneError};
 use crate::spec::JobKeyMode;
 
 /// One recurring job: which task to run, when, and with what.
@@ -35,7 +37,8 @@ pub struct CronItem {
     pub identifier: String,
     /// The task identifier the jobs are for.
     pub task: String,
-    /// When it fires (UTC).
+    /// When it fires: UTC, or local time in
+    /// [`options.time_zone`](CronOptions::time_zone).
     pub pattern: CronPattern,
     /// Backfill and job options.
     pub options: CronOptions,
@@ -62,6 +65,39 @@ impl CronItem {
             pattern,
             options: CronOptions::default(),
             payload: Map::new(),
+        }
+    }
+
+    /// Whether the item fires in the UTC minute holding `minute`, reading
+    /// its pattern in its time zone (UTC when it has none).
+    ///
+    /// ```
+    /// use chrono::{TimeZone, Utc};
+    /// use graphile_worker::{CronItem, CronPattern};
+    /// let item = CronItem::new("report", CronPattern::parse("0 9 * * *").unwrap());
+    /// assert!(item.fires_at(Utc.with_ymd_and_hms(2025, 6, 1, 9, 0, 0).unwrap()));
+    /// ```
+    pub fn fires_at(&self, minute: DateTime<Utc>) -> bool {
+        match &self.options.time_zone {
+            Some(zone) => zone.fires(&self.pattern, minute),
+            None => self.pattern.matches(minute),
+        }
+    }
+
+    /// The first UTC minute strictly after `after` in which the item fires,
+    /// in its time zone; `None` if it never fires again.
+    ///
+    /// ```
+    /// use chrono::{TimeZone, Utc};
+    /// use graphile_worker::{CronItem, CronPattern};
+    /// let item = CronItem::new("report", CronPattern::parse("0 9 * * *").unwrap());
+    /// let after = Utc.with_ymd_and_hms(2025, 6, 1, 9, 0, 0).unwrap();
+    /// assert_eq!(item.next_fire_after(after), Some(Utc.with_ymd_and_hms(2025, 6, 2, 9, 0, 0).unwrap()));
+    /// ```
+    pub fn next_fire_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match &self.options.time_zone {
+            Some(zone) => zone.next_after(&self.pattern, after),
+            None => self.pattern.next_after(after),
         }
     }
 }
@@ -94,6 +130,10 @@ pub struct CronOptions {
     pub job_key: Option<String>,
     /// What replacing keeps (`jobKeyMode=`); only used with a job key.
     pub job_key_mode: CronJobKeyMode,
+    /// The time zone the pattern is read in (`tz=`, such as
+    /// `tz=Europe/Paris`); `None` reads it in UTC, as graphile-worker does.
+    /// Node graphile-worker refuses crontab lines with `tz=`.
+    pub time_zone: Option<CronTimeZone>,
 }
 
 /// The job-key modes a cron item may use. graphile-worker does not allow
@@ -462,6 +502,7 @@ fn apply_option(item: &mut CronItem, option: OptionValue) -> Result<(), ColumnEr
             let expected = "a whole number from -32768 to 32767";
             options.priority = Some(option.smallint(i16::MIN, expected)?);
         }
+        "tz" => options.time_zone = Some(option.time_zone()?),
         _ => {
             let key = option.key;
             return Err((option.column, CrontabErrorKind::UnknownOption { key }));
@@ -505,6 +546,17 @@ impl OptionValue {
             "preserve_run_at" => Ok(CronJobKeyMode::PreserveRunAt),
             _ => Err(self.invalid(
                 "'replace' or 'preserve_run_at' ('unsafe_dedupe' is not allowed for cron)",
+            )),
+        }
+    }
+
+    fn time_zone(self) -> Result<CronTimeZone, ColumnError> {
+        match CronTimeZone::parse(&self.value) {
+            Ok(zone) => Ok(zone),
+            Err(CronTimeZoneError::FeatureMissing { .. }) => Err(self
+                .invalid("a time zone, which needs the `tz` feature of the graphile-worker crate")),
+            Err(_) => Err(self.invalid(
+                "an IANA time zone name such as 'Europe/Paris' or 'UTC' (case-sensitive)",
             )),
         }
     }

@@ -5,6 +5,7 @@
 //! - [`crontab`]: crontab text, its options and payloads.
 //! - [`scheduler`]: registration, backfill and the once-a-minute loop,
 //!   coordinated through `_private_known_crontabs` as graphile-worker does.
+//! - [`zone`]: patterns read in a time zone, across daylight-saving changes.
 //! - [`clock`]: the wall clock the scheduler reads, replaceable in tests.
 
 mod clock;
@@ -12,6 +13,7 @@ mod crontab;
 mod error;
 mod pattern;
 mod scheduler;
+mod zone;
 
 #[cfg(test)]
 mod tests;
@@ -19,6 +21,7 @@ mod tests;
 pub use crontab::{CronItem, CronJobKeyMode, CronOptions, parse_crontab};
 pub use error::{CronField, CrontabError, CrontabErrorKind};
 pub use pattern::CronPattern;
+pub use zone::{CronTimeZone, CronTimeZoneError};
 
 // For the worker, which starts the scheduler.
 pub(crate) use clock::Clock;

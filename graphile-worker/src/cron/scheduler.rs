@@ -260,7 +260,7 @@ impl Scheduler {
             let due: Vec<&CronItem> = self
                 .items
                 .iter()
-                .filter(|item| item.pattern.matches(next))
+                .filter(|item| item.fires_at(next))
                 .collect();
             if !due.is_empty() {
                 tokio::select! {
@@ -330,7 +330,7 @@ impl Scheduler {
             let due: Vec<&CronItem> = candidates
                 .iter()
                 .filter(|(item, since)| {
-                    item.options.fill >= age && minute >= *since && item.pattern.matches(minute)
+                    item.options.fill >= age && minute >= *since && item.fires_at(minute)
                 })
                 .map(|&(item, _)| item)
                 .collect();

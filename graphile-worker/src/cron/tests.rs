@@ -510,3 +510,209 @@ fn duplicate_identifiers_in_item_lists() {
     assert_eq!(duplicate_identifier(&[a.clone(), b.clone()]), None);
     assert_eq!(duplicate_identifier(&[a.clone(), b, a]), Some("a"));
 }
+
+/// The UTC minutes from `from` (inclusive) to `to` (exclusive) in which
+/// `item` fires, found one minute at a time.
+#[cfg(feature = "tz")]
+fn fires_between(item: &CronItem, from: &str, to: &str) -> Vec<String> {
+    let (mut minute, to) = (t(from), t(to));
+    let mut fired = Vec::new();
+    while minute < to {
+        if item.fires_at(minute) {
+            fired.push(minute.format("%Y-%m-%d %H:%M").to_string());
+        }
+        minute += TimeDelta::minutes(1);
+    }
+    fired
+}
+
+#[cfg(feature = "tz")]
+fn zoned(pattern: &str, zone: &str) -> CronItem {
+    let mut item = CronItem::new("t", CronPattern::parse(pattern).unwrap());
+    item.options.time_zone = Some(CronTimeZone::parse(zone).unwrap());
+    item
+}
+
+/// (zone, pattern, UTC window, the UTC minutes it fires in)
+#[cfg(feature = "tz")]
+const ZONED: &[(&str, &str, (&str, &str), &[&str])] = &[
+    // Paris, 2025-03-30: 02:00 CET becomes 03:00 CEST (01:00 UTC). A time in
+    // the gap fires once, at the first minute after it.
+    (
+        "Europe/Paris",
+        "30 2 * * *",
+        ("2025-03-29 00:00", "2025-04-01 00:00"),
+        &["2025-03-29 01:30", "2025-03-30 01:00", "2025-03-31 00:30"],
+    ),
+    // However many times a schedule matches inside the gap: once.
+    (
+        "Europe/Paris",
+        "*/15 2 * * *",
+        ("2025-03-30 00:00", "2025-03-30 03:00"),
+        &["2025-03-30 01:00"],
+    ),
+    // A match in the gap and one right after it make one run.
+    (
+        "Europe/Paris",
+        "0 2,3 * * *",
+        ("2025-03-30 00:00", "2025-03-30 03:00"),
+        &["2025-03-30 01:00"],
+    ),
+    // Times outside the gap are untouched by it.
+    (
+        "Europe/Paris",
+        "0 1,4 * * *",
+        ("2025-03-30 00:00", "2025-03-30 03:00"),
+        &["2025-03-30 00:00", "2025-03-30 02:00"],
+    ),
+    // Paris, 2025-10-26: 03:00 CEST goes back to 02:00 CET (01:00 UTC). A
+    // repeated time fires in its first pass only.
+    (
+        "Europe/Paris",
+        "30 2 * * *",
+        ("2025-10-25 00:00", "2025-10-28 00:00"),
+        &["2025-10-25 00:30", "2025-10-26 00:30", "2025-10-27 01:30"],
+    ),
+    // An every-30-minutes schedule pauses for the repeated hour.
+    (
+        "Europe/Paris",
+        "*/30 * * * *",
+        ("2025-10-25 23:30", "2025-10-26 02:31"),
+        &[
+            "2025-10-25 23:30",
+            "2025-10-26 00:00",
+            "2025-10-26 00:30",
+            "2025-10-26 02:00",
+            "2025-10-26 02:30",
+        ],
+    ),
+    // New York, 2025-03-09 and 2025-11-02, at 2 am local.
+    (
+        "America/New_York",
+        "0 2 * * *",
+        ("2025-03-08 00:00", "2025-03-11 00:00"),
+        &["2025-03-08 07:00", "2025-03-09 07:00", "2025-03-10 06:00"],
+    ),
+    (
+        "America/New_York",
+        "0 1 * * *",
+        ("2025-11-01 00:00", "2025-11-04 00:00"),
+        &["2025-11-01 05:00", "2025-11-02 05:00", "2025-11-03 06:00"],
+    ),
+    // Lord Howe moves by 30 minutes: 02:00 becomes 02:30 on 2025-10-05
+    // (15:30 UTC the day before).
+    (
+        "Australia/Lord_Howe",
+        "15 2 * * *",
+        ("2025-10-04 00:00", "2025-10-06 00:00"),
+        &["2025-10-04 15:30", "2025-10-05 15:15"],
+    ),
+    // Samoa skipped 2011-12-30 whole: a job for noon that day ran at the
+    // first minute of the 31st, once.
+    (
+        "Pacific/Apia",
+        "0 12 30 12 *",
+        ("2011-12-29 00:00", "2012-01-01 00:00"),
+        &["2011-12-30 10:00"],
+    ),
+    // Day of week and month follow the local date: Monday 00:30 in Tokyo
+    // is Sunday 15:30 UTC.
+    (
+        "Asia/Tokyo",
+        "30 0 * * 1",
+        ("2025-06-01 00:00", "2025-06-03 00:00"),
+        &["2025-06-01 15:30"],
+    ),
+    // UTC as a zone changes nothing.
+    (
+        "UTC",
+        "0 4 * * *",
+        ("2025-03-30 00:00", "2025-03-31 00:00"),
+        &["2025-03-30 04:00"],
+    ),
+];
+
+#[cfg(feature = "tz")]
+#[test]
+fn zoned_schedules_across_daylight_saving_changes() {
+    for &(zone, pattern, (from, to), expected) in ZONED {
+        let item = zoned(pattern, zone);
+        let mut fired = fires_between(&item, from, to);
+        fired.sort();
+        let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        expected.sort();
+        assert_eq!(fired, expected, "{pattern} in {zone}");
+    }
+}
+
+#[cfg(feature = "tz")]
+#[test]
+fn zoned_next_fire_agrees_with_minute_by_minute_firing() {
+    for &(zone, pattern, (from, to), _) in ZONED {
+        let item = zoned(pattern, zone);
+        let fired = fires_between(&item, from, to);
+        let mut walked = Vec::new();
+        let mut after = t(from) - TimeDelta::minutes(1);
+        while let Some(next) = item.next_fire_after(after) {
+            if next >= t(to) {
+                break;
+            }
+            walked.push(next.format("%Y-%m-%d %H:%M").to_string());
+            after = next;
+        }
+        assert_eq!(walked, fired, "{pattern} in {zone}");
+    }
+    // From inside the second pass of a repeated hour, the next run is the
+    // next day's, not the first pass behind us.
+    let item = zoned("30 2 * * *", "Europe/Paris");
+    assert_eq!(
+        item.next_fire_after(t("2025-10-26 01:10")),
+        Some(t("2025-10-27 01:30"))
+    );
+}
+
+#[cfg(feature = "tz")]
+#[test]
+fn crontab_tz_option() {
+    let items = parse_crontab("0 9 * * 1-5 standup ?tz=Europe%2FParis&id=standup\n").unwrap();
+    assert_eq!(
+        items[0].options.time_zone.map(|z| z.name()),
+        Some("Europe/Paris")
+    );
+    let items = parse_crontab("0 9 * * * report ?tz=America/New_York").unwrap();
+    assert_eq!(
+        items[0].options.time_zone.map(|z| z.to_string()),
+        Some("America/New_York".into())
+    );
+    // Lines without the option stay in UTC.
+    assert_eq!(
+        parse_crontab("0 9 * * * report").unwrap()[0]
+            .options
+            .time_zone,
+        None
+    );
+
+    let err = parse_crontab("0 9 * * * report ?tz=Paris").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 1, column 19 of crontab: options contain invalid value for 'tz', value 'Paris' is not compatible with this option: expected an IANA time zone name such as 'Europe/Paris' or 'UTC' (case-sensitive)"
+    );
+    let err = parse_crontab("0 9 * * * report ?tz=europe/paris").unwrap_err();
+    assert!(err.to_string().contains("value 'europe/paris'"), "{err}");
+    let err = parse_crontab("0 9 * * * report ?tz=UTC&tz=UTC").unwrap_err();
+    assert!(err.to_string().contains("more than once"), "{err}");
+}
+
+#[cfg(not(feature = "tz"))]
+#[test]
+fn tz_option_without_the_feature_says_which_feature() {
+    let err = parse_crontab("0 9 * * * report ?tz=Europe/Paris").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "line 1, column 19 of crontab: options contain invalid value for 'tz', value 'Europe/Paris' is not compatible with this option: expected a time zone, which needs the `tz` feature of the graphile-worker crate"
+    );
+    assert_eq!(
+        CronTimeZone::parse("UTC").unwrap_err().to_string(),
+        "time zone \"UTC\" needs the `tz` feature of the graphile-worker crate: add features = [\"tz\"] to its line in Cargo.toml"
+    );
+}

@@ -188,6 +188,24 @@ impl Worker {
         &self.inner.utils
     }
 
+    /// The cron schedules this worker runs: from its crontabs, its
+    /// [`cron_items`](crate::WorkerOptions::cron_items) and its tasks'
+    /// `#[task(cron = ...)]`, each with its time zone. Use
+    /// [`CronItem::next_fire_after`] to show when each fires next.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: sqlx::PgPool) -> Result<(), graphile_worker::Error> {
+    /// use graphile_worker::Worker;
+    /// let worker = Worker::from_registry().pg_pool(pool).crontab("0 4 * * * nightly").init().await?;
+    /// for item in worker.cron_items() {
+    ///     println!("{} next at {:?}", item.identifier, item.next_fire_after(chrono::Utc::now()));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn cron_items(&self) -> &[CronItem] {
+        &self.inner.cron_items
+    }
+
     /// A handle that stops this worker.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {

@@ -16,7 +16,7 @@ use super::{Inner, Worker, metadata};
 use crate::backoff::random_u64;
 use crate::claim::Claimer;
 use crate::context::JobContext;
-use crate::cron::{CronItem, CronPattern, duplicate_identifier, parse_crontab};
+use crate::cron::{CronItem, CronPattern, CronTimeZone, duplicate_identifier, parse_crontab};
 use crate::data::DataMap;
 use crate::error::Error;
 use crate::events::{Events, WorkerEvent};
@@ -720,6 +720,17 @@ impl WorkerOptions {
             if tasks.handler(task).is_none() {
                 continue;
             }
+            let time_zone =
+                match registration.cron_time_zone() {
+                    Some(name) => Some(CronTimeZone::parse(name).map_err(|reason| {
+                        Error::TaskCronTimeZone {
+                            task: task.to_owned(),
+                            location: registration.location(),
+                            reason,
+                        }
+                    })?),
+                    None => None,
+                };
             for (n, pattern) in patterns.iter().enumerate() {
                 let pattern = CronPattern::parse(pattern).map_err(|reason| Error::TaskCron {
                     task: task.to_owned(),
@@ -728,6 +739,7 @@ impl WorkerOptions {
                     reason: Box::new(reason),
                 })?;
                 let mut item = CronItem::new(task, pattern);
+                item.options.time_zone = time_zone;
                 if patterns.len() > 1 {
                     item.identifier = format!("{task}#{}", n + 1);
                 }
