@@ -156,6 +156,12 @@ async fn pause_and_resume_a_queue() {
     let queues = gw(&db, &["--json", "queues", "list"]).await.ok().json();
     assert_eq!(queues[0]["paused"], false);
 
+    // Node's force_unlock_workers(['paused']) resumes a queue too.
+    assert_eq!(queues[1]["paused"], true);
+    gw(&db, &["workers", "unlock", "paused"]).await.ok();
+    let queues = gw(&db, &["--json", "queues", "list"]).await.ok().json();
+    assert_eq!(queues[1]["paused"], false);
+
     let long = "q".repeat(200);
     let run = gw(&db, &["queues", "pause", &long]).await.expect_code(1);
     assert!(run.stderr.contains("queue name"), "{}", run.stderr);
