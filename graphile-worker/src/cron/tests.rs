@@ -535,7 +535,15 @@ fn zoned(pattern: &str, zone: &str) -> CronItem {
 
 /// (zone, pattern, UTC window, the UTC minutes it fires in)
 #[cfg(feature = "tz")]
-const ZONED: &[(&str, &str, (&str, &str), &[&str])] = &[
+type ZonedCase = (
+    &'static str,
+    &'static str,
+    (&'static str, &'static str),
+    &'static [&'static str],
+);
+
+#[cfg(feature = "tz")]
+const ZONED: &[ZonedCase] = &[
     // Paris, 2025-03-30: 02:00 CET becomes 03:00 CEST (01:00 UTC). A time in
     // the gap fires once, at the first minute after it.
     (
