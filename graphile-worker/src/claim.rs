@@ -53,6 +53,17 @@ pub(crate) struct Claimer {
     /// Queue names never change for an id, so they are cached.
     queue_names: Mutex<HashMap<i32, String>>,
     statistics: StatisticsCheck,
+    /// Only these jobs (the test helpers' runs).
+    scope: Option<ClaimScope>,
+}
+
+/// Narrows a worker's claims to some jobs, for the test helpers.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClaimScope {
+    /// Only jobs of these named queues.
+    pub(crate) queues: Option<Vec<String>>,
+    /// Only these jobs.
+    pub(crate) job_ids: Option<Vec<i64>>,
 }
 
 impl Claimer {
@@ -96,7 +107,14 @@ impl Claimer {
             forbidden_flags: forbidden_flags.filter(|f| !f.is_empty()),
             queue_names: Mutex::new(HashMap::new()),
             statistics: StatisticsCheck::default(),
+            scope: None,
         })
+    }
+
+    /// Claims only the jobs `scope` allows.
+    pub(crate) fn with_scope(mut self, scope: Option<ClaimScope>) -> Self {
+        self.scope = scope;
+        self
     }
 
     /// Locks up to `limit` runnable jobs, ordered by priority then run_at.
@@ -112,7 +130,7 @@ impl Claimer {
         if limit == 0 || self.task_ids.is_empty() {
             return Ok(batch);
         }
-        let rows = if slots.is_empty() {
+        let rows = if slots.is_empty() && self.scope.is_none() {
             self.lock_jobs(limit).await?
         } else {
             let mut task_ids = self.task_ids.clone();
@@ -203,13 +221,27 @@ impl Claimer {
         limited: &[i32],
         free: &[i32],
     ) -> Result<Vec<PgRow>, sqlx::Error> {
-        sqlx::query(self.db.sql.claims.claim_jobs_limited.clone())
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let Some(scope) = &self.scope else {
+            return sqlx::query(self.db.sql.claims.claim_jobs_limited.clone())
+                .bind(&self.pool_id)
+                .bind(task_ids)
+                .bind(limit)
+                .bind(&self.forbidden_flags)
+                .bind(limited)
+                .bind(free)
+                .fetch_all(&self.db.pool)
+                .await;
+        };
+        sqlx::query(self.db.sql.claims.claim_jobs_scoped.clone())
             .bind(&self.pool_id)
             .bind(task_ids)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(limit)
             .bind(&self.forbidden_flags)
             .bind(limited)
             .bind(free)
+            .bind(&scope.queues)
+            .bind(&scope.job_ids)
             .fetch_all(&self.db.pool)
             .await
     }

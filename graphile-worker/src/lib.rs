@@ -99,13 +99,23 @@ pub mod __private {
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-/// Hooks for tests that drive the engine by hand: an older schema revision,
-/// a stale-lock sweep on demand, a cron clock that moves when told. Behind
-/// the `testing` cargo feature; not needed to run workers.
 #[cfg(feature = "testing")]
-pub mod testing {
-    pub use crate::cron::testing::{Clock, CronEvent, ManualClock, run_scheduler_for_tests};
-    pub use crate::migrate::migrate_until;
-    pub use crate::sql::engine_sql;
-    pub use crate::sweep::reset_stale_locks;
-}
+pub mod testing;
+
+/// Marks an `async fn` as a test with a fresh, migrated database: the
+/// function may take one parameter, a [`testing::TestDb`], and returns `()`
+/// or a `Result`, as a `#[test]` does. It runs on a multi-threaded Tokio
+/// runtime of its own (two worker threads). Other attributes
+/// (`#[should_panic]`, `#[ignore]`) go below it. Behind the `testing`
+/// feature.
+///
+/// ```no_run
+/// use graphile_worker::testing::TestDb;
+///
+/// #[graphile_worker::test]
+/// async fn starts_empty(db: TestDb) {
+///     assert!(db.utils().list_queues().await.unwrap().is_empty());
+/// }
+/// ```
+#[cfg(all(feature = "testing", not(test)))]
+pub use graphile_worker_macros::test;

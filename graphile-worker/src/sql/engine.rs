@@ -17,6 +17,9 @@ pub(crate) struct ClaimStatements {
     /// The claim with per-task limits: `$4` forbidden flags (or null),
     /// `$5` limited task ids, `$6` their free slots.
     pub(crate) claim_jobs_limited: SqlStr,
+    /// The limited claim narrowed for the test helpers: `$7` queue names
+    /// (or null), `$8` job ids (or null).
+    pub(crate) claim_jobs_scoped: SqlStr,
     pub(crate) return_strays: SqlStr,
     pub(crate) unlock_own_queues: SqlStr,
     /// Whether the jobs table's statistics are missing or stale and ours to
@@ -64,6 +67,16 @@ impl ClaimStatements {
             claim_jobs_limited: stmt(claim(
                 s,
                 "and ($4::text[] is null or (jobs.flags ?| $4::text[]) is not true)",
+                true,
+            )),
+            claim_jobs_scoped: stmt(claim(
+                s,
+                &format!(
+                    "and ($4::text[] is null or (jobs.flags ?| $4::text[]) is not true) \
+                     and ($7::text[] is null or jobs.job_queue_id in ( \
+                       select id from {s}._private_job_queues where queue_name = any($7::text[]))) \
+                     and ($8::bigint[] is null or jobs.id = any($8::bigint[]))"
+                ),
                 true,
             )),
             // Jobs locked by pool $1 that it does not know it holds ($2, the

@@ -14,7 +14,7 @@ use super::connect::{pool_from_url, warn_if_pool_small};
 use super::local_queue::DEFAULT_LOCAL_QUEUE;
 use super::{Inner, Worker, metadata};
 use crate::backoff::random_u64;
-use crate::claim::Claimer;
+use crate::claim::{ClaimScope, Claimer};
 use crate::context::JobContext;
 use crate::cron::{CronItem, CronPattern, CronTimeZone, duplicate_identifier, parse_crontab};
 use crate::data::DataMap;
@@ -71,6 +71,8 @@ pub struct WorkerOptions {
     recovery_delay: Duration,
     crontabs: Vec<CrontabSource>,
     cron_items: Vec<CronItem>,
+    /// Only these jobs (the test helpers).
+    claim_scope: Option<ClaimScope>,
     data: DataMap,
     retry_undecodable: bool,
     events: Events,
@@ -114,6 +116,7 @@ impl Default for WorkerOptions {
             recovery_delay: Duration::ZERO,
             crontabs: Vec::new(),
             cron_items: Vec::new(),
+            claim_scope: None,
             data: DataMap::default(),
             retry_undecodable: false,
             events: Events::default(),
@@ -307,6 +310,13 @@ impl WorkerOptions {
     /// [`init`](Self::init); a missing file is an error.
     pub fn crontab_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.crontabs.push(CrontabSource::File(path.into()));
+        self
+    }
+
+    /// Claims only the jobs `scope` allows (the test helpers' runs).
+    #[cfg(feature = "testing")]
+    pub(crate) fn claim_scope(mut self, scope: ClaimScope) -> Self {
+        self.claim_scope = Some(scope);
         self
     }
 
@@ -552,8 +562,9 @@ impl WorkerOptions {
         let pool_id = format!("pool-{:018x}", random_u64() as u128 & ((1 << 72) - 1));
         let identifiers = tasks.identifiers();
         let forbidden = (!self.forbidden_flags.is_empty()).then(|| self.forbidden_flags.clone());
-        let claimer =
-            Claimer::new(utils.db().clone(), pool_id.clone(), &identifiers, forbidden).await?;
+        let claimer = Claimer::new(utils.db().clone(), pool_id.clone(), &identifiers, forbidden)
+            .await?
+            .with_scope(self.claim_scope.take());
         tracing::info!(pool_id = %pool_id, tasks = ?identifiers, "worker ready");
 
         let (shutdown, _) = watch::channel(false);
