@@ -6,6 +6,7 @@
 mod common;
 
 use common::{migrated, run_sql};
+use graphile_worker::testing::{Enqueued, TestDb};
 use graphile_worker::{JobContext, JobSpec, Task, Worker, task};
 use graphile_worker_dev::node;
 use serde_json::json;
@@ -104,11 +105,9 @@ fn email(to: &str) -> SendEmail {
     }
 }
 
-#[tokio::test]
-async fn enqueue_stores_the_function_name_and_the_parameters_as_payload() {
-    let (_db, pool, utils) = migrated().await;
-
-    let job = SendEmail::enqueue(&utils, email("ada@example.com"))
+#[graphile_worker::test]
+async fn enqueue_stores_the_function_name_and_the_parameters_as_payload(db: TestDb) {
+    let job = SendEmail::enqueue(db.utils(), email("ada@example.com"))
         .await
         .unwrap();
 
@@ -117,8 +116,16 @@ async fn enqueue_stores_the_function_name_and_the_parameters_as_payload() {
         job.payload,
         json!({"to": "ada@example.com", "subject": "Welcome"})
     );
+    db.assert_enqueued(
+        Enqueued::<SendEmail>::new()
+            .payload(email("ada@example.com"))
+            .no_queue()
+            .priority(0)
+            .max_attempts(25),
+    )
+    .await;
     assert_eq!(
-        stored(&pool).await,
+        stored(db.pool()).await,
         [Stored {
             identifier: "send_email".into(),
             queue: None,
@@ -130,57 +137,55 @@ async fn enqueue_stores_the_function_name_and_the_parameters_as_payload() {
     );
 }
 
-#[tokio::test]
-async fn attribute_defaults_apply_and_the_callers_spec_wins_field_by_field() {
-    let (_db, pool, utils) = migrated().await;
-
-    BuildReport::enqueue(
-        &utils,
-        BuildReport {
-            report_id: 1,
-            include_drafts: true,
-        },
-    )
-    .await
-    .unwrap();
+#[graphile_worker::test]
+async fn attribute_defaults_apply_and_the_callers_spec_wins_field_by_field(db: TestDb) {
+    let report = |report_id, include_drafts| BuildReport {
+        report_id,
+        include_drafts,
+    };
+    BuildReport::enqueue(db.utils(), report(1, true))
+        .await
+        .unwrap();
     let spec = JobSpec {
         priority: Some(7),
         job_key: Some("report:2".into()),
         ..JobSpec::default()
     };
-    let job = BuildReport::enqueue_with(
-        &utils,
-        BuildReport {
-            report_id: 2,
-            include_drafts: false,
-        },
-        spec,
-    )
-    .await
-    .unwrap();
+    let job = BuildReport::enqueue_with(db.utils(), report(2, false), spec)
+        .await
+        .unwrap();
     assert_eq!(job.key.as_deref(), Some("report:2"));
 
-    assert_eq!(
-        stored(&pool).await,
-        [
-            Stored {
-                identifier: "reports.build".into(),
-                queue: Some("reports".into()),
-                priority: -2,
-                max_attempts: 3,
-                key: None,
-                payload: json!({"reportId": 1, "includeDrafts": true}),
-            },
-            Stored {
-                identifier: "reports.build".into(),
-                queue: Some("reports".into()),
-                priority: 7,
-                max_attempts: 3,
-                key: Some("report:2".into()),
-                payload: json!({"reportId": 2, "includeDrafts": false}),
-            },
-        ]
-    );
+    // The attribute's queue, priority and attempts, and the payload with
+    // rename_all applied.
+    let first = db
+        .assert_enqueued(
+            Enqueued::<BuildReport>::new()
+                .payload(report(1, true))
+                .queue("reports")
+                .priority(-2)
+                .max_attempts(3),
+        )
+        .await;
+    assert_eq!(first.payload, json!({"reportId": 1, "includeDrafts": true}));
+    assert_eq!(first.key, None);
+    // The spec's priority and key win; the rest stays the attribute's.
+    db.assert_enqueued(
+        Enqueued::<BuildReport>::new()
+            .payload(report(2, false))
+            .queue("reports")
+            .priority(7)
+            .max_attempts(3)
+            .key("report:2"),
+    )
+    .await;
+    let ids: Vec<i64> = db
+        .enqueued::<BuildReport>()
+        .await
+        .into_iter()
+        .map(|r| r.report_id)
+        .collect();
+    assert_eq!(ids, [1, 2]);
 }
 
 #[tokio::test]
