@@ -250,7 +250,7 @@ async fn only_and_except_refuse_a_name_no_task_has() {
         );
         assert_eq!(
             err.to_string(),
-            "no registered task is called `record_visits`; check the name given to only()/except()"
+            "no registered task is called `record_visits`; check the name given to only(), except() or task_policy()"
         );
     }
 }

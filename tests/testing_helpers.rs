@@ -151,7 +151,7 @@ async fn failure_messages_show_what_was_expected_and_what_was_there() {
     };
     assert_eq!(
         message,
-        "expected a `send_email` job enqueued in this scope, but no `send_email` job was (there are no jobs)"
+        "expected a `send_email` job enqueued in this scope, but no `send_email` job was (no job was enqueued in this scope)\n1 matching job(s) were enqueued before this scope began"
     );
     // A job key replaced inside the scope counts as enqueued in it.
     let spec = JobSpec {
@@ -353,4 +353,51 @@ async fn a_failing_tests_database_is_kept_only_when_asked() {
         .unwrap();
     assert!(!stderr.contains("kept the database"), "{stderr}");
     assert!(!exists(&name).await, "{name} is dropped");
+}
+
+/// Enqueues itself again, forever.
+#[task]
+async fn poll_forever(n: u32, ctx: graphile_worker::JobContext) -> Result<(), TaskError> {
+    PollForever::enqueue(ctx.utils(), PollForever { n: n + 1 })
+        .await
+        .map_err(|e| TaskError::new(e.to_string()))?;
+    Ok(())
+}
+
+#[graphile_worker::test]
+async fn the_job_bound_fails_a_run_only_when_more_was_due(db: TestDb) {
+    for to in ["a@x", "b@x", "c@x"] {
+        SendEmail::enqueue(db.utils(), SendEmail { to: to.into() })
+            .await
+            .unwrap();
+    }
+    // Exactly the bound: fine.
+    let report = db.run_jobs().task("send_email").max_jobs(3).await;
+    assert_eq!(report.completed().len(), 3, "{report}");
+
+    PollForever::enqueue(db.utils(), PollForever { n: 0 })
+        .await
+        .unwrap();
+    let db = std::sync::Arc::new(db);
+    let d = db.clone();
+    let message = panic_message(async move {
+        d.run_jobs().task("poll_forever").max_jobs(1).await;
+    })
+    .await;
+    assert!(
+        message.starts_with(
+            "graphile_worker::testing: the run started 1 jobs, its bound, and stopped with more to do (a task may be enqueueing jobs forever; raise .max_jobs(n) if not):\n  job "
+        ),
+        "{message}"
+    );
+
+    let d = db.clone();
+    let message = panic_message(async move {
+        d.run_jobs().task("no_such_task").await;
+    })
+    .await;
+    assert_eq!(
+        message,
+        "graphile_worker::testing: the worker has no task `no_such_task`: define it with #[task] in a crate linked into the test, or give a worker that registers it (run_job_with, or run_jobs().worker(..) with WorkerOptions::register::<T>())"
+    );
 }

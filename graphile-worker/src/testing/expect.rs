@@ -191,7 +191,7 @@ impl<T: Task> Enqueued<T> {
         }
         if let Some((delay, tolerance)) = self.due_in {
             let at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-            if !within(job.run_at, at, tolerance) {
+            if !within(job.run_at, at, tolerance) && !out.contains(&"run_at") {
                 out.push("run_at");
             }
         }
@@ -413,6 +413,7 @@ impl Scope<'_> {
             return job.clone();
         }
         let mut message = format!("expected {expected} enqueued{}", self.where_());
+        let before = self.matching_before(&expected, now).await;
         if jobs.is_empty() {
             let _ = write!(
                 message,
@@ -435,6 +436,12 @@ impl Scope<'_> {
                     expected.differences(job, now).join(", ")
                 );
             }
+        }
+        if before > 0 {
+            let _ = write!(
+                message,
+                "\n{before} matching job(s) were enqueued before this scope began"
+            );
         }
         panic!("{message}");
     }
@@ -500,6 +507,20 @@ impl Scope<'_> {
         }
     }
 
+    /// How many jobs like `expected` were there before this scope began.
+    async fn matching_before<T: Task>(&self, expected: &Enqueued<T>, now: DateTime<Utc>) -> usize {
+        let Some(before) = &self.before else {
+            return 0;
+        };
+        self.db
+            .all_jobs(Some(T::IDENTIFIER))
+            .await
+            .iter()
+            .filter(|job| before.get(&job.id) == Some(&job.revision))
+            .filter(|job| expected.differences(job, now).is_empty())
+            .count()
+    }
+
     fn where_(&self) -> &'static str {
         if self.before.is_some() {
             " in this scope"
@@ -520,7 +541,9 @@ impl Scope<'_> {
                 None => counts.push((job.task_identifier.clone(), 1)),
             }
         }
-        if counts.is_empty() {
+        if counts.is_empty() && self.before.is_some() {
+            " (no job was enqueued in this scope)".to_owned()
+        } else if counts.is_empty() {
             " (there are no jobs)".to_owned()
         } else {
             let list: Vec<String> = counts.iter().map(|(t, n)| format!("{n} `{t}`")).collect();

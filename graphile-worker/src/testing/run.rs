@@ -268,9 +268,9 @@ impl<'a> RunJobs<'a> {
         self
     }
 
-    /// Stops after starting this many jobs (default 1,000) and panics,
-    /// since more were due: a task that enqueues itself forever is a test
-    /// failure, not a hang.
+    /// At most this many jobs are started (default 1,000): when one more
+    /// is due the run stops and panics, so a task that enqueues itself
+    /// forever is a test failure, not a hang.
     pub fn max_jobs(mut self, jobs: usize) -> Self {
         self.max_jobs = jobs.max(1);
         self
@@ -324,7 +324,8 @@ async fn run(
         move |event: &WorkerEvent| {
             let (job, outcome) = match event {
                 WorkerEvent::JobStarted { .. } => {
-                    if started.fetch_add(1, Ordering::SeqCst) + 1 >= max_jobs {
+                    // One job past the bound shows there was more to do.
+                    if started.fetch_add(1, Ordering::SeqCst) + 1 > max_jobs {
                         over.store(true, Ordering::SeqCst);
                         if let Some(stop) = stop.get() {
                             stop.shutdown();
@@ -362,13 +363,19 @@ async fn run(
             }
         }
     };
-    let worker = db
+    let worker = match db
         .configure(options)
         .claim_scope(scope)
         .on_event(observer)
         .init()
         .await
-        .unwrap_or_else(|e| panic!("graphile_worker::testing: the worker did not start: {e}"));
+    {
+        Ok(worker) => worker,
+        Err(crate::Error::UnknownTask(task)) => panic!(
+            "graphile_worker::testing: the worker has no task `{task}`: define it with #[task] in a crate linked into the test, or give a worker that registers it (run_job_with, or run_jobs().worker(..) with WorkerOptions::register::<T>())"
+        ),
+        Err(e) => panic!("graphile_worker::testing: the worker did not start: {e}"),
+    };
     let _ = stop.set(worker.shutdown_handle());
     loop {
         if let Some(due) = &due {
@@ -389,7 +396,7 @@ async fn run(
     let report = RunReport {
         jobs: log.lock().map(|log| log.clone()).unwrap_or_default(),
     };
-    if over.load(Ordering::SeqCst) && max_jobs > 1 {
+    if over.load(Ordering::SeqCst) {
         panic!(
             "graphile_worker::testing: the run started {max_jobs} jobs, its bound, and stopped with more to do (a task may be enqueueing jobs forever; raise .max_jobs(n) if not):\n{report}"
         );
