@@ -289,7 +289,7 @@ pub(crate) async fn workers(
 }
 
 /// Reads and parses a crontab file; errors name the file, line and column.
-fn read_crontab(path: &Path) -> Result<Vec<CronItem>, CliError> {
+pub(crate) fn read_crontab(path: &Path) -> Result<Vec<CronItem>, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::Failed(format!("could not read {}: {e}", path.display())))?;
     parse_crontab(&text).map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))

@@ -178,6 +178,7 @@ fn filter_of(args: &FilterArgs) -> JobFilter {
         task: args.task.clone(),
         queue: args.queue.clone(),
         key: args.key.clone(),
+        error: args.error.clone(),
         ..JobFilter::default()
     }
 }

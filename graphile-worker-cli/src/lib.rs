@@ -46,6 +46,7 @@ mod output;
 mod run;
 mod serve;
 mod time;
+mod ui;
 
 pub use error::CliError;
 
@@ -129,11 +130,36 @@ pub enum Command {
     /// Jobs by state, task and queue, and how long the oldest ready job has
     /// waited.
     Stats,
+    /// Serve the admin web UI until Ctrl-C: dashboard, jobs, queues,
+    /// workers, cron. Loopback only unless --basic-auth or --read-only.
+    Ui(UiArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell (bash, elvish, fish, powershell or zsh).
         shell: clap_complete::Shell,
     },
+}
+
+/// `ui`.
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Where to listen. Another address than loopback needs --basic-auth or
+    /// --read-only.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub bind: std::net::SocketAddr,
+    /// Show everything, change nothing: no buttons, and every POST is
+    /// refused.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Ask for this user and password (HTTP basic authentication).
+    #[arg(long, value_name = "USER:PASS")]
+    pub basic_auth: Option<String>,
+    /// A crontab, to show when each schedule fires next.
+    #[arg(long, value_name = "FILE")]
+    pub crontab: Option<PathBuf>,
+    /// Never show job payloads.
+    #[arg(long)]
+    pub hide_payloads: bool,
 }
 
 /// `migrate`.
@@ -196,11 +222,18 @@ pub struct FilterArgs {
     /// Only the job with this key.
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
+    /// Only jobs whose last error contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub error: Option<String>,
 }
 
 impl FilterArgs {
     fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.task.is_none() && self.queue.is_none() && self.key.is_none()
+        self.states.is_empty()
+            && self.task.is_none()
+            && self.queue.is_none()
+            && self.key.is_none()
+            && self.error.is_none()
     }
 }
 
@@ -536,6 +569,7 @@ pub async fn execute(cli: Cli, tasks: Tasks) -> Result<ExitCode, CliError> {
                 }
                 Command::Cleanup(args) => admin::cleanup(&out, &utils, &args).await?,
                 Command::Stats => admin::stats(&out, &utils).await?,
+                Command::Ui(args) => ui::serve(&out, utils, args).await?,
                 Command::Completions { .. }
                 | Command::Cron(CronCommand::Check { .. })
                 | Command::Migrate(_)

@@ -151,6 +151,8 @@ pub struct JobFilter {
     pub queue: Option<String>,
     /// This job key.
     pub key: Option<String>,
+    /// Text contained in `last_error` (case-sensitive).
+    pub error: Option<String>,
     /// At most this many jobs (listings only; 50 by default).
     pub limit: i64,
     /// Skipping this many first (listings only).
@@ -166,6 +168,7 @@ impl Default for JobFilter {
             task: None,
             queue: None,
             key: None,
+            error: None,
             limit: 50,
             offset: 0,
             order: JobOrder::default(),
@@ -195,6 +198,12 @@ impl JobFilter {
     /// Only the job with this key.
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
+        self
+    }
+
+    /// Only jobs whose `last_error` contains `text`.
+    pub fn error_contains(mut self, text: impl Into<String>) -> Self {
+        self.error = Some(text.into());
         self
     }
 
@@ -402,6 +411,7 @@ impl WorkerUtils {
             .bind(&filter.task)
             .bind(&filter.queue)
             .bind(&filter.key)
+            .bind(&filter.error)
             .bind(filter.limit.max(0))
             .bind(filter.offset.max(0))
             .fetch_all(&self.db.pool)
@@ -415,6 +425,7 @@ impl WorkerUtils {
             .bind(&filter.task)
             .bind(&filter.queue)
             .bind(&filter.key)
+            .bind(&filter.error)
             .fetch_one(&self.db.pool)
             .await?)
     }
@@ -427,6 +438,7 @@ impl WorkerUtils {
             .bind(&filter.task)
             .bind(&filter.queue)
             .bind(&filter.key)
+            .bind(&filter.error)
             .fetch_all(&self.db.pool)
             .await?)
     }

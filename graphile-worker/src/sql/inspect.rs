@@ -19,11 +19,12 @@ pub(crate) const STATE: &str = "case when j.locked_at is not null then 'locked' 
 #[derive(Debug)]
 pub(crate) struct InspectStatements {
     /// `$1` states (text[] or null), `$2` task, `$3` queue, `$4` key,
-    /// `$5` limit, `$6` offset; newest first, oldest first, or by run_at.
+    /// `$5` text in last_error, `$6` limit, `$7` offset; newest first,
+    /// oldest first, or by run_at.
     pub(crate) list_newest: SqlStr,
     pub(crate) list_oldest: SqlStr,
     pub(crate) list_run_at: SqlStr,
-    /// The same filters (`$1`..`$4`): how many match, and their ids.
+    /// The same filters (`$1`..`$5`): how many match, and their ids.
     pub(crate) count: SqlStr,
     pub(crate) ids: SqlStr,
     /// `$1` id.
@@ -53,7 +54,7 @@ impl InspectStatements {
     pub(super) fn new(s: &str) -> Self {
         let list = |order: &str| {
             stmt(format!(
-                "select * from ({rows}) j {filter} order by {order} limit $5 offset $6",
+                "select * from ({rows}) j {filter} order by {order} limit $6 offset $7",
                 rows = rows(s),
                 filter = FILTER
             ))
@@ -145,9 +146,10 @@ fn rows(s: &str) -> String {
     )
 }
 
-/// The listing filters: `$1` states, `$2` task, `$3` queue, `$4` key; a
-/// null parameter does not filter.
+/// The listing filters: `$1` states, `$2` task, `$3` queue, `$4` key, `$5`
+/// text in last_error; a null parameter does not filter.
 const FILTER: &str = "where ($1::text[] is null or j.state = any($1::text[])) \
      and ($2::text is null or j.task_identifier = $2::text) \
      and ($3::text is null or j.queue_name = $3::text) \
-     and ($4::text is null or j.key = $4::text)";
+     and ($4::text is null or j.key = $4::text) \
+     and ($5::text is null or strpos(j.last_error, $5::text) > 0)";
