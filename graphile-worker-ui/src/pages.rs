@@ -57,7 +57,7 @@ pub(crate) async fn dashboard(
     let body = html! {
         div.cards {
             @for state in JobState::ALL {
-                a class={ "card state-" (state.as_str()) } href=(base.at(&format!("/jobs?state={}", state.as_str()))) {
+                a class={ "card card-" (state.as_str()) } href=(base.at(&format!("/jobs?state={}", state.as_str()))) {
                     div.n { (stats.by_state(state)) }
                     div.label { (state_label(state)) }
                 }
