@@ -210,6 +210,7 @@ async fn every_command_has_help_and_completions_print() {
         vec!["cron", "list", "--help"],
         vec!["cleanup", "--help"],
         vec!["stats", "--help"],
+        vec!["ui", "--help"],
         vec!["completions", "--help"],
     ] {
         let run = gw_at(None, &args).await.ok();

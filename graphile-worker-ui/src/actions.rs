@@ -199,12 +199,17 @@ pub(crate) async fn jobs(
     };
     let query = filters.query_string(&[]);
     let action = form.get("action").unwrap_or_default();
-    let (action, ids) = match action.strip_suffix("-all") {
-        Some(action) => match shared.ui.utils.job_ids(&filters.filter()).await {
+    // `retry-all`: every job matching the filter; `retry:12`: that row's
+    // own button; `retry`: the ticked rows.
+    let (action, ids) = if let Some(action) = action.strip_suffix("-all") {
+        match shared.ui.utils.job_ids(&filters.filter()).await {
             Ok(ids) => (action, ids),
             Err(e) => return failure(e),
-        },
-        None => (action, form.ids()),
+        }
+    } else if let Some((action, id)) = action.split_once(':') {
+        (action, id.parse().map(|id| vec![id]).unwrap_or_default())
+    } else {
+        (action, form.ids())
     };
     if ids.is_empty() {
         return back(

@@ -293,6 +293,7 @@ pub(crate) async fn jobs(
                             @if !read_only { th { span.muted { "✓" } } }
                             th.num { "id" } th { "state" } th { "task" } th.hide-narrow { "queue" }
                             th { "run at" } th.num { "attempts" } th.hide-narrow { "key" } th { "last error" }
+                            @if !read_only { th {} }
                         } }
                         tbody {
                             @for entry in &entries {
@@ -309,6 +310,14 @@ pub(crate) async fn jobs(
                                     td.num { (job.attempts) "/" (job.max_attempts) }
                                     td.hide-narrow { (job.key.as_deref().unwrap_or("–")) }
                                     td.error title=[job.last_error.as_deref()] { (job.last_error.as_deref().unwrap_or("")) }
+                                    @if !read_only {
+                                        td.row-actions {
+                                            @if entry.state != JobState::Locked {
+                                                (button("Retry", &format!("retry:{}", job.id), ""))
+                                                (confirm_button("Delete", &format!("delete:{}", job.id), &format!("Delete job {}?", job.id), "danger"))
+                                            }
+                                        }
+                                    }
                                 }
                             }
                         }
