@@ -281,6 +281,12 @@ pub(crate) async fn job(
                 "",
                 "Not rescheduled: the job is locked by a worker, or gone.",
             ),
+            Ok(jobs) if jobs.iter().any(|j| j.attempts >= j.max_attempts) => back(
+                &base,
+                &path,
+                "",
+                "Rescheduled, but the job has used all its attempts: Retry it to run it again.",
+            ),
             Ok(_) => back(&base, &path, "", "Rescheduled."),
             Err(e) => failure(e),
         };

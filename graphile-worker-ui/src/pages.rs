@@ -215,7 +215,7 @@ pub(crate) async fn jobs(
     let page_number = q.page.unwrap_or(1).max(1);
     let filter = JobFilter {
         limit: PAGE_SIZE,
-        offset: (page_number - 1) * PAGE_SIZE,
+        offset: (page_number - 1).saturating_mul(PAGE_SIZE),
         ..q.filter()
     };
     let (entries, total, stats) = match tokio::try_join!(

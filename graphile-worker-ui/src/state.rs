@@ -76,8 +76,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Base {
 }
 
 impl Base {
-    /// `path` (starting with `/`) under the base.
+    /// `path` (starting with `/`) under the base. The root of a nested
+    /// router is the base itself (`/admin`: axum's `nest` serves no
+    /// `/admin/`).
     pub(crate) fn at(&self, path: &str) -> String {
+        if path == "/" && !self.0.is_empty() {
+            return self.0.clone();
+        }
         format!("{}{path}", self.0)
     }
 }
