@@ -218,13 +218,32 @@ pub(crate) async fn jobs(
         offset: (page_number - 1).saturating_mul(PAGE_SIZE),
         ..q.filter()
     };
-    let (entries, total, stats) = match tokio::try_join!(
-        utils.list_jobs(&filter),
-        utils.count_jobs(&filter),
-        utils.job_stats()
-    ) {
+    let (entries, stats) = match tokio::try_join!(utils.list_jobs(&filter), utils.job_stats()) {
         Ok(found) => found,
         Err(e) => return failure(e),
+    };
+    // The counts by state, task and queue answer most filters; only a key
+    // or error text needs a count of its own (each is a pass over the
+    // jobs, so one fewer matters on a big table).
+    let total = if filter.key.is_none() && filter.error.is_none() {
+        stats
+            .counts
+            .iter()
+            .filter(|c| filter.states.is_empty() || filter.states.contains(&c.state))
+            .filter(|c| filter.task.as_ref().is_none_or(|t| *t == c.task_identifier))
+            .filter(|c| {
+                filter
+                    .queue
+                    .as_ref()
+                    .is_none_or(|q| Some(q) == c.queue_name.as_ref())
+            })
+            .map(|c| c.jobs)
+            .sum()
+    } else {
+        match utils.count_jobs(&filter).await {
+            Ok(total) => total,
+            Err(e) => return failure(e),
+        }
     };
     let now = Utc::now();
     let current = q.state();

@@ -80,13 +80,30 @@ impl InspectStatements {
                 "select * from ({rows}) j where j.id = $1",
                 rows = rows(s)
             )),
+            // One pass over the jobs, grouped by plain columns (which the
+            // planner hashes; grouping by the state expression made it sort
+            // a million rows on disk), each state counted by a filter that
+            // is STATE's rule; then named, and one row per non-zero state.
             counts: stmt(format!(
-                "select {STATE} as state, t.identifier as task_identifier, q.queue_name, \
-                   count(*) as jobs \
-                 from {s}._private_jobs j \
-                 join {s}._private_tasks t on t.id = j.task_id \
-                 left join {s}._private_job_queues q on q.id = j.job_queue_id \
-                 group by 1, 2, 3 order by 2, 3 nulls first, 1"
+                "select v.state, t.identifier as task_identifier, q.queue_name, v.jobs \
+                 from (select j.task_id, j.job_queue_id, \
+                     count(*) filter (where j.locked_at is null and j.attempts < j.max_attempts \
+                       and j.run_at <= now()) as ready, \
+                     count(*) filter (where j.locked_at is null and j.attempts = 0 \
+                       and j.attempts < j.max_attempts and j.run_at > now()) as scheduled, \
+                     count(*) filter (where j.locked_at is null and j.attempts > 0 \
+                       and j.attempts < j.max_attempts and j.run_at > now()) as retrying, \
+                     count(*) filter (where j.locked_at is not null) as locked, \
+                     count(*) filter (where j.locked_at is null \
+                       and j.attempts >= j.max_attempts) as failed \
+                   from {s}._private_jobs j group by j.task_id, j.job_queue_id) c \
+                 cross join lateral (values ('ready', c.ready), ('scheduled', c.scheduled), \
+                   ('retrying', c.retrying), ('locked', c.locked), ('failed', c.failed)) \
+                   as v(state, jobs) \
+                 join {s}._private_tasks t on t.id = c.task_id \
+                 left join {s}._private_job_queues q on q.id = c.job_queue_id \
+                 where v.jobs > 0 \
+                 order by 2, 3 nulls first, 1"
             )),
             // The claim's own index: due, available jobs in run_at order.
             oldest_ready: stmt(format!(
@@ -97,11 +114,16 @@ impl InspectStatements {
                 "select q.queue_name, \
                    case when q.locked_by = '{PAUSED_BY}' then null else q.locked_by end, \
                    case when q.locked_by = '{PAUSED_BY}' then null else q.locked_at end, \
-                   (select count(*) from {s}._private_jobs j where j.job_queue_id = q.id \
-                     and j.locked_at is null and j.attempts < j.max_attempts) as waiting, \
-                   (select count(*) from {s}._private_jobs j where j.job_queue_id = q.id) as jobs, \
+                   coalesce(c.waiting, 0), coalesce(c.jobs, 0), \
                    q.locked_by is not distinct from '{PAUSED_BY}' as paused \
-                 from {s}._private_job_queues q order by q.queue_name"
+                 from {s}._private_job_queues q \
+                 left join (select j.job_queue_id, \
+                     count(*) filter (where j.locked_at is null and j.attempts < j.max_attempts) \
+                       as waiting, \
+                     count(*) as jobs \
+                   from {s}._private_jobs j where j.job_queue_id is not null group by 1) c \
+                   on c.job_queue_id = q.id \
+                 order by q.queue_name"
             )),
             unregistered_holders: stmt(format!(
                 "select j.locked_by, count(*) as jobs, min(j.locked_at) as since \
