@@ -641,7 +641,7 @@ async fn each_migration_is_announced_on_worker_migrate() {
         let breaking = OUR_BREAKING.contains(&number);
         assert_eq!(
             payload,
-            &format!(r#"{{"migrationNumber":{number},"breaking":{breaking}}}"#)
+            &format!(r#"{{"migrationNumber":{number},"breaking":{breaking},"schema":"{SCHEMA}"}}"#)
         );
     }
 }
@@ -723,7 +723,10 @@ async fn a_schema_name_with_a_quote_and_a_space_works_end_to_end() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(first.payload(), r#"{"migrationNumber":1,"breaking":true}"#);
+    assert_eq!(
+        first.payload(),
+        r#"{"migrationNumber":1,"breaking":true,"schema":"gw \"odd\" schema"}"#
+    );
 
     assert_ledger_upto(utils.pool(), schema, 20).await;
     assert_eq!(breaking_ids(utils.pool(), schema).await, OUR_BREAKING);

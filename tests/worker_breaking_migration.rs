@@ -44,10 +44,18 @@ async fn a_breaking_migration_stops_the_worker_gracefully_and_a_non_breaking_one
     assert!(!running.is_finished());
     assert!(!has_tag(&pool, "saw-shutdown").await);
 
-    sqlx::query(r#"select pg_notify('worker:migrate', '{"migrationNumber":21,"breaking":true}')"#)
-        .execute(&pool)
+    // As Node applies one: the ledger row and the notice in one
+    // transaction, the notice naming no schema.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("insert into graphile_worker.migrations (id, breaking) values (21, true)")
+        .execute(&mut *tx)
         .await
         .unwrap();
+    sqlx::query(r#"select pg_notify('worker:migrate', '{"migrationNumber":21,"breaking":true}')"#)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     let result = tokio::time::timeout(Duration::from_secs(15), running)
         .await
         .expect("run() returns after a breaking migration")
@@ -70,4 +78,71 @@ async fn a_breaking_migration_stops_the_worker_gracefully_and_a_non_breaking_one
         utils.list_workers().await.unwrap().is_empty(),
         "deregistered"
     );
+}
+
+/// `worker:migrate` is one channel for the whole database: another schema
+/// installed beside ours, by us or by Node, or upgraded by Node with a
+/// breaking migration we do not know, must not stop our workers.
+#[tokio::test]
+async fn notices_about_other_schemas_do_not_stop_the_worker() {
+    let (db, pool, utils) = migrated_with_runs().await;
+    let (_, handle, running) = start(worker(&pool).poll_interval(Duration::from_secs(3600))).await;
+    wait_for_listener(&pool).await;
+
+    // A schema installed beside ours by us (notices naming it), and one by
+    // Node (notices naming none, breaking ones among them).
+    graphile_worker::WorkerUtils::new(pool.clone(), "other_app")
+        .migrate()
+        .await
+        .unwrap();
+    common::node_install(&db, "node_app").await;
+    // Node upgrading its schema with a breaking migration we do not know:
+    // the ledger row is in its schema, not ours.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("insert into node_app.migrations (id, breaking) values (21, true)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(r#"select pg_notify('worker:migrate', '{"migrationNumber":21,"breaking":true}')"#)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // One of ours naming another schema.
+    sqlx::query(
+        r#"select pg_notify('worker:migrate', '{"migrationNumber":22,"breaking":true,"schema":"other_app"}')"#,
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // The worker polls once an hour, so this job runs only through its
+    // notice, which the listener reads after the ones above: by then each
+    // of them was weighed and let go.
+    add_job(
+        &utils,
+        "record",
+        json!({"tag": "after-other-schemas"}),
+        JobSpec::default(),
+    )
+    .await;
+    wait_for_tag(&pool, "after-other-schemas").await;
+    assert!(!running.is_finished(), "the worker still runs");
+
+    // A notice naming our schema still stops it.
+    sqlx::query(
+        r#"select pg_notify('worker:migrate', '{"migrationNumber":22,"breaking":true,"schema":"graphile_worker"}')"#,
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(15), running)
+        .await
+        .expect("run() returns after a breaking migration of its schema")
+        .unwrap();
+    assert!(
+        matches!(result, Err(Error::BreakingMigration(22))),
+        "{result:?}"
+    );
+    drop(handle);
 }

@@ -109,7 +109,9 @@ pub(crate) async fn listen(
                             }
                         }
                         MIGRATE_CHANNEL => {
-                            if let Some(number) = breaking_number(notification.payload()) {
+                            if let Some(number) =
+                                breaking_for_us(&pool, &schema, notification.payload()).await
+                            {
                                 wakeups.breaking_migration.store(number, Ordering::Relaxed);
                                 on_breaking(number);
                             }
@@ -164,6 +166,45 @@ fn jobs_count(payload: &str) -> u64 {
         },
         Err(_) => 1,
     }
+}
+
+/// The number of the breaking migration a `worker:migrate` payload
+/// announces, if it concerns this worker: one this build does not know,
+/// applied to this worker's schema. The channel is database-wide, so a
+/// schema installed or upgraded beside ours announces itself here too.
+/// Our payloads name their schema; Node's do not, so for those the
+/// schema's own ledger decides (the notice is sent in the migration's
+/// transaction, so its row is visible by the time the notice arrives). A
+/// ledger that cannot be read counts as yes: stopping is the safe side.
+async fn breaking_for_us(pool: &PgPool, schema: &str, payload: &str) -> Option<i32> {
+    let number = breaking_number(payload)?;
+    if number <= crate::migrate::HIGHEST_MIGRATION {
+        return None;
+    }
+    if let Some(named) = payload_schema(payload) {
+        return (named == schema).then_some(number);
+    }
+    let sql = format!(
+        "select exists (select 1 from {}.migrations where id = $1 and breaking)",
+        crate::schema::Schema::new(schema).quoted()
+    );
+    match sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(sql))
+        .bind(number)
+        .fetch_one(pool)
+        .await
+    {
+        Ok(ours) => ours.then_some(number),
+        Err(e) => {
+            tracing::warn!(error = %e, migration = number, "could not read the migrations ledger after a breaking-migration notice; stopping to be safe");
+            Some(number)
+        }
+    }
+}
+
+/// The `schema` a `worker:migrate` payload names (ours do; Node's do not).
+fn payload_schema(payload: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+    v.get("schema")?.as_str().map(str::to_owned)
 }
 
 /// The migration number of a breaking `worker:migrate` payload.

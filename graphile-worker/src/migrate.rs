@@ -346,7 +346,7 @@ async fn run_one(
     let result = async {
         sqlx::raw_sql(AssertSqlSafe(body)).execute(&mut *tx).await?;
         sqlx::query("select pg_notify('worker:migrate', $1)")
-            .bind(notify_payload(migration.number, breaking))
+            .bind(notify_payload(migration.number, breaking, schema.name()))
             .execute(&mut *tx)
             .await?;
         Ok::<(), sqlx::Error>(())
@@ -483,9 +483,11 @@ async fn ensure_registry(
     }
 }
 
-/// The `worker:migrate` payload, spelled as Node spells it.
-fn notify_payload(number: i32, breaking: bool) -> String {
-    format!(r#"{{"migrationNumber":{number},"breaking":{breaking}}}"#)
+/// The `worker:migrate` payload, spelled as Node spells it, plus the
+/// schema (which Node's listeners ignore and ours compare).
+fn notify_payload(number: i32, breaking: bool, schema: &str) -> String {
+    let schema = serde_json::Value::from(schema);
+    format!(r#"{{"migrationNumber":{number},"breaking":{breaking},"schema":{schema}}}"#)
 }
 
 #[cfg(test)]
@@ -523,12 +525,14 @@ mod tests {
     #[test]
     fn notify_payload_matches_node() {
         assert_eq!(
-            notify_payload(11, true),
-            r#"{"migrationNumber":11,"breaking":true}"#
+            notify_payload(11, true, "graphile_worker"),
+            r#"{"migrationNumber":11,"breaking":true,"schema":"graphile_worker"}"#
         );
-        let parsed: serde_json::Value = serde_json::from_str(&notify_payload(2, false)).unwrap();
+        let parsed: serde_json::Value =
+            serde_json::from_str(&notify_payload(2, false, "odd \"name\"")).unwrap();
         assert_eq!(parsed["migrationNumber"], 2);
         assert_eq!(parsed["breaking"], false);
+        assert_eq!(parsed["schema"], "odd \"name\"");
     }
 
     #[test]
