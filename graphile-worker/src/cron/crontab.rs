@@ -177,9 +177,9 @@ impl From<CronJobKeyMode> for JobKeyMode {
 /// `#` are skipped; `\n` and `\r\n` both end lines. Options are
 /// URL-encoded `key=value` pairs joined by `&`: `id`, `fill` (such as `1h30m`;
 /// `s`, `m`, `h`, `d` = 24 h, `w` = 7 d), `max`, `queue`, `priority`,
-/// `jobKey`, `jobKeyMode` (`replace` or `preserve_run_at`). The payload is a
-/// JSON object on the same line (graphile-worker for Node also reads JSON5;
-/// write plain JSON to share a crontab).
+/// `jobKey`, `jobKeyMode` (`replace` or `preserve_run_at`), and `tz` (an
+/// IANA time zone; Rust only). The payload is an object on the same line,
+/// in JSON5 as graphile-worker for Node reads it (`{kind: 'daily',}`).
 ///
 /// Every line that is not valid is refused with its line and column; so are
 /// two items with one identifier, and values the database would refuse
@@ -314,21 +314,25 @@ impl Command<'_> {
         Ok((item, id_column))
     }
 
-    /// Reads the JSON object starting at byte `start`.
+    /// The payload starting at byte `start`, read as JSON5 as Node graphile-worker reads it
+    /// (comments, unquoted keys, single quotes, trailing commas, hex
+    /// numbers), so a crontab shared with Node means the same on both
+    /// sides.
     fn parse_payload(&self, start: usize) -> Result<Map<String, Value>, ColumnError> {
         let payload = &self.text[start..];
-        serde_json::from_str(payload).map_err(|e| {
-            // serde_json counts bytes from 1 within the payload.
-            let byte = e.column().saturating_sub(1).min(payload.len());
-            let byte = (0..=byte)
-                .rev()
-                .find(|&b| payload.is_char_boundary(b))
-                .unwrap_or(0);
-            let message = e.to_string();
-            (
-                self.column_of(start + byte),
-                CrontabErrorKind::InvalidPayload { message },
-            )
+        json5::from_str::<Map<String, Value>>(payload).map_err(|e| {
+            let json5::Error::Message { msg, location } = e;
+            // The parser counts characters from 1 within the payload; its
+            // long report ends with the line that says what it expected.
+            let column = self.column_of(start) + location.map_or(0, |l| l.column.saturating_sub(1));
+            let message = msg
+                .lines()
+                .last()
+                .map(|l| l.trim_start_matches([' ', '=']).trim())
+                .filter(|l| !l.is_empty())
+                .unwrap_or(&msg)
+                .to_owned();
+            (column, CrontabErrorKind::InvalidPayload { message })
         })
     }
 

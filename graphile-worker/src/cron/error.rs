@@ -244,7 +244,7 @@ pub enum CrontabErrorKind {
 
     /// The text after the time fields is not `task [?options] [{payload}]`.
     #[error(
-        "invalid command specification '{command}': expected a task identifier (letters, digits, '_', ':', '/', '-'; not starting with a digit), then optionally whitespace and ?options without spaces, then optionally whitespace and a {{...}} JSON payload"
+        "invalid command specification '{command}': expected a task identifier (letters, digits, '_', ':', '/', '-'; not starting with a digit), then optionally whitespace and ?options without spaces, then optionally whitespace and a {{...}} JSON5 payload"
     )]
     InvalidCommand {
         /// The command as written.
@@ -298,12 +298,10 @@ pub enum CrontabErrorKind {
         rest: String,
     },
 
-    /// The payload is not a JSON object.
-    #[error(
-        "failed to parse JSON payload: {message}; only JSON is supported here (graphile-worker for Node also accepts JSON5, such as unquoted keys, single quotes and trailing commas)"
-    )]
+    /// The payload is not a JSON5 object.
+    #[error("failed to parse JSON5 payload: {message}")]
     InvalidPayload {
-        /// What the JSON parser said.
+        /// What the JSON5 parser said.
         message: String,
     },
 

@@ -330,25 +330,25 @@ const ERRORS: &[(&str, usize, usize, &str)] = &[
         "* * * * * 1task",
         1,
         11,
-        "invalid command specification '1task': expected a task identifier (letters, digits, '_', ':', '/', '-'; not starting with a digit), then optionally whitespace and ?options without spaces, then optionally whitespace and a {...} JSON payload",
+        "invalid command specification '1task': expected a task identifier (letters, digits, '_', ':', '/', '-'; not starting with a digit), then optionally whitespace and ?options without spaces, then optionally whitespace and a {...} JSON5 payload",
     ),
     (
         "* * * * * task? ",
         1,
         11,
-        "invalid command specification 'task?': expected a task identifier (letters, digits, '_', ':', '/', '-'; not starting with a digit), then optionally whitespace and ?options without spaces, then optionally whitespace and a {...} JSON payload",
+        "invalid command specification 'task?': expected a task identifier (letters, digits, '_', ':', '/', '-'; not starting with a digit), then optionally whitespace and ?options without spaces, then optionally whitespace and a {...} JSON5 payload",
     ),
     (
         "* * * * * task ?",
         1,
         11,
-        "invalid command specification 'task ?': expected a task identifier (letters, digits, '_', ':', '/', '-'; not starting with a digit), then optionally whitespace and ?options without spaces, then optionally whitespace and a {...} JSON payload",
+        "invalid command specification 'task ?': expected a task identifier (letters, digits, '_', ':', '/', '-'; not starting with a digit), then optionally whitespace and ?options without spaces, then optionally whitespace and a {...} JSON5 payload",
     ),
     (
         "* * * * * task {\"a\":1} ?id=x",
         1,
         11,
-        "invalid command specification 'task {\"a\":1} ?id=x': expected a task identifier (letters, digits, '_', ':', '/', '-'; not starting with a digit), then optionally whitespace and ?options without spaces, then optionally whitespace and a {...} JSON payload",
+        "invalid command specification 'task {\"a\":1} ?id=x': expected a task identifier (letters, digits, '_', ':', '/', '-'; not starting with a digit), then optionally whitespace and ?options without spaces, then optionally whitespace and a {...} JSON5 payload",
     ),
     (
         "* * * * * task ?foo=1",
@@ -423,10 +423,10 @@ const ERRORS: &[(&str, usize, usize, &str)] = &[
         "invalid time phrase '2y', did not understand '2y': expected groups of a number and one of s, m, h, d, w such as 1h30m",
     ),
     (
-        "* * * * * task {a: 1}",
+        "* * * * * task {a: }",
         1,
-        17,
-        "failed to parse JSON payload: key must be a string at line 1 column 2; only JSON is supported here (graphile-worker for Node also accepts JSON5, such as unquoted keys, single quotes and trailing commas)",
+        20,
+        "failed to parse JSON5 payload: expected array, boolean, null, number, object, or string",
     ),
     (
         "# ok\n0 4 * * * a\r\n   0 60 * * * b\r\n",
@@ -723,4 +723,58 @@ fn tz_option_without_the_feature_says_which_feature() {
         CronTimeZone::parse("UTC").unwrap_err().to_string(),
         "time zone \"UTC\" needs the `tz` feature of the graphile-worker crate: add features = [\"tz\"] to its line in Cargo.toml"
     );
+}
+
+#[test]
+fn payloads_are_json5_as_in_node() {
+    // (payload as written, what the job gets)
+    let cases: &[(&str, serde_json::Value)] = &[
+        (
+            "{isMinutely: true}",
+            serde_json::json!({"isMinutely": true}),
+        ),
+        (
+            "{'single': 'quotes'}",
+            serde_json::json!({"single": "quotes"}),
+        ),
+        (
+            "{a: 1, b: [1, 2,],}",
+            serde_json::json!({"a": 1, "b": [1, 2]}),
+        ),
+        (
+            "{/* inline */ a: 'x' /* comments */}",
+            serde_json::json!({"a": "x"}),
+        ),
+        (
+            "{hex: 0x1F, half: .5, plus: +3}",
+            serde_json::json!({"hex": 31, "half": 0.5, "plus": 3}),
+        ),
+        (
+            "{\"plain\": \"json\", \"n\": null}",
+            serde_json::json!({"plain": "json", "n": null}),
+        ),
+        (
+            "{nested: {deep: ['a', \"b\"]}}",
+            serde_json::json!({"nested": {"deep": ["a", "b"]}}),
+        ),
+        (
+            "{'it\\'s': \"quoted \\\"twice\\\"\"}",
+            serde_json::json!({"it's": "quoted \"twice\""}),
+        ),
+    ];
+    for (payload, expected) in cases {
+        let line = format!("0 4 * * * digest ?id=d {payload}");
+        let items = parse_crontab(&line).unwrap_or_else(|e| panic!("{payload}: {e}"));
+        assert_eq!(
+            serde_json::Value::Object(items[0].payload.clone()),
+            *expected,
+            "{payload}"
+        );
+    }
+    // Still an object (an array does not even look like a payload, as in
+    // Node), and still an error that points into the payload.
+    let err = parse_crontab("0 4 * * * digest ['a']").unwrap_err();
+    assert!(err.to_string().contains("a {...} JSON5 payload"), "{err}");
+    let err = parse_crontab("0 4 * * * digest {a: 'unterminated}").unwrap_err();
+    assert!(err.column() >= 18, "{err}");
 }
