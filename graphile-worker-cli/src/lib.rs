@@ -179,19 +179,21 @@ pub struct MigrateArgs {
 /// `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// How many jobs run at once.
-    #[arg(short = 'j', long = "jobs", default_value_t = 1, value_name = "N")]
-    pub concurrency: usize,
+    /// How many jobs run at once [default: GRAPHILE_WORKER_CONCURRENCY, else
+    /// 1].
+    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    pub concurrency: Option<usize>,
     /// Run the jobs that are due, then exit.
     #[arg(long)]
     pub once: bool,
-    /// A crontab file of recurring jobs.
+    /// A crontab file of recurring jobs [default:
+    /// GRAPHILE_WORKER_CRONTAB_FILE, else none].
     #[arg(long, value_name = "FILE")]
     pub crontab: Option<PathBuf>,
     /// How often to look for jobs when no notification arrives, in
-    /// milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 2000)]
-    pub poll_interval: u64,
+    /// milliseconds [default: GRAPHILE_WORKER_POLL_INTERVAL, else 2000].
+    #[arg(long, value_name = "MS")]
+    pub poll_interval: Option<u64>,
     /// The most database connections the worker opens.
     #[arg(long, value_name = "N")]
     pub max_pool_size: Option<u32>,

@@ -30,7 +30,7 @@ pub(crate) async fn run(
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .try_init();
-    if args.concurrency == 0 {
+    if args.concurrency == Some(0) {
         return Err(CliError::Usage("--jobs must be at least 1".to_owned()));
     }
     let mut options = match tasks {
@@ -47,11 +47,15 @@ pub(crate) async fn run(
         Tasks::Registry => Worker::from_registry(),
         Tasks::Options(prepare) => prepare(),
     };
-    options = options
-        .database_url(url)
-        .schema(schema)
-        .concurrency(args.concurrency)
-        .poll_interval(Duration::from_millis(args.poll_interval.max(1)));
+    // What the flags leave unset comes from the environment, as for any
+    // worker built with from_env.
+    options = options.from_env().database_url(url).schema(schema);
+    if let Some(jobs) = args.concurrency {
+        options = options.concurrency(jobs);
+    }
+    if let Some(ms) = args.poll_interval {
+        options = options.poll_interval(Duration::from_millis(ms.max(1)));
+    }
     if let Some(size) = args.max_pool_size {
         options = options.max_pool_size(size);
     }

@@ -160,3 +160,37 @@ async fn connection_problems_say_where() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_takes_unset_settings_from_the_environment() {
+    let (db, _utils) = database(true).await;
+    let dir = temp_dir("env-tasks");
+    script(&dir, "noop", "exit 0");
+    let tasks = dir.to_string_lossy().into_owned();
+    let url = db.url.clone();
+    let run = move |extra: &[&str]| {
+        let mut cmd = assert_cmd::Command::new(support::BIN);
+        cmd.env("DATABASE_URL", &url)
+            .env_remove("GRAPHILE_WORKER_SCHEMA")
+            .env("GRAPHILE_WORKER_CONCURRENCY", "lots")
+            .args(["run", "--once", "--tasks", &tasks])
+            .args(extra)
+            .timeout(std::time::Duration::from_secs(60));
+        let output = cmd.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = tokio::task::block_in_place(|| run(&[]));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "GRAPHILE_WORKER_CONCURRENCY is \"lots\": give a whole number of jobs, at least 1"
+        ),
+        "{stderr}"
+    );
+    // A flag wins over the variable.
+    let (code, stderr) = tokio::task::block_in_place(|| run(&["-j", "2"]));
+    assert_eq!(code, Some(0), "{stderr}");
+}

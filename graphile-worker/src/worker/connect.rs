@@ -15,7 +15,15 @@ pub(super) async fn pool_from_url(
     max_pool_size: Option<u32>,
     concurrency: usize,
 ) -> Result<PgPool, Error> {
-    let options = parse_database_url(url)?;
+    pool_from_options(parse_database_url(url)?, max_pool_size, concurrency).await
+}
+
+/// A pool on `options`, checked by connecting once.
+pub(super) async fn pool_from_options(
+    options: PgConnectOptions,
+    max_pool_size: Option<u32>,
+    concurrency: usize,
+) -> Result<PgPool, Error> {
     check_connection(&options).await?;
     let size = max_pool_size.unwrap_or_else(|| needed(concurrency).max(10));
     let pool = PgPoolOptions::new()

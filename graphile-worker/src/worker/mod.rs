@@ -183,6 +183,16 @@ impl Worker {
         &self.inner.pool_id
     }
 
+    /// How many jobs this worker runs at once.
+    pub fn concurrency(&self) -> usize {
+        self.inner.concurrency
+    }
+
+    /// How often this worker looks for jobs when no notification comes.
+    pub fn poll_interval(&self) -> Duration {
+        self.inner.poll_interval
+    }
+
     /// Utilities on the worker's pool and schema.
     pub fn utils(&self) -> &WorkerUtils {
         &self.inner.utils

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use super::connect::{pool_from_url, warn_if_pool_small};
+use super::connect::{pool_from_options, pool_from_url, warn_if_pool_small};
 use super::local_queue::DEFAULT_LOCAL_QUEUE;
 use super::{Inner, Worker, metadata};
 use crate::backoff::random_u64;
@@ -83,7 +83,18 @@ pub struct WorkerOptions {
     job_timeout: Option<Duration>,
     cancel_grace: Duration,
     task_policies: Vec<(String, TaskPolicy)>,
+    /// Fill unset settings from the environment at `init`.
+    from_env: bool,
+    /// Connect with libpq's `PG*` variables (no URL, no pool).
+    libpq_env: bool,
+    /// Settings given by a builder call, which the environment does not
+    /// override: schema, concurrency, poll interval.
+    explicit: [bool; 3],
 }
+
+const SCHEMA_SET: usize = 0;
+const CONCURRENCY_SET: usize = 1;
+const POLL_INTERVAL_SET: usize = 2;
 
 #[derive(Debug)]
 enum CrontabSource {
@@ -126,6 +137,9 @@ impl Default for WorkerOptions {
             job_timeout: None,
             cancel_grace: Duration::from_secs(5),
             task_policies: Vec::new(),
+            from_env: false,
+            libpq_env: false,
+            explicit: [false; 3],
         }
     }
 }
@@ -137,6 +151,86 @@ impl WorkerOptions {
             use_registry: true,
             ..Self::default()
         }
+    }
+
+    /// Takes the settings not given by a builder call from the environment
+    /// at [`init`](Self::init), as Node graphile-worker users configure
+    /// theirs; a builder call wins, whether it comes before or after this
+    /// one:
+    ///
+    /// | variable | setting |
+    /// |---|---|
+    /// | `DATABASE_URL` | the database, unless [`database_url`](Self::database_url) or [`pg_pool`](Self::pg_pool) was given |
+    /// | `PGDATABASE`, `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`, … | libpq's variables, when `DATABASE_URL` is unset and `PGDATABASE` is set (as Node requires) |
+    /// | `GRAPHILE_WORKER_SCHEMA` | [`schema`](Self::schema) |
+    /// | `GRAPHILE_WORKER_CONCURRENCY` | [`concurrency`](Self::concurrency), a whole number of jobs |
+    /// | `GRAPHILE_WORKER_POLL_INTERVAL` | [`poll_interval`](Self::poll_interval), in milliseconds (Node's unit) |
+    /// | `GRAPHILE_WORKER_CRONTAB_FILE` | [`crontab_file`](Self::crontab_file), unless a crontab was given |
+    ///
+    /// Empty variables are ignored; a value that does not parse is
+    /// [`Error::Config`] naming the variable. The last three names are this
+    /// project's (Node reads only the first ones).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), graphile_worker::Error> {
+    /// // DATABASE_URL=postgres://… GRAPHILE_WORKER_CONCURRENCY=8 ./my-worker
+    /// let worker = graphile_worker::Worker::from_registry()
+    ///     .from_env()
+    ///     .poll_interval(std::time::Duration::from_millis(500)) // wins over the variable
+    ///     .init()
+    ///     .await?;
+    /// # let _ = worker; Ok(()) }
+    /// ```
+    pub fn from_env(mut self) -> Self {
+        self.from_env = true;
+        self
+    }
+
+    /// Fills what [`from_env`](Self::from_env) may fill.
+    fn apply_env(&mut self) -> Result<(), Error> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if self.database_url.is_none() && self.pg_pool.is_none() {
+            if let Some(url) = var("DATABASE_URL") {
+                self.database_url = Some(url);
+            } else if var("PGDATABASE").is_some() {
+                self.libpq_env = true;
+            }
+        }
+        if !self.explicit[SCHEMA_SET]
+            && let Some(schema) = var("GRAPHILE_WORKER_SCHEMA")
+        {
+            self.schema = schema;
+        }
+        if !self.explicit[CONCURRENCY_SET]
+            && let Some(value) = var("GRAPHILE_WORKER_CONCURRENCY")
+        {
+            self.concurrency = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "GRAPHILE_WORKER_CONCURRENCY is {value:?}: give a whole number of jobs, at least 1"
+                    ))
+                })?;
+        }
+        if !self.explicit[POLL_INTERVAL_SET]
+            && let Some(value) = var("GRAPHILE_WORKER_POLL_INTERVAL")
+        {
+            let ms: u64 = value.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                Error::Config(format!(
+                    "GRAPHILE_WORKER_POLL_INTERVAL is {value:?}: give a whole number of milliseconds, at least 1"
+                ))
+            })?;
+            self.poll_interval = Duration::from_millis(ms);
+        }
+        if self.crontabs.is_empty()
+            && let Some(path) = var("GRAPHILE_WORKER_CRONTAB_FILE")
+        {
+            self.crontabs.push(CrontabSource::File(path.into()));
+        }
+        Ok(())
     }
 
     /// Connect to this database (a pool of [`max_pool_size`](Self::max_pool_size)
@@ -169,12 +263,14 @@ impl WorkerOptions {
     /// The worker schema; default `graphile_worker`.
     pub fn schema(mut self, schema: &str) -> Self {
         self.schema = schema.to_owned();
+        self.explicit[SCHEMA_SET] = true;
         self
     }
 
     /// How many jobs run at once; default 1 (as in Node graphile-worker).
     pub fn concurrency(mut self, jobs: usize) -> Self {
         self.concurrency = jobs;
+        self.explicit[CONCURRENCY_SET] = true;
         self
     }
 
@@ -182,6 +278,7 @@ impl WorkerOptions {
     /// announced (future `run_at`, retries); default 2 s.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
+        self.explicit[POLL_INTERVAL_SET] = true;
         self
     }
 
@@ -544,6 +641,9 @@ impl WorkerOptions {
     /// task identifiers. The worker does not claim jobs until
     /// [`Worker::run`] or [`Worker::run_once`].
     pub async fn init(mut self) -> Result<Worker, Error> {
+        if self.from_env {
+            self.apply_env()?;
+        }
         self.check()?;
         let (tasks, cron_items) = self.select_tasks()?;
         if let Some((task, type_name)) = tasks.missing_data(&self.data) {
@@ -696,6 +796,17 @@ impl WorkerOptions {
                 Ok(pool)
             }
             (None, Some(url)) => pool_from_url(&url, self.max_pool_size, self.concurrency).await,
+            (None, None) if self.libpq_env => {
+                pool_from_options(
+                    sqlx::postgres::PgConnectOptions::new(),
+                    self.max_pool_size,
+                    self.concurrency,
+                )
+                .await
+            }
+            (None, None) if self.from_env => Err(Error::Config(
+                "no database: set DATABASE_URL (or PGDATABASE and the other PG* variables), or call database_url(..) or pg_pool(..)".into(),
+            )),
             (None, None) => Err(Error::Config(
                 "no database: call database_url(..) or pg_pool(..)".into(),
             )),
