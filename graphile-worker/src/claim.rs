@@ -55,6 +55,27 @@ pub(crate) struct Claimer {
     statistics: StatisticsCheck,
     /// Only these jobs (the test helpers' runs).
     scope: Option<ClaimScope>,
+    /// More flags to skip, asked for before each claim.
+    flags_fn: Option<FlagsFn>,
+}
+
+/// How long a forbidden-flags function may take before a claim goes on
+/// without its flags.
+const FLAGS_FN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The future a forbidden-flags function returns, its error as text.
+pub(crate) type FlagsFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<String>, String>> + Send>>;
+
+/// A function giving flags to skip, called before each claim
+/// (`WorkerOptions::forbidden_flags_fn`).
+#[derive(Clone)]
+pub(crate) struct FlagsFn(pub(crate) std::sync::Arc<dyn Fn() -> FlagsFuture + Send + Sync>);
+
+impl std::fmt::Debug for FlagsFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FlagsFn")
+    }
 }
 
 /// Narrows a worker's claims to some jobs, for the test helpers.
@@ -108,7 +129,48 @@ impl Claimer {
             queue_names: Mutex::new(HashMap::new()),
             statistics: StatisticsCheck::default(),
             scope: None,
+            flags_fn: None,
         })
+    }
+
+    /// Asks `flags` for more flags to skip before each claim.
+    pub(crate) fn with_flags_fn(mut self, flags: Option<FlagsFn>) -> Self {
+        self.flags_fn = flags;
+        self
+    }
+
+    /// The flags this claim skips: the fixed ones, plus what the function
+    /// gives (called once; a failure, panic or timeout in it is logged and
+    /// adds nothing).
+    async fn flags(&self) -> Option<Vec<String>> {
+        let Some(FlagsFn(function)) = &self.flags_fn else {
+            return self.forbidden_flags.clone();
+        };
+        let asked = tokio::time::timeout(FLAGS_FN_TIMEOUT, tokio::spawn(function())).await;
+        let extra = match asked {
+            Ok(Ok(Ok(extra))) => extra,
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "the forbidden-flags function failed; claiming without its flags");
+                Vec::new()
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the forbidden-flags function panicked; claiming without its flags");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the forbidden-flags function took over {FLAGS_FN_TIMEOUT:?}; claiming without its flags"
+                );
+                Vec::new()
+            }
+        };
+        let mut flags = self.forbidden_flags.clone().unwrap_or_default();
+        for flag in extra {
+            if !flags.contains(&flag) {
+                flags.push(flag);
+            }
+        }
+        (!flags.is_empty()).then_some(flags)
     }
 
     /// Claims only the jobs `scope` allows.
@@ -130,8 +192,9 @@ impl Claimer {
         if limit == 0 || self.task_ids.is_empty() {
             return Ok(batch);
         }
+        let flags = self.flags().await;
         let rows = if slots.is_empty() && self.scope.is_none() {
-            self.lock_jobs(limit).await?
+            self.lock_jobs(limit, flags.as_ref()).await?
         } else {
             let mut task_ids = self.task_ids.clone();
             let mut limited = Vec::new();
@@ -150,7 +213,7 @@ impl Claimer {
             if task_ids.is_empty() {
                 return Ok(batch);
             }
-            self.lock_limited_jobs(limit, &task_ids, &limited, &free)
+            self.lock_limited_jobs(limit, flags.as_ref(), &task_ids, &limited, &free)
                 .await?
         };
         let counted = |column: usize| {
@@ -197,9 +260,13 @@ impl Claimer {
 
     /// The claim statement itself: from here on its jobs are locked by
     /// this pool.
-    async fn lock_jobs(&self, limit: usize) -> Result<Vec<PgRow>, sqlx::Error> {
+    async fn lock_jobs(
+        &self,
+        limit: usize,
+        flags: Option<&Vec<String>>,
+    ) -> Result<Vec<PgRow>, sqlx::Error> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let (statement, flags) = match &self.forbidden_flags {
+        let (statement, flags) = match flags {
             None => (&self.db.sql.claims.claim_jobs, None),
             Some(flags) => (&self.db.sql.claims.claim_jobs_with_flags, Some(flags)),
         };
@@ -217,6 +284,7 @@ impl Claimer {
     async fn lock_limited_jobs(
         &self,
         limit: usize,
+        flags: Option<&Vec<String>>,
         task_ids: &[i32],
         limited: &[i32],
         free: &[i32],
@@ -227,7 +295,7 @@ impl Claimer {
                 .bind(&self.pool_id)
                 .bind(task_ids)
                 .bind(limit)
-                .bind(&self.forbidden_flags)
+                .bind(flags)
                 .bind(limited)
                 .bind(free)
                 .fetch_all(&self.db.pool)
@@ -237,7 +305,7 @@ impl Claimer {
             .bind(&self.pool_id)
             .bind(task_ids)
             .bind(limit)
-            .bind(&self.forbidden_flags)
+            .bind(flags)
             .bind(limited)
             .bind(free)
             .bind(&scope.queues)

@@ -14,7 +14,7 @@ use super::connect::{pool_from_options, pool_from_url, warn_if_pool_small};
 use super::local_queue::DEFAULT_LOCAL_QUEUE;
 use super::{Inner, Worker, metadata};
 use crate::backoff::random_u64;
-use crate::claim::{ClaimScope, Claimer};
+use crate::claim::{ClaimScope, Claimer, FlagsFn};
 use crate::context::JobContext;
 use crate::cron::{CronItem, CronPattern, CronTimeZone, duplicate_identifier, parse_crontab};
 use crate::data::DataMap;
@@ -56,6 +56,7 @@ pub struct WorkerOptions {
     concurrency: usize,
     poll_interval: Duration,
     forbidden_flags: Vec<String>,
+    forbidden_flags_fn: Option<FlagsFn>,
     use_registry: bool,
     tasks: TaskSet,
     errors: Vec<Error>,
@@ -112,6 +113,7 @@ impl Default for WorkerOptions {
             concurrency: 1,
             poll_interval: Duration::from_secs(2),
             forbidden_flags: Vec::new(),
+            forbidden_flags_fn: None,
             use_registry: false,
             tasks: TaskSet::default(),
             errors: Vec::new(),
@@ -285,6 +287,45 @@ impl WorkerOptions {
     /// Never run jobs carrying any of these flags.
     pub fn forbidden_flags(mut self, flags: &[&str]) -> Self {
         self.forbidden_flags = flags.iter().map(|f| (*f).to_owned()).collect();
+        self
+    }
+
+    /// Asks `flags` before each claim for more flags to skip, on top of
+    /// [`forbidden_flags`](Self::forbidden_flags), as Node's
+    /// `forbiddenFlags` function does (rate limiters such as
+    /// graphile-worker-rate-limiter use it). It is called at most once per
+    /// claim; an error, a panic or taking over 10 s is logged and adds no
+    /// flags for that claim. Keep it quick: claims wait for it.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    ///
+    /// # async fn demo(pool: sqlx::PgPool) -> Result<(), graphile_worker::Error> {
+    /// let throttled = Arc::new(AtomicBool::new(false));
+    /// let flag = throttled.clone();
+    /// let worker = graphile_worker::Worker::from_registry()
+    ///     .pg_pool(pool)
+    ///     .forbidden_flags_fn(move || {
+    ///         let throttled = flag.load(Ordering::Relaxed);
+    ///         async move {
+    ///             Ok::<_, std::convert::Infallible>(if throttled { vec!["smtp".to_owned()] } else { vec![] })
+    ///         }
+    ///     })
+    ///     .init()
+    ///     .await?;
+    /// # let _ = (worker, throttled); Ok(()) }
+    /// ```
+    pub fn forbidden_flags_fn<F, Fut, E>(mut self, flags: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Vec<String>, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        self.forbidden_flags_fn = Some(FlagsFn(Arc::new(move || {
+            let asked = flags();
+            Box::pin(async move { asked.await.map_err(|e| e.to_string()) })
+        })));
         self
     }
 
@@ -664,7 +705,8 @@ impl WorkerOptions {
         let forbidden = (!self.forbidden_flags.is_empty()).then(|| self.forbidden_flags.clone());
         let claimer = Claimer::new(utils.db().clone(), pool_id.clone(), &identifiers, forbidden)
             .await?
-            .with_scope(self.claim_scope.take());
+            .with_scope(self.claim_scope.take())
+            .with_flags_fn(self.forbidden_flags_fn.take());
         tracing::info!(pool_id = %pool_id, tasks = ?identifiers, "worker ready");
 
         let (shutdown, _) = watch::channel(false);
