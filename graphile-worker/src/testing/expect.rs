@@ -316,19 +316,23 @@ fn describe(job: &Job, now: DateTime<Utc>) -> String {
 /// Jobs that ran to completion are deleted, so assertions see jobs still in
 /// the table: enqueued and not yet run, running, retrying or failed.
 ///
-/// ```no_run
+/// ```
 /// use graphile_worker::task;
 /// use graphile_worker::testing::{Enqueued, TestDb};
 ///
 /// #[task]
 /// async fn send_email(to: String) {}
 ///
-/// # async fn demo() {
+/// # #[tokio::main] async fn main() {
 /// let db = TestDb::new().await;
-/// // Set-up that enqueues jobs of its own ...
+/// // Set-up that enqueues a job of its own ...
+/// SendEmail::enqueue(db.utils(), SendEmail { to: "setup@example.com".into() }).await.unwrap();
 /// let scope = db.scope().await;
+/// scope.assert_not_enqueued(Enqueued::<SendEmail>::new()).await;
 /// // ... the code under test ...
-/// scope.assert_enqueued(Enqueued::<SendEmail>::new()).await;
+/// SendEmail::enqueue(db.utils(), SendEmail { to: "ada@example.com".into() }).await.unwrap();
+/// let sent: Vec<String> = scope.enqueued::<SendEmail>().await.into_iter().map(|e| e.to).collect();
+/// assert_eq!(sent, ["ada@example.com"]);
 /// # }
 /// ```
 pub struct Scope<'a> {

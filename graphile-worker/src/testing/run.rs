@@ -158,7 +158,7 @@ impl TestDb {
     /// production; failures are retried only when they are due again
     /// (see [`RunJobs::include_scheduled`]).
     ///
-    /// ```no_run
+    /// ```
     /// use graphile_worker::task;
     /// use graphile_worker::testing::TestDb;
     ///
@@ -167,11 +167,14 @@ impl TestDb {
     ///     if name.is_empty() { Err("no name".into()) } else { Ok(()) }
     /// }
     ///
-    /// # async fn demo() {
+    /// # #[tokio::main] async fn main() {
     /// let db = TestDb::new().await;
     /// Greet::enqueue(db.utils(), Greet { name: "Ada".into() }).await.unwrap();
     /// Greet::enqueue(db.utils(), Greet { name: "".into() }).await.unwrap();
-    /// let report = db.run_jobs().task("greet").await;
+    /// // Every #[task] of the program runs with `db.run_jobs()`; here only
+    /// // this one, registered by hand.
+    /// let worker = graphile_worker::Worker::options().register::<Greet>();
+    /// let report = db.run_jobs().worker(worker).await;
     /// assert_eq!(report.completed().len(), 1);
     /// assert_eq!(report.failed()[0].error(), Some("no name"));
     /// # }
