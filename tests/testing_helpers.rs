@@ -401,3 +401,37 @@ async fn the_job_bound_fails_a_run_only_when_more_was_due(db: TestDb) {
         "graphile_worker::testing: the worker has no task `no_such_task`: define it with #[task] in a crate linked into the test, or give a worker that registers it (run_job_with, or run_jobs().worker(..) with WorkerOptions::register::<T>())"
     );
 }
+
+/// Stays scheduled unless something moves it.
+#[task]
+async fn later_report(day: u32) {
+    let _ = day;
+}
+
+#[graphile_worker::test]
+async fn include_scheduled_moves_only_the_jobs_the_run_can_run(db: TestDb) {
+    let in_an_hour = JobSpec {
+        run_at: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+        ..JobSpec::default()
+    };
+    LaterReport::enqueue_with(db.utils(), LaterReport { day: 1 }, in_an_hour.clone())
+        .await
+        .unwrap();
+    SendEmail::enqueue_with(
+        db.utils(),
+        SendEmail {
+            to: "soon@example.com".into(),
+        },
+        in_an_hour,
+    )
+    .await
+    .unwrap();
+    let only_email = graphile_worker::Worker::options().register::<SendEmail>();
+    let report = db.run_jobs().worker(only_email).include_scheduled().await;
+    assert_eq!(report.completed().len(), 1, "{report}");
+    // The report job was not made due behind the run's back.
+    db.assert_enqueued(
+        Enqueued::<LaterReport>::new().due_in(Duration::from_secs(3600), Duration::from_secs(30)),
+    )
+    .await;
+}

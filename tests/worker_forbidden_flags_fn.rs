@@ -123,16 +123,24 @@ async fn flags_from_the_function_are_skipped_while_it_gives_them() {
 
 #[tokio::test]
 async fn a_failing_or_panicking_function_adds_no_flags() {
-    for panics in [false, true] {
+    // Failing, panicking in its future, panicking before it returns one
+    // (a poisoned lock, say), and hanging past the timeout is not tried
+    // here (10 s).
+    for how in ["fails", "panics later", "panics at once"] {
         let (_db, pool, utils) = migrated().await;
         let seen = Seen::default();
         let options = worker(&pool, &seen)
             .forbidden_flags(&["never"])
-            .forbidden_flags_fn(move || async move {
-                if panics {
-                    panic!("the limiter crashed");
+            .forbidden_flags_fn(move || {
+                if how == "panics at once" {
+                    panic!("the limiter's lock is poisoned");
                 }
-                Err::<Vec<String>, _>("the limiter is down")
+                async move {
+                    if how == "panics later" {
+                        panic!("the limiter crashed");
+                    }
+                    Err::<Vec<String>, _>("the limiter is down")
+                }
             });
         let smtp = add(&utils, &["smtp"]).await;
         let plain = add(&utils, &[]).await;
@@ -141,7 +149,7 @@ async fn a_failing_or_panicking_function_adds_no_flags() {
 
         wait_ran(&seen, &[smtp, plain]).await;
         seen.more_claims(3).await;
-        assert_eq!(seen.ran(), vec![smtp, plain], "panics: {panics}");
+        assert_eq!(seen.ran(), vec![smtp, plain], "{how}");
         let left: i64 =
             sqlx::query_scalar("select count(*) from graphile_worker.jobs where id = $1")
                 .bind(never)

@@ -7,6 +7,39 @@ use crate::UiArgs;
 use crate::error::CliError;
 use crate::output::Out;
 
+/// With no password, a loopback server answers only requests addressed to
+/// a loopback name: a web page whose host name an attacker re-points at
+/// 127.0.0.1 (DNS rebinding) is refused instead of reading the pages and
+/// their CSRF token.
+fn loopback_hosts_only(router: axum::Router) -> axum::Router {
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            let host = request
+                .headers()
+                .get(axum::http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            // The name without its port: `[::1]:8080`, `localhost:8080`.
+            let name = match host.strip_prefix('[') {
+                Some(rest) => rest.split(']').next().map(|ip| format!("[{ip}]")),
+                None => host.split(':').next().map(str::to_owned),
+            }
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+            if matches!(name.as_str(), "localhost" | "127.0.0.1" | "[::1]") {
+                next.run(request).await
+            } else {
+                use axum::response::IntoResponse as _;
+                (
+                    axum::http::StatusCode::FORBIDDEN,
+                    "Refused: this admin UI answers only to localhost, 127.0.0.1 or [::1]; use --basic-auth to serve it under another name.",
+                )
+                    .into_response()
+            }
+        },
+    ))
+}
+
 pub(crate) async fn serve(out: &Out, utils: WorkerUtils, args: UiArgs) -> Result<(), CliError> {
     let credentials = match &args.basic_auth {
         None => None,
@@ -38,6 +71,8 @@ pub(crate) async fn serve(out: &Out, utils: WorkerUtils, args: UiArgs) -> Result
         .router();
     if let Some((user, password)) = &credentials {
         router = basic_auth(router, user, password);
+    } else if args.bind.ip().is_loopback() {
+        router = loopback_hosts_only(router);
     }
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await

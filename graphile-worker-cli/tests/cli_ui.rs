@@ -55,8 +55,20 @@ fn request(
     headers: &[&str],
     body: &str,
 ) -> (String, String) {
+    request_to(address, address, method, path, headers, body)
+}
+
+/// The same, with the `Host` header naming `host`.
+fn request_to(
+    address: &str,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (String, String) {
     let mut stream = TcpStream::connect(address).expect("connect");
-    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for header in headers {
         text.push_str(header);
         text.push_str("\r\n");
@@ -151,6 +163,33 @@ async fn read_only_shows_and_refuses() {
             &format!("csrf={token}&action=delete"),
         );
         assert_eq!(status, "HTTP/1.1 403 Forbidden");
+        // Without a password, a host name re-pointed at 127.0.0.1 (DNS
+        // rebinding) is refused; localhost is fine.
+        let port = served
+            .address
+            .rsplit(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let (status, body) = request_to(
+            &served.address,
+            &format!("rebound.example:{port}"),
+            "GET",
+            "/jobs",
+            &[],
+            "",
+        );
+        assert_eq!(status, "HTTP/1.1 403 Forbidden");
+        assert!(body.contains("answers only to localhost"), "{body}");
+        let (status, _) = request_to(
+            &served.address,
+            &format!("localhost:{port}"),
+            "GET",
+            "/jobs",
+            &[],
+            "",
+        );
+        assert_eq!(status, "HTTP/1.1 200 OK");
     })
     .await
     .unwrap();

@@ -83,9 +83,10 @@ fn back(base: &Base, path: &str, query: &str, notice: &str) -> Response {
 
 /// "Retried 3 jobs." plus, for jobs asked for but not changed, why.
 fn summary(verb: &str, asked: &[i64], changed: &[i64]) -> String {
+    let changed_set: std::collections::HashSet<i64> = changed.iter().copied().collect();
     let skipped: Vec<String> = asked
         .iter()
-        .filter(|id| !changed.contains(id))
+        .filter(|id| !changed_set.contains(id))
         .map(i64::to_string)
         .collect();
     let mut text = format!(

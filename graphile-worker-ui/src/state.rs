@@ -71,7 +71,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Base {
             None if inner == "/" => full.as_str(),
             None => "",
         };
-        Ok(Base(base.trim_end_matches('/').to_owned()))
+        let base = base.trim_end_matches('/');
+        // Only a plain absolute path: `//host` or `/\host` in a redirect
+        // would send the browser to another site.
+        let safe = base.is_empty()
+            || (base.starts_with('/')
+                && !base[1..].starts_with(['/', '\\'])
+                && !base.contains("\\"));
+        Ok(Base(if safe { base.to_owned() } else { String::new() }))
     }
 }
 

@@ -146,7 +146,18 @@ impl Claimer {
         let Some(FlagsFn(function)) = &self.flags_fn else {
             return self.forbidden_flags.clone();
         };
-        let asked = tokio::time::timeout(FLAGS_FN_TIMEOUT, tokio::spawn(function())).await;
+        // The whole call runs in a task of its own, its synchronous part
+        // included, so that a panic anywhere in it stays there; a call
+        // that takes too long is abandoned and aborted.
+        let function = function.clone();
+        let mut call = tokio::spawn(async move { function().await });
+        let asked = match tokio::time::timeout(FLAGS_FN_TIMEOUT, &mut call).await {
+            Ok(joined) => Ok(joined),
+            Err(elapsed) => {
+                call.abort();
+                Err(elapsed)
+            }
+        };
         let extra = match asked {
             Ok(Ok(Ok(extra))) => extra,
             Ok(Ok(Err(e))) => {

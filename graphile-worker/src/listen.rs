@@ -52,9 +52,10 @@ pub(crate) async fn listen(
     wakeups: Arc<Wakeups>,
     (cancellations, schema): (Arc<Cancellations>, String),
     mut shutdown: watch::Receiver<bool>,
-    on_breaking: impl Fn(i32) + Send + 'static,
+    on_breaking: impl Fn(i32) + Send + Sync + 'static,
     events: Events,
 ) {
+    let on_breaking = Arc::new(on_breaking);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(60));
     'connect: loop {
         if *shutdown.borrow() {
@@ -109,12 +110,25 @@ pub(crate) async fn listen(
                             }
                         }
                         MIGRATE_CHANNEL => {
-                            if let Some(number) =
-                                breaking_for_us(&pool, &schema, notification.payload()).await
-                            {
-                                wakeups.breaking_migration.store(number, Ordering::Relaxed);
-                                on_breaking(number);
-                            }
+                            // Weighed in a task of its own: reading the
+                            // ledger may wait for a connection, and job
+                            // notices and cancellations must not wait
+                            // behind it.
+                            let (pool, schema, wakeups, on_breaking) = (
+                                pool.clone(),
+                                schema.clone(),
+                                wakeups.clone(),
+                                on_breaking.clone(),
+                            );
+                            let payload = notification.payload().to_owned();
+                            tokio::spawn(async move {
+                                if let Some(number) =
+                                    breaking_for_us(&pool, &schema, &payload).await
+                                {
+                                    wakeups.breaking_migration.store(number, Ordering::Relaxed);
+                                    on_breaking(number);
+                                }
+                            });
                         }
                         _ => {}
                     }
@@ -174,8 +188,10 @@ fn jobs_count(payload: &str) -> u64 {
 /// schema installed or upgraded beside ours announces itself here too.
 /// Our payloads name their schema; Node's do not, so for those the
 /// schema's own ledger decides (the notice is sent in the migration's
-/// transaction, so its row is visible by the time the notice arrives). A
-/// ledger that cannot be read counts as yes: stopping is the safe side.
+/// transaction, so its row is visible by the time the notice arrives). The
+/// ledger is read up to three times, 5 s each, a second apart; only if it
+/// cannot be read at all does the notice count as ours: stopping is the
+/// safe side.
 async fn breaking_for_us(pool: &PgPool, schema: &str, payload: &str) -> Option<i32> {
     let number = breaking_number(payload)?;
     if number <= crate::migrate::HIGHEST_MIGRATION {
@@ -188,17 +204,30 @@ async fn breaking_for_us(pool: &PgPool, schema: &str, payload: &str) -> Option<i
         "select exists (select 1 from {}.migrations where id = $1 and breaking)",
         crate::schema::Schema::new(schema).quoted()
     );
-    match sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(sql))
-        .bind(number)
-        .fetch_one(pool)
-        .await
-    {
-        Ok(ours) => ours.then_some(number),
-        Err(e) => {
-            tracing::warn!(error = %e, migration = number, "could not read the migrations ledger after a breaking-migration notice; stopping to be safe");
-            Some(number)
+    for attempt in 1..=3 {
+        let read = sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(number)
+            .fetch_one(pool);
+        match tokio::time::timeout(Duration::from_secs(5), read).await {
+            Ok(Ok(ours)) => return ours.then_some(number),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, migration = number, attempt, "could not read the migrations ledger after a breaking-migration notice")
+            }
+            Err(_) => tracing::warn!(
+                migration = number,
+                attempt,
+                "reading the migrations ledger after a breaking-migration notice took over 5 s"
+            ),
+        }
+        if attempt < 3 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+    tracing::warn!(
+        migration = number,
+        "the migrations ledger could not be read; stopping to be safe"
+    );
+    Some(number)
 }
 
 /// The `schema` a `worker:migrate` payload names (ours do; Node's do not).

@@ -677,6 +677,14 @@ fn zoned_next_fire_agrees_with_minute_by_minute_firing() {
         item.next_fire_after(t("2025-10-26 01:10")),
         Some(t("2025-10-27 01:30"))
     );
+    // Every five minutes, asked from the second pass: every candidate up to
+    // the end of the fold maps back into the first pass; the answer is 03:00
+    // local, 02:00 UTC.
+    let item = zoned("*/5 * * * *", "Europe/Paris");
+    assert_eq!(
+        item.next_fire_after(t("2025-10-26 01:10")),
+        Some(t("2025-10-26 02:00"))
+    );
 }
 
 #[cfg(feature = "tz")]

@@ -229,8 +229,9 @@ mod local {
     ) -> Option<DateTime<Utc>> {
         let mut local = local_of(zone, after);
         // A candidate can map to a time not after `after` only in a repeated
-        // stretch; two rounds step past it. A few more cost nothing.
-        for _ in 0..8 {
+        // stretch, and each round moves at least a minute: enough rounds to
+        // walk out of the longest fold (a few hours) every minute.
+        for _ in 0..(4 * 60 + 1) {
             let candidate = pattern.next_after(local.and_utc())?.naive_utc();
             let at = earliest_at_or_after(zone, candidate)?;
             if at > after {

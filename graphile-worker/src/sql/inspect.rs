@@ -84,14 +84,18 @@ impl InspectStatements {
             // planner hashes; grouping by the state expression made it sort
             // a million rows on disk), each state counted by a filter that
             // is STATE's rule; then named, and one row per non-zero state.
+            // Rows are summed again after naming, so that jobs whose queue
+            // row is gone (no foreign key holds it) join the no-queue row
+            // as they did when named first.
             counts: stmt(format!(
-                "select v.state, t.identifier as task_identifier, q.queue_name, v.jobs \
+                "select v.state, t.identifier as task_identifier, q.queue_name, \
+                   sum(v.jobs)::bigint as jobs \
                  from (select j.task_id, j.job_queue_id, \
                      count(*) filter (where j.locked_at is null and j.attempts < j.max_attempts \
                        and j.run_at <= now()) as ready, \
                      count(*) filter (where j.locked_at is null and j.attempts = 0 \
                        and j.attempts < j.max_attempts and j.run_at > now()) as scheduled, \
-                     count(*) filter (where j.locked_at is null and j.attempts > 0 \
+                     count(*) filter (where j.locked_at is null and j.attempts <> 0 \
                        and j.attempts < j.max_attempts and j.run_at > now()) as retrying, \
                      count(*) filter (where j.locked_at is not null) as locked, \
                      count(*) filter (where j.locked_at is null \
@@ -103,6 +107,7 @@ impl InspectStatements {
                  join {s}._private_tasks t on t.id = c.task_id \
                  left join {s}._private_job_queues q on q.id = c.job_queue_id \
                  where v.jobs > 0 \
+                 group by 1, 2, 3 \
                  order by 2, 3 nulls first, 1"
             )),
             // The claim's own index: due, available jobs in run_at order.

@@ -27,7 +27,8 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// seeing each other's jobs or notifications.
 ///
 /// Dropping it drops the database. When the test is failing (the thread is
-/// panicking) and the environment variable `GRAPHILE_WORKER_KEEP_TEST_DB`
+/// panicking; a test that fails by returning `Err` is not seen as failing
+/// here) and the environment variable `GRAPHILE_WORKER_KEEP_TEST_DB`
 /// is set (to anything but `0`), the database is kept and its name and URL
 /// are printed on stderr, for `psql`.
 ///
@@ -46,6 +47,8 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// ```
 #[derive(Debug)]
 pub struct TestDb {
+    /// The server's URL the database was made from, to drop it there.
+    admin_url: String,
     url: String,
     name: String,
     schema: String,
@@ -118,6 +121,7 @@ impl TestDb {
             });
         }
         TestDb {
+            admin_url,
             url,
             name,
             schema: schema_name.to_owned(),
@@ -218,7 +222,7 @@ impl Drop for TestDb {
             return;
         }
         let name = self.name.clone();
-        let admin_url = server_url();
+        let admin_url = self.admin_url.clone();
         // The test's own runtime may be shutting down or busy: drop the
         // database from a thread with its own.
         let dropped = std::thread::spawn(move || {
@@ -226,7 +230,11 @@ impl Drop for TestDb {
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            runtime.block_on(drop_database(&admin_url, &name))
+            runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(30), drop_database(&admin_url, &name))
+                    .await
+                    .unwrap_or_else(|_| Err("the server did not answer within 30 s".to_owned()))
+            })
         })
         .join();
         if let Ok(Err(e)) = dropped {

@@ -15,7 +15,7 @@ use crate::inspect::{JobFilter, JobOrder};
 use crate::job::Job;
 use crate::task::Task;
 
-/// Jobs read at most per assertion.
+/// Jobs read at most per assertion (the newest ones).
 const MAX_JOBS: i64 = 10_000;
 
 type Predicate<T> = Box<dyn Fn(&T) -> bool + Send + Sync>;
@@ -345,12 +345,15 @@ impl TestDb {
     /// A scope that sees only the jobs enqueued from now on (a job replaced
     /// through its key counts as enqueued again).
     pub async fn scope(&self) -> Scope<'_> {
-        let before = self
-            .all_jobs(None)
+        let sql = format!(
+            "select id, revision from {}._private_jobs",
+            crate::schema::Schema::new(self.schema()).quoted()
+        );
+        let rows: Vec<(i64, i32)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(self.pool())
             .await
-            .into_iter()
-            .map(|job| (job.id, job.revision))
-            .collect();
+            .unwrap_or_else(|e| panic!("graphile_worker::testing: could not read the jobs: {e}"));
+        let before = rows.into_iter().collect();
         Scope {
             db: self,
             before: Some(before),
@@ -386,21 +389,25 @@ impl TestDb {
         self.whole().enqueued_jobs::<T>().await
     }
 
-    /// Jobs of `task` (every task when `None`), oldest first.
+    /// Jobs of `task` (every task when `None`), oldest first: the newest
+    /// [`MAX_JOBS`] of them.
     pub(crate) async fn all_jobs(&self, task: Option<&str>) -> Vec<Job> {
         let filter = JobFilter {
             task: task.map(str::to_owned),
             limit: MAX_JOBS,
-            order: JobOrder::OldestFirst,
+            order: JobOrder::NewestFirst,
             ..JobFilter::default()
         };
-        self.utils()
+        let mut jobs: Vec<Job> = self
+            .utils()
             .list_jobs(&filter)
             .await
             .unwrap_or_else(|e| panic!("graphile_worker::testing: could not read the jobs: {e}"))
             .into_iter()
             .map(|entry| entry.job)
-            .collect()
+            .collect();
+        jobs.reverse();
+        jobs
     }
 }
 

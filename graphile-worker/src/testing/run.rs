@@ -380,9 +380,10 @@ async fn run(
         Err(e) => panic!("graphile_worker::testing: the worker did not start: {e}"),
     };
     let _ = stop.set(worker.shutdown_handle());
+    let tasks = worker.task_identifiers();
     loop {
         if let Some(due) = &due {
-            make_due(db, due).await;
+            make_due(db, due, &tasks).await;
         }
         worker
             .run_once()
@@ -392,7 +393,7 @@ async fn run(
             break;
         }
         match &due {
-            Some(due) if scheduled_left(db, due).await => continue,
+            Some(due) if scheduled_left(db, due, &tasks).await => continue,
             _ => break,
         }
     }
@@ -407,13 +408,14 @@ async fn run(
     report
 }
 
-/// The unlocked, not yet failed jobs of the run's task and queue, in the
-/// `jobs` view aliased `v`.
+/// The unlocked, not yet failed jobs of the run's task and queue among the
+/// worker's tasks (`$3`), in the `jobs` view aliased `v`.
 const MATCHING: &str = "v.locked_at is null and v.attempts < v.max_attempts \
     and ($1::text is null or v.task_identifier = $1) \
-    and ($2::text is null or v.queue_name = $2)";
+    and ($2::text is null or v.queue_name = $2) \
+    and v.task_identifier = any($3::text[])";
 
-async fn make_due(db: &TestDb, due: &Due) {
+async fn make_due(db: &TestDb, due: &Due, tasks: &[String]) {
     let sql = format!(
         "update {s}._private_jobs as j set run_at = now() \
          from {s}.jobs as v where v.id = j.id and v.run_at > now() and {MATCHING}",
@@ -422,12 +424,13 @@ async fn make_due(db: &TestDb, due: &Due) {
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&due.task)
         .bind(&due.queue)
+        .bind(tasks)
         .execute(db.pool())
         .await
         .unwrap_or_else(|e| panic!("graphile_worker::testing: making jobs due: {e}"));
 }
 
-async fn scheduled_left(db: &TestDb, due: &Due) -> bool {
+async fn scheduled_left(db: &TestDb, due: &Due, tasks: &[String]) -> bool {
     let sql = format!(
         "select exists (select 1 from {s}.jobs as v where v.run_at > now() and {MATCHING})",
         s = crate::schema::Schema::new(db.schema()).quoted()
@@ -435,6 +438,7 @@ async fn scheduled_left(db: &TestDb, due: &Due) -> bool {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(&due.task)
         .bind(&due.queue)
+        .bind(tasks)
         .fetch_one(db.pool())
         .await
         .unwrap_or_else(|e| panic!("graphile_worker::testing: reading scheduled jobs: {e}"))

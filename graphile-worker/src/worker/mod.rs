@@ -183,6 +183,12 @@ impl Worker {
         &self.inner.pool_id
     }
 
+    /// The identifiers of the tasks this worker runs.
+    #[cfg(feature = "testing")]
+    pub(crate) fn task_identifiers(&self) -> Vec<String> {
+        self.inner.tasks.identifiers()
+    }
+
     /// How many jobs this worker runs at once.
     pub fn concurrency(&self) -> usize {
         self.inner.concurrency
