@@ -222,14 +222,15 @@ pub(crate) async fn jobs(
         Ok(found) => found,
         Err(e) => return failure(e),
     };
-    // The counts by state, task and queue answer most filters; only a key
-    // or error text needs a count of its own (each is a pass over the
-    // jobs, so one fewer matters on a big table).
-    let total = if filter.key.is_none() && filter.error.is_none() {
+    // The counts by state, task and queue answer the tabs (under the task
+    // and queue filters) and most totals; only a key or error text needs a
+    // count of its own (each is a pass over the jobs, so one fewer matters
+    // on a big table).
+    let counted = |state: Option<JobState>| -> i64 {
         stats
             .counts
             .iter()
-            .filter(|c| filter.states.is_empty() || filter.states.contains(&c.state))
+            .filter(|c| state.is_none_or(|s| s == c.state))
             .filter(|c| filter.task.as_ref().is_none_or(|t| *t == c.task_identifier))
             .filter(|c| {
                 filter
@@ -239,6 +240,9 @@ pub(crate) async fn jobs(
             })
             .map(|c| c.jobs)
             .sum()
+    };
+    let total = if filter.key.is_none() && filter.error.is_none() {
+        counted(q.state())
     } else {
         match utils.count_jobs(&filter).await {
             Ok(total) => total,
@@ -247,7 +251,7 @@ pub(crate) async fn jobs(
     };
     let now = Utc::now();
     let current = q.state();
-    let all_total: i64 = JobState::ALL.iter().map(|s| stats.by_state(*s)).sum();
+    let all_total = counted(None);
     let tab = |state: Option<JobState>| {
         let q = JobsQuery {
             state: state.map(|s| s.as_str().to_owned()),
@@ -264,7 +268,7 @@ pub(crate) async fn jobs(
             a href=(tab(None)) class=[current.is_none().then_some("current")] { "All (" (all_total) ")" }
             @for state in JobState::ALL {
                 a href=(tab(Some(state))) class=[(current == Some(state)).then_some("current")] {
-                    (state_label(state)) " (" (stats.by_state(state)) ")"
+                    (state_label(state)) " (" (counted(Some(state))) ")"
                 }
             }
         }

@@ -622,11 +622,26 @@ async fn jobs_filters_by_task_queue_key_and_error_text() {
     // The form shows the filter in force, and the bulk form carries it.
     let html = page(&app, "/jobs?task=send_email&error=refused%20x").await;
     assert_contains(&html, "<input name=\"task\" value=\"send_email\">");
-    // The state tabs keep the other filters.
+    // The state tabs keep the other filters, and count under the task and
+    // queue filters: the two failed jobs are `fetch` jobs.
     assert_contains(
         &html,
-        "<a href=\"/jobs?state=failed&amp;task=send_email&amp;error=refused+x\">Failed (2)</a>",
+        "<a href=\"/jobs?state=failed&amp;task=send_email&amp;error=refused+x\">Failed (0)</a>",
     );
+    assert_contains(
+        &html,
+        "<a href=\"/jobs?state=ready&amp;task=send_email&amp;error=refused+x\">Ready (2)</a>",
+    );
+    let html = page(&app, "/jobs?task=fetch").await;
+    assert_contains(
+        &html,
+        "<a href=\"/jobs?task=fetch\" class=\"current\">All (2)</a>",
+    );
+    assert_contains(
+        &html,
+        "<a href=\"/jobs?state=failed&amp;task=fetch\">Failed (2)</a>",
+    );
+    let html = page(&app, "/jobs?task=send_email&error=refused%20x").await;
     assert_contains(&html, "<input name=\"error\" value=\"refused x\">");
     assert_contains(
         &html,
