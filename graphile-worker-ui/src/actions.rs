@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{NaiveDateTime, Utc};
 use graphile_worker::{Job, Reschedule, WorkerUtils};
 
+use crate::auth::constant_time_eq;
 use crate::pages::{JobsQuery, encode, failure};
 use crate::state::{AppState, Base, Shared};
 
@@ -70,10 +71,6 @@ fn refuse(shared: &Shared, headers: &HeaderMap, form: &Form) -> Option<Response>
         );
     }
     None
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn back(base: &Base, path: &str, query: &str, notice: &str) -> Response {
@@ -150,16 +147,12 @@ async fn act(
         ),
         // Both remove the rows, as Node's complete_jobs does; the words say
         // why the operator did it.
-        "complete" => (
-            "Completed",
-            in_chunks(
-                ids,
-                |c| async move { Ok(ids_of(utils.complete_jobs(c).await?)) },
-            )
-            .await?,
-        ),
-        "delete" => (
-            "Deleted",
+        "complete" | "delete" => (
+            if action == "complete" {
+                "Completed"
+            } else {
+                "Deleted"
+            },
             in_chunks(
                 ids,
                 |c| async move { Ok(ids_of(utils.complete_jobs(c).await?)) },

@@ -36,6 +36,18 @@ pub(crate) fn failure(e: graphile_worker::Error) -> Response {
         .into_response()
 }
 
+/// A whole page as a response.
+fn render(
+    shared: &Shared,
+    base: &Base,
+    nav: Nav,
+    title: &str,
+    notice: Option<&str>,
+    body: Markup,
+) -> Response {
+    Html(page(shared, base, nav, title, notice, body).into_string()).into_response()
+}
+
 /// `?notice=…` after an action.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct NoticeQuery {
@@ -86,18 +98,14 @@ pub(crate) async fn dashboard(
         }
         p.muted { "Counted " (when(now, now)) "." }
     };
-    Html(
-        page(
-            &shared,
-            &base,
-            Nav::Dashboard,
-            "Dashboard",
-            q.notice.as_deref(),
-            body,
-        )
-        .into_string(),
+    render(
+        &shared,
+        &base,
+        Nav::Dashboard,
+        "Dashboard",
+        q.notice.as_deref(),
+        body,
     )
-    .into_response()
 }
 
 /// Counts per name and state, names in order.
@@ -360,8 +368,7 @@ pub(crate) async fn jobs(
             }
         }
     };
-    Html(page(&shared, &base, Nav::Jobs, "Jobs", q.notice.as_deref(), body).into_string())
-        .into_response()
+    render(&shared, &base, Nav::Jobs, "Jobs", q.notice.as_deref(), body)
 }
 
 /// Auto-refresh runs while its box is ticked and no row is selected.
@@ -457,18 +464,14 @@ pub(crate) async fn job(
             }
         }
     };
-    Html(
-        page(
-            &shared,
-            &base,
-            Nav::Jobs,
-            &format!("Job {id}"),
-            q.notice.as_deref(),
-            body,
-        )
-        .into_string(),
+    render(
+        &shared,
+        &base,
+        Nav::Jobs,
+        &format!("Job {id}"),
+        q.notice.as_deref(),
+        body,
     )
-    .into_response()
 }
 
 pub(crate) async fn queues(
@@ -519,18 +522,14 @@ pub(crate) async fn queues(
             } }
         }
     };
-    Html(
-        page(
-            &shared,
-            &base,
-            Nav::Queues,
-            "Queues",
-            q.notice.as_deref(),
-            body,
-        )
-        .into_string(),
+    render(
+        &shared,
+        &base,
+        Nav::Queues,
+        "Queues",
+        q.notice.as_deref(),
+        body,
     )
-    .into_response()
 }
 
 pub(crate) async fn workers(
@@ -599,18 +598,14 @@ pub(crate) async fn workers(
             } }
         }
     };
-    Html(
-        page(
-            &shared,
-            &base,
-            Nav::Workers,
-            "Workers",
-            q.notice.as_deref(),
-            body,
-        )
-        .into_string(),
+    render(
+        &shared,
+        &base,
+        Nav::Workers,
+        "Workers",
+        q.notice.as_deref(),
+        body,
     )
-    .into_response()
 }
 
 pub(crate) async fn cron(
@@ -652,6 +647,5 @@ pub(crate) async fn cron(
             } }
         }
     };
-    Html(page(&shared, &base, Nav::Cron, "Cron", q.notice.as_deref(), body).into_string())
-        .into_response()
+    render(&shared, &base, Nav::Cron, "Cron", q.notice.as_deref(), body)
 }

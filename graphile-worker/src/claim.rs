@@ -300,29 +300,21 @@ impl Claimer {
         limited: &[i32],
         free: &[i32],
     ) -> Result<Vec<PgRow>, sqlx::Error> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let Some(scope) = &self.scope else {
-            return sqlx::query(self.db.sql.claims.claim_jobs_limited.clone())
-                .bind(&self.pool_id)
-                .bind(task_ids)
-                .bind(limit)
-                .bind(flags)
-                .bind(limited)
-                .bind(free)
-                .fetch_all(&self.db.pool)
-                .await;
+        let statement = match &self.scope {
+            None => &self.db.sql.claims.claim_jobs_limited,
+            Some(_) => &self.db.sql.claims.claim_jobs_scoped,
         };
-        sqlx::query(self.db.sql.claims.claim_jobs_scoped.clone())
+        let mut query = sqlx::query(statement.clone())
             .bind(&self.pool_id)
             .bind(task_ids)
-            .bind(limit)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(flags)
             .bind(limited)
-            .bind(free)
-            .bind(&scope.queues)
-            .bind(&scope.job_ids)
-            .fetch_all(&self.db.pool)
-            .await
+            .bind(free);
+        if let Some(scope) = &self.scope {
+            query = query.bind(&scope.queues).bind(&scope.job_ids);
+        }
+        query.fetch_all(&self.db.pool).await
     }
 
     fn task_id(&self, identifier: &str) -> Option<i32> {
