@@ -20,6 +20,7 @@ use sqlx::postgres::PgPoolOptions;
 pub use graphile_worker::testing::{restart_server, server_url, with_database};
 
 pub mod node;
+pub mod pgbouncer;
 pub mod proxy;
 
 /// A database made for one test or program run.

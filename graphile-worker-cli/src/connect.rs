@@ -34,11 +34,19 @@ pub(crate) fn describe(options: &PgConnectOptions) -> String {
 }
 
 /// A two-connection pool on the database, checked by connecting once.
-pub(crate) async fn utils(url: Option<&str>, schema: &str) -> Result<WorkerUtils, CliError> {
+pub(crate) async fn utils(
+    url: Option<&str>,
+    schema: &str,
+    no_prepared_statements: bool,
+) -> Result<WorkerUtils, CliError> {
     let url = require_url(url)?;
-    let options: PgConnectOptions = url
+    let mut options: PgConnectOptions = url
         .parse()
         .map_err(|e| CliError::Usage(format!("the database URL is not valid: {e}")))?;
+    if no_prepared_statements {
+        // PgBouncer refuses this startup parameter unless told to ignore it.
+        options = options.extra_float_digits(None);
+    }
     // One connection first: a refused or unreachable server is reported at
     // once (a pool would retry until its timeout).
     let unreachable = |e: &dyn std::fmt::Display| {
@@ -56,12 +64,21 @@ pub(crate) async fn utils(url: Option<&str>, schema: &str) -> Result<WorkerUtils
         .max_connections(2)
         .acquire_timeout(CONNECT_TIMEOUT)
         .connect_lazy_with(options);
-    Ok(WorkerUtils::new(pool, schema))
+    let utils = WorkerUtils::new(pool, schema);
+    Ok(if no_prepared_statements {
+        utils.no_prepared_statements()
+    } else {
+        utils
+    })
 }
 
 /// Like [`utils`], and the schema must be installed.
-pub(crate) async fn installed(url: Option<&str>, schema: &str) -> Result<WorkerUtils, CliError> {
-    let utils = utils(url, schema).await?;
+pub(crate) async fn installed(
+    url: Option<&str>,
+    schema: &str,
+    no_prepared_statements: bool,
+) -> Result<WorkerUtils, CliError> {
+    let utils = utils(url, schema, no_prepared_statements).await?;
     let status = utils.migration_status().await?;
     if !status.installed {
         return Err(CliError::Failed(format!(

@@ -85,6 +85,12 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Send no named prepared statements: for a database URL that goes
+    /// through PgBouncer in transaction pooling mode (`run` then polls for
+    /// jobs unless given --listen-url).
+    #[arg(long, global = true)]
+    pub no_prepared_statements: bool,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -100,6 +106,7 @@ impl Cli {
             schema: std::env::var("GRAPHILE_WORKER_SCHEMA")
                 .unwrap_or_else(|_| DEFAULT_SCHEMA.to_owned()),
             json: false,
+            no_prepared_statements: false,
             command,
         }
     }
@@ -206,6 +213,11 @@ pub struct RunArgs {
     /// the reason otherwise) on this address, such as 127.0.0.1:9187.
     #[arg(long, value_name = "ADDR")]
     pub metrics_bind: Option<std::net::SocketAddr>,
+    /// With --no-prepared-statements: a direct connection to PostgreSQL
+    /// (not through PgBouncer) to LISTEN on, so that new jobs start at
+    /// once instead of at the next poll.
+    #[arg(long, value_name = "URL", requires = "no_prepared_statements")]
+    pub listen_url: Option<String>,
 }
 
 /// Job filters shared by `jobs list` and the bulk forms.
@@ -552,16 +564,26 @@ pub async fn execute(cli: Cli, tasks: Tasks) -> Result<ExitCode, CliError> {
         }
         Command::Cron(CronCommand::Check { file }) => admin::cron_check(&out, &file),
         Command::Migrate(args) => {
-            let utils = connect::utils(cli.database_url.as_deref(), &cli.schema).await?;
+            let utils = connect::utils(
+                cli.database_url.as_deref(),
+                &cli.schema,
+                cli.no_prepared_statements,
+            )
+            .await?;
             admin::migrate(&out, &utils, &args).await
         }
         Command::Run(args) => {
             let url = connect::require_url(cli.database_url.as_deref())?;
-            run::run(&url, &cli.schema, args, tasks).await?;
+            run::run(&url, &cli.schema, cli.no_prepared_statements, args, tasks).await?;
             Ok(ExitCode::SUCCESS)
         }
         command => {
-            let utils = connect::installed(cli.database_url.as_deref(), &cli.schema).await?;
+            let utils = connect::installed(
+                cli.database_url.as_deref(),
+                &cli.schema,
+                cli.no_prepared_statements,
+            )
+            .await?;
             match command {
                 Command::Jobs(jobs) => jobs::execute(&out, &utils, jobs).await?,
                 Command::Queues(queues) => admin::queues(&out, &utils, queues).await?,

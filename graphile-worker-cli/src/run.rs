@@ -20,6 +20,7 @@ const STDERR_LINES: usize = 20;
 pub(crate) async fn run(
     url: &str,
     schema: &str,
+    no_prepared_statements: bool,
     args: RunArgs,
     tasks: Tasks,
 ) -> Result<(), CliError> {
@@ -58,6 +59,12 @@ pub(crate) async fn run(
     }
     if let Some(size) = args.max_pool_size {
         options = options.max_pool_size(size);
+    }
+    if no_prepared_statements {
+        options = options.no_prepared_statements();
+    }
+    if let Some(url) = &args.listen_url {
+        options = options.listen_url(url);
     }
     if let Some(crontab) = &args.crontab {
         options = options.crontab_file(crontab);

@@ -194,3 +194,45 @@ async fn run_takes_unset_settings_from_the_environment() {
     let (code, stderr) = tokio::task::block_in_place(|| run(&["-j", "2"]));
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pgbouncer_with_no_prepared_statements() {
+    let (db, utils) = database(false).await;
+    let bouncer = graphile_worker_dev::pgbouncer::PgBouncer::start(&db.url);
+    let url = Some(bouncer.url());
+    let np = "--no-prepared-statements";
+    gw_at(url, &[np, "migrate"]).await.ok();
+    let added = gw_at(url, &[np, "--json", "jobs", "add", "record", r#"{"n":1}"#])
+        .await
+        .ok()
+        .json();
+    let listed = gw_at(url, &[np, "--json", "jobs", "list"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["id"], added["id"]);
+
+    let dir = temp_dir("bouncer");
+    let seen = dir.join("seen.txt");
+    script(&dir, "record", &format!("cat >> '{}'", seen.display()));
+    let tasks = dir.to_string_lossy().into_owned();
+    gw_at(url, &[np, "run", "--once", "--tasks", &tasks])
+        .await
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(&seen).unwrap(),
+        "{\"payload\":{\"n\":1}}\n"
+    );
+    assert_eq!(job_count(&utils).await, 0);
+
+    // Without the flag, PgBouncer refuses sqlx's startup parameter, and
+    // the message says so.
+    let refused = gw_at(url, &["jobs", "list"]).await.expect_code(1);
+    assert!(
+        refused.stderr.contains("extra_float_digits"),
+        "{}",
+        refused.stderr
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -107,7 +107,7 @@ impl Claimer {
         let mut task_names = read(
             sqlx::query(db.sql.claims.insert_missing_tasks.clone())
                 .bind(identifiers)
-                .fetch_all(&db.pool)
+                .fetch_all(db.exec())
                 .await?,
         )?;
         if task_names.len() < identifiers.len() {
@@ -116,7 +116,7 @@ impl Claimer {
             task_names = read(
                 sqlx::query(db.sql.claims.task_ids.clone())
                     .bind(identifiers)
-                    .fetch_all(&db.pool)
+                    .fetch_all(db.exec())
                     .await?,
             )?;
         }
@@ -286,8 +286,8 @@ impl Claimer {
             .bind(&self.task_ids)
             .bind(limit);
         match flags {
-            None => query.fetch_all(&self.db.pool).await,
-            Some(flags) => query.bind(flags).fetch_all(&self.db.pool).await,
+            None => query.fetch_all(self.db.exec()).await,
+            Some(flags) => query.bind(flags).fetch_all(self.db.exec()).await,
         }
     }
 
@@ -314,7 +314,7 @@ impl Claimer {
         if let Some(scope) = &self.scope {
             query = query.bind(&scope.queues).bind(&scope.job_ids);
         }
-        query.fetch_all(&self.db.pool).await
+        query.fetch_all(self.db.exec()).await
     }
 
     fn task_id(&self, identifier: &str) -> Option<i32> {
@@ -348,7 +348,7 @@ impl Claimer {
     async fn load_queue_names(&self, ids: &[i32]) -> Result<(), Error> {
         let rows = sqlx::query(self.db.sql.claims.queue_names.clone())
             .bind(ids)
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.exec())
             .await?;
         let mut cache = self.lock_cache();
         for row in rows {

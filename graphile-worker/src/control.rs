@@ -79,7 +79,7 @@ impl WorkerUtils {
                 .bind(cancelled_message(&reason))
                 .bind(self.db().schema.name())
                 .bind(&reason)
-                .fetch_optional(&self.db().pool)
+                .fetch_optional(self.db().exec())
                 .await?;
         Ok(match row {
             None => CancelOutcome::NotFound,
@@ -118,7 +118,7 @@ impl WorkerUtils {
         check_queue_name(name)?;
         let was_paused: bool = sqlx::query_scalar(self.db().sql.control.pause_queue.clone())
             .bind(name)
-            .fetch_one(&self.db().pool)
+            .fetch_one(self.db().exec())
             .await?;
         Ok(!was_paused)
     }
@@ -129,11 +129,11 @@ impl WorkerUtils {
         check_queue_name(name)?;
         let resumed: Option<i32> = sqlx::query_scalar(self.db().sql.control.resume_queue.clone())
             .bind(name)
-            .fetch_optional(&self.db().pool)
+            .fetch_optional(self.db().exec())
             .await?;
         if resumed.is_some() {
             sqlx::query(self.db().sql.control.notify_jobs.clone())
-                .execute(&self.db().pool)
+                .execute(self.db().exec())
                 .await?;
         }
         Ok(resumed.is_some())

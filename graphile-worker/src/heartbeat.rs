@@ -225,7 +225,7 @@ impl Heartbeat {
         sqlx::query(self.db.sql.workers.register_worker.clone())
             .bind(&self.pool_id)
             .bind(self.metadata.to_string())
-            .execute(conn)
+            .execute(self.db.on(conn))
             .await?;
         Ok(())
     }
@@ -233,7 +233,7 @@ impl Heartbeat {
     async fn beat(&self, conn: &mut PgConnection) -> Result<Beat, sqlx::Error> {
         let updated = sqlx::query(self.db.sql.workers.worker_alive.clone())
             .bind(&self.pool_id)
-            .execute(conn)
+            .execute(self.db.on(conn))
             .await?
             .rows_affected();
         Ok(if updated == 0 {
@@ -347,7 +347,7 @@ impl Heartbeat {
                 };
                 sqlx::query(self.db.sql.workers.deregister.clone())
                     .bind(&self.pool_id)
-                    .execute(&mut c)
+                    .execute(self.db.on(&mut c))
                     .await?;
                 let _ = c.close().await;
                 Ok::<(), sqlx::Error>(())
@@ -391,7 +391,7 @@ pub(crate) async fn refresh_locks(
         let refresh = sqlx::query(db.sql.workers.refresh_locks.clone())
             .bind(&pool_id)
             .bind(&ids)
-            .execute(&db.pool);
+            .execute(db.exec());
         match tokio::time::timeout(interval.max(Duration::from_secs(1)), refresh).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {

@@ -414,7 +414,7 @@ impl WorkerUtils {
             .bind(&filter.error)
             .bind(filter.limit.max(0))
             .bind(filter.offset.max(0))
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.exec())
             .await?)
     }
 
@@ -426,7 +426,7 @@ impl WorkerUtils {
             .bind(&filter.queue)
             .bind(&filter.key)
             .bind(&filter.error)
-            .fetch_one(&self.db.pool)
+            .fetch_one(self.db.exec())
             .await?)
     }
 
@@ -439,7 +439,7 @@ impl WorkerUtils {
             .bind(&filter.queue)
             .bind(&filter.key)
             .bind(&filter.error)
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.exec())
             .await?)
     }
 
@@ -448,7 +448,7 @@ impl WorkerUtils {
         Ok(
             sqlx::query_as::<_, JobEntry>(self.db.sql.inspect.get.clone())
                 .bind(id)
-                .fetch_optional(&self.db.pool)
+                .fetch_optional(self.db.exec())
                 .await?,
         )
     }
@@ -458,7 +458,7 @@ impl WorkerUtils {
     pub async fn job_stats(&self) -> Result<JobStats, Error> {
         let sql = &self.db.sql.inspect;
         let rows = sqlx::query(sql.counts.clone())
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.exec())
             .await?;
         let counts = rows
             .iter()
@@ -473,7 +473,7 @@ impl WorkerUtils {
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let (oldest, now): (Option<DateTime<Utc>>, DateTime<Utc>) =
             sqlx::query_as(sql.oldest_ready.clone())
-                .fetch_one(&self.db.pool)
+                .fetch_one(self.db.exec())
                 .await?;
         Ok(JobStats {
             counts,
@@ -485,7 +485,7 @@ impl WorkerUtils {
     /// The named queues, by name.
     pub async fn list_queues(&self) -> Result<Vec<QueueInfo>, Error> {
         let rows: Vec<QueueRow> = sqlx::query_as(self.db.sql.inspect.queues.clone())
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.exec())
             .await?;
         Ok(rows
             .into_iter()
@@ -507,7 +507,7 @@ impl WorkerUtils {
     pub async fn unregistered_lock_holders(&self) -> Result<Vec<LockHolder>, Error> {
         let rows: Vec<(String, i64, Option<DateTime<Utc>>)> =
             sqlx::query_as(self.db.sql.inspect.unregistered_holders.clone())
-                .fetch_all(&self.db.pool)
+                .fetch_all(self.db.exec())
                 .await?;
         Ok(rows
             .into_iter()
@@ -523,7 +523,7 @@ impl WorkerUtils {
     pub async fn list_known_crontabs(&self) -> Result<Vec<KnownCrontab>, Error> {
         let rows: Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> =
             sqlx::query_as(self.db.sql.inspect.crontabs.clone())
-                .fetch_all(&self.db.pool)
+                .fetch_all(self.db.exec())
                 .await?;
         Ok(rows
             .into_iter()
@@ -542,13 +542,13 @@ impl WorkerUtils {
     pub async fn retry_jobs(&self, ids: &[i64]) -> Result<Vec<JobEntry>, Error> {
         let retried = sqlx::query_as::<_, JobEntry>(self.db.sql.inspect.retry.clone())
             .bind(ids)
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.exec())
             .await?;
         if !retried.is_empty() {
             // Running workers are told, as adding jobs tells them.
             sqlx::query(self.db.sql.inspect.notify_jobs.clone())
                 .bind(i32::try_from(retried.len()).unwrap_or(i32::MAX))
-                .execute(&self.db.pool)
+                .execute(self.db.exec())
                 .await?;
         }
         Ok(retried)

@@ -173,22 +173,22 @@ async fn refresh(db: &Db, own_id: &str, alive_within: Duration) -> Result<(), sq
     let elected: bool = sqlx::query_scalar(db.sql.inspect.metrics_elected.clone())
         .bind(own_id)
         .bind(alive_within.as_secs_f64())
-        .fetch_one(&mut *tx)
+        .fetch_one(db.within(&mut *tx))
         .await?;
     if !elected {
         return tx.rollback().await;
     }
     sqlx::query("set local statement_timeout = '5s'")
-        .execute(&mut *tx)
+        .execute(db.within(&mut *tx))
         .await?;
     let counts: Vec<(String, i64)> = sqlx::query_as(db.sql.inspect.state_counts.clone())
-        .fetch_all(&mut *tx)
+        .fetch_all(db.within(&mut *tx))
         .await?;
     let (oldest, now): (
         Option<chrono::DateTime<chrono::Utc>>,
         chrono::DateTime<chrono::Utc>,
     ) = sqlx::query_as(db.sql.inspect.oldest_ready.clone())
-        .fetch_one(&mut *tx)
+        .fetch_one(db.within(&mut *tx))
         .await?;
     tx.commit().await?;
     for state in JobState::ALL {

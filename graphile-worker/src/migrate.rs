@@ -22,6 +22,9 @@
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnection;
+
+use crate::sql::StatementMode;
+use crate::sql::exec::{Autocommit, Unprepared};
 use sqlx::{AssertSqlSafe, Connection, PgPool};
 
 use crate::error::{Error, MigrateError};
@@ -110,6 +113,27 @@ struct Status {
     /// The ledger was just created or adopted: attempt every migration and
     /// let the ledger's primary key skip those already applied.
     attempt_all: bool,
+}
+
+/// Migrations send unnamed statements, and each one outside a transaction
+/// in a transaction of its own: they run rarely, and so they work through
+/// PgBouncer in transaction mode whatever the caller's statement mode.
+fn once<'c, X>(executor: X) -> Autocommit<X>
+where
+    X: sqlx::Executor<'c, Database = sqlx::Postgres> + sqlx::Acquire<'c, Database = sqlx::Postgres>,
+{
+    Autocommit {
+        inner: executor,
+        mode: StatementMode::Unnamed,
+    }
+}
+
+/// A statement inside a migration's transaction, unnamed (see [`once`]).
+fn in_tx(conn: &mut PgConnection) -> Unprepared<&mut PgConnection> {
+    Unprepared {
+        inner: conn,
+        mode: StatementMode::Unnamed,
+    }
 }
 
 /// Brings the schema up to date. Safe to call from many processes at once.
@@ -225,7 +249,7 @@ fn log_summary(schema: &Schema, from: Option<i32>, applied: &[i32], took: Durati
 
 async fn check_server_version(conn: &mut PgConnection) -> Result<(), Error> {
     let version: String = sqlx::query_scalar("select current_setting('server_version_num')")
-        .fetch_one(&mut *conn)
+        .fetch_one(once(&mut *conn))
         .await?;
     let version: i32 = version.trim().parse().unwrap_or(0);
     if version < 120_000 {
@@ -241,7 +265,7 @@ async fn query_status(conn: &mut PgConnection, schema: &Schema) -> Result<Status
         s = schema.quoted()
     );
     let (latest, latest_breaking): (Option<i32>, Option<i32>) = sqlx::query_as(AssertSqlSafe(sql))
-        .fetch_one(&mut *conn)
+        .fetch_one(once(&mut *conn))
         .await?;
     Ok(Status {
         latest,
@@ -303,7 +327,7 @@ async fn bootstrap(conn: &mut PgConnection, schema: &Schema) -> Result<(), sqlx:
          update {s}.migrations set breaking = true where id = any('{{{breaking}}}'::int[]);"
     );
     sqlx::raw_sql(AssertSqlSafe(sql))
-        .execute(&mut *conn)
+        .execute(once(&mut *conn))
         .await?;
     Ok(())
 }
@@ -324,7 +348,7 @@ async fn run_one(
     if let Err(e) = sqlx::query(AssertSqlSafe(insert))
         .bind(migration.number)
         .bind(breaking)
-        .execute(&mut *tx)
+        .execute(in_tx(&mut tx))
         .await
     {
         let _ = tx.rollback().await;
@@ -344,10 +368,12 @@ async fn run_one(
 
     let body = substitute(migration.sql, schema);
     let result = async {
-        sqlx::raw_sql(AssertSqlSafe(body)).execute(&mut *tx).await?;
+        sqlx::raw_sql(AssertSqlSafe(body))
+            .execute(in_tx(&mut tx))
+            .await?;
         sqlx::query("select pg_notify('worker:migrate', $1)")
             .bind(notify_payload(migration.number, breaking, schema.name()))
-            .execute(&mut *tx)
+            .execute(in_tx(&mut tx))
             .await?;
         Ok::<(), sqlx::Error>(())
     }
@@ -404,7 +430,7 @@ async fn registry_present(conn: &mut PgConnection, schema: &Schema) -> Result<bo
     .bind(REGISTRY_TABLE)
     .bind(&REGISTRY_FUNCTIONS[..])
     .bind(REGISTRY_FUNCTIONS.len() as i64)
-    .fetch_one(&mut *conn)
+    .fetch_one(once(&mut *conn))
     .await
 }
 
@@ -453,13 +479,15 @@ async fn ensure_registry(
     let result = async {
         sqlx::query(AssertSqlSafe(lock))
             .bind(migration.number)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(in_tx(&mut tx))
             .await?;
         if registry_present(&mut tx, schema).await? {
             return Ok(false);
         }
         let body = substitute(sql, schema);
-        sqlx::raw_sql(AssertSqlSafe(body)).execute(&mut *tx).await?;
+        sqlx::raw_sql(AssertSqlSafe(body))
+            .execute(in_tx(&mut tx))
+            .await?;
         Ok::<bool, sqlx::Error>(true)
     }
     .await;
@@ -621,14 +649,14 @@ pub(crate) async fn status(pool: &PgPool, schema: &Schema) -> Result<MigrationSt
     let table = format!("{}.migrations", schema.quoted());
     let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
         .bind(&table)
-        .fetch_one(pool)
+        .fetch_one(once(pool))
         .await?;
     let applied: Vec<(i32, chrono::DateTime<chrono::Utc>, bool)> = if exists {
         sqlx::query_as(AssertSqlSafe(format!(
             "select id, ts, coalesce((to_jsonb(m) ->> 'breaking')::boolean, false) \
              from {table} m order by id"
         )))
-        .fetch_all(pool)
+        .fetch_all(once(pool))
         .await?
     } else {
         Vec::new()

@@ -43,7 +43,7 @@ pub(crate) async fn recover_stale(
     let mut tx = conn.begin().await?;
     let locked: bool = sqlx::query_scalar(sql.workers.recovery_lock.clone())
         .bind(format!("graphile_worker.recovery:{}", db.schema.name()))
-        .fetch_one(&mut *tx)
+        .fetch_one(db.within(&mut *tx))
         .await?;
     if !locked {
         return Ok(RecoveryReport::default());
@@ -56,7 +56,7 @@ pub(crate) async fn recover_stale(
     let workers: Vec<String> = sqlx::query_scalar(sql.workers.lock_stale_workers.clone())
         .bind(threshold.as_secs_f64())
         .bind(own_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(db.within(&mut *tx))
         .await?;
     if workers.is_empty() {
         return Ok(RecoveryReport::default());
@@ -64,16 +64,16 @@ pub(crate) async fn recover_stale(
     let jobs: i32 = sqlx::query_scalar(sql.workers.recover_dead_worker_jobs.clone())
         .bind(&workers)
         .bind(delay.as_secs_f64())
-        .fetch_one(&mut *tx)
+        .fetch_one(db.within(&mut *tx))
         .await?;
     sqlx::query(sql.workers.delete_stale_workers.clone())
         .bind(&workers)
-        .execute(&mut *tx)
+        .execute(db.within(&mut *tx))
         .await?;
     if jobs > 0 {
         sqlx::query(sql.workers.notify_jobs.clone())
             .bind(jobs)
-            .execute(&mut *tx)
+            .execute(db.within(&mut *tx))
             .await?;
     }
     tx.commit().await?;

@@ -53,14 +53,14 @@ impl StatisticsCheck {
 pub(crate) async fn refresh_if_stale(db: &Db) -> Result<bool, sqlx::Error> {
     let stale: Option<bool> = sqlx::query_scalar(db.sql.claims.jobs_statistics_stale.clone())
         .bind(db.schema.name())
-        .fetch_optional(&db.pool)
+        .fetch_optional(db.exec())
         .await?;
     if stale != Some(true) {
         return Ok(false);
     }
     let started = Instant::now();
     sqlx::query(db.sql.claims.analyze_jobs.clone())
-        .execute(&db.pool)
+        .execute(db.exec())
         .await?;
     tracing::info!(
         took_ms = started.elapsed().as_millis() as u64,

@@ -48,6 +48,6 @@ pub(crate) async fn stranded(db: &Db, ours: &[String]) -> Result<Vec<(String, i6
     sqlx::query_as(db.sql.workers.stranded_tasks.clone())
         .bind(ours)
         .bind(DUE_FOR.as_secs_f64())
-        .fetch_all(&db.pool)
+        .fetch_all(db.exec())
         .await
 }

@@ -41,7 +41,7 @@ pub(crate) async fn sweep_stale_locks(db: Db, mut shutdown: watch::Receiver<bool
 /// One pass of the sweep; returns how many jobs and queues it unlocked.
 async fn reset_once(db: &Db) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as::<_, (i64, i64)>(db.sql.workers.reset_stale_locks.clone())
-        .fetch_one(&db.pool)
+        .fetch_one(db.exec())
         .await
 }
 

@@ -128,6 +128,25 @@ impl WorkerUtils {
         self.before_add(crate::otel::stamp_trace_context)
     }
 
+    /// These utilities, sending no named prepared statements, for a pool
+    /// that goes through PgBouncer in transaction pooling mode (see
+    /// [`WorkerOptions::no_prepared_statements`](crate::WorkerOptions::no_prepared_statements),
+    /// which sets it on the utilities tasks receive). Each statement runs
+    /// unnamed, in a transaction of its own unless it is given one: an
+    /// executor passed to the `*_in` methods must then be a transaction,
+    /// not the pool.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: sqlx::PgPool) -> Result<(), graphile_worker::Error> {
+    /// let utils = graphile_worker::WorkerUtils::new(pool, "graphile_worker").no_prepared_statements();
+    /// utils.add_raw_job("hello", serde_json::json!({}), Default::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn no_prepared_statements(mut self) -> Self {
+        self.db = self.db.with_mode(crate::sql::StatementMode::Unnamed);
+        self
+    }
+
     /// These utilities with `hook` (or none).
     pub(crate) fn with_before_add(mut self, hook: Option<BeforeAdd>) -> Self {
         self.before_add = hook;
@@ -208,7 +227,7 @@ impl WorkerUtils {
     pub async fn remove_job(&self, job_key: &str) -> Result<Option<Job>, Error> {
         Ok(sqlx::query_as(self.db.sql.jobs.remove_job.clone())
             .bind(job_key)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(self.db.exec())
             .await?)
     }
 
@@ -253,7 +272,7 @@ impl WorkerUtils {
         bind: impl FnOnce(JobsQuery<'q>) -> JobsQuery<'q>,
     ) -> Result<Vec<Job>, Error> {
         let query = sqlx::query_as::<_, Job>(statement.clone()).bind(ids);
-        Ok(bind(query).fetch_all(&self.db.pool).await?)
+        Ok(bind(query).fetch_all(self.db.exec()).await?)
     }
 
     /// Unlocks every job and queue locked by these pool ids (no age check).
@@ -261,7 +280,7 @@ impl WorkerUtils {
     pub async fn force_unlock_workers(&self, pool_ids: &[String]) -> Result<(), Error> {
         sqlx::query(self.db.sql.jobs.force_unlock_workers.clone())
             .bind(pool_ids)
-            .execute(&self.db.pool)
+            .execute(self.db.exec())
             .await?;
         Ok(())
     }
@@ -270,7 +289,7 @@ impl WorkerUtils {
     /// not register and are not listed.
     pub async fn list_workers(&self) -> Result<Vec<WorkerInfo>, Error> {
         let rows = sqlx::query(self.db.sql.workers.list_workers.clone())
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.exec())
             .await?;
         rows.iter()
             .map(|row| {
@@ -303,18 +322,18 @@ impl WorkerUtils {
         let mut conn = self.db.pool.acquire().await?;
         if tasks.contains(&Cleanup::DeletePermafailedJobs) {
             sqlx::query(self.db.sql.jobs.cleanup_permafailed_jobs.clone())
-                .execute(&mut *conn)
+                .execute(self.db.on(&mut conn))
                 .await?;
         }
         if tasks.contains(&Cleanup::GcTaskIdentifiers) {
             sqlx::query(self.db.sql.jobs.cleanup_task_identifiers.clone())
                 .bind(keep)
-                .execute(&mut *conn)
+                .execute(self.db.on(&mut conn))
                 .await?;
         }
         if tasks.contains(&Cleanup::GcJobQueues) {
             sqlx::query(self.db.sql.jobs.cleanup_job_queues.clone())
-                .execute(&mut *conn)
+                .execute(self.db.on(&mut conn))
                 .await?;
         }
         Ok(())

@@ -285,7 +285,7 @@ impl Scheduler {
         let rows: Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)> =
             sqlx::query_as(self.db.sql.cron.select_known.clone())
                 .bind(&identifiers)
-                .fetch_all(&self.db.pool)
+                .fetch_all(self.db.exec())
                 .await?;
         let known: HashMap<String, DateTime<Utc>> = rows
             .into_iter()
@@ -300,7 +300,7 @@ impl Scheduler {
             sqlx::query(self.db.sql.cron.insert_known.clone())
                 .bind(&unknown)
                 .bind(start)
-                .execute(&self.db.pool)
+                .execute(self.db.exec())
                 .await?;
         }
 
@@ -387,7 +387,7 @@ impl Scheduler {
             .bind(&keys)
             .bind(&modes)
             .bind(minute)
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.exec())
             .await?;
         let added: Vec<String> = rows.into_iter().map(|(id, _)| id).collect();
         tracing::debug!(%ts, backfilled, ?added, "cron scheduled");

@@ -30,7 +30,7 @@ impl WorkerUtils {
         payload: serde_json::Value,
         spec: JobSpec,
     ) -> Result<Job, Error> {
-        self.add_raw_job_in(self.pool(), identifier, payload, spec)
+        self.add_raw_job_in(self.db.exec(), identifier, payload, spec)
             .await
     }
 
@@ -71,7 +71,7 @@ impl WorkerUtils {
             .bind(spec.priority.map(i32::from))
             .bind(spec.flags.as_deref())
             .bind(spec.job_key_mode.unwrap_or_default().as_str())
-            .fetch_optional(executor)
+            .fetch_optional(self.db.within(executor))
             .await
             .or_else(|e| match e {
                 // add_job can return an all-NULL row when a worker locks the
@@ -108,7 +108,7 @@ impl WorkerUtils {
     /// # Ok(()) }
     /// ```
     pub async fn add_raw_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Job>, Error> {
-        self.add_raw_jobs_in(self.pool(), jobs).await
+        self.add_raw_jobs_in(self.db.exec(), jobs).await
     }
 
     /// [`add_raw_jobs`](Self::add_raw_jobs) through `executor`, such as the
@@ -133,7 +133,7 @@ impl WorkerUtils {
         E: PgExecutor<'e>,
     {
         Batch::of_jobs(&self.stamp_jobs(jobs))?
-            .add(self.statements(), executor)
+            .add(self.statements(), self.db.within(executor))
             .await
     }
 
@@ -160,7 +160,7 @@ impl WorkerUtils {
         E: PgExecutor<'e>,
     {
         Batch::of_jobs(&self.stamp_jobs(jobs))?
-            .add_counted(self.statements(), executor)
+            .add_counted(self.statements(), self.db.within(executor))
             .await
     }
 }

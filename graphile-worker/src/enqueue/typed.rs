@@ -40,7 +40,7 @@ impl WorkerUtils {
     /// # Ok(()) }
     /// ```
     pub async fn add_job<T: Task>(&self, payload: T, spec: JobSpec) -> Result<Job, Error> {
-        self.add_job_in(self.pool(), payload, spec).await
+        self.add_job_in(self.db.exec(), payload, spec).await
     }
 
     /// [`add_job`](Self::add_job) through `executor`, for example the
@@ -103,7 +103,7 @@ impl WorkerUtils {
         &self,
         payloads: impl IntoIterator<Item = T>,
     ) -> Result<Vec<Job>, Error> {
-        self.add_jobs_in(self.pool(), payloads).await
+        self.add_jobs_in(self.db.exec(), payloads).await
     }
 
     /// [`add_jobs`](Self::add_jobs) through `executor`, such as the caller's
@@ -157,7 +157,7 @@ impl WorkerUtils {
                     Job::from_positional_row(&row, T::IDENTIFIER.to_owned(), queue_name)?,
                 ))
             })
-            .fetch_all(executor)
+            .fetch_all(self.db.within(executor))
             .await?;
         Ok(InputOrder::arrange(rows, payloads.len()))
     }
@@ -182,7 +182,7 @@ impl WorkerUtils {
         &self,
         payloads: impl IntoIterator<Item = T>,
     ) -> Result<u64, Error> {
-        self.add_jobs_count_in(self.pool(), payloads).await
+        self.add_jobs_count_in(self.db.exec(), payloads).await
     }
 
     /// [`add_jobs_count`](Self::add_jobs_count) through `executor`, such as
@@ -214,7 +214,7 @@ impl WorkerUtils {
             return Ok(0);
         }
         Batch::of_payloads::<T, _>(&payloads, &self.stamp(T::IDENTIFIER, T::default_spec()))?
-            .add_counted(self.statements(), executor)
+            .add_counted(self.statements(), self.db.within(executor))
             .await
     }
 }

@@ -349,7 +349,7 @@ impl Writer {
                 sqlx::query_scalar(self.db.sql.outcomes.complete_own_jobs.clone())
                     .bind(&ids)
                     .bind(&self.pool_id)
-                    .fetch_one(&self.db.pool)
+                    .fetch_one(self.db.exec())
                     .await?
             }
             Kind::Fail => {
@@ -388,7 +388,7 @@ impl Writer {
                     .bind(&claimed)
                     .bind(&permanent)
                     .bind(&delays)
-                    .fetch_one(&self.db.pool)
+                    .fetch_one(self.db.exec())
                     .await?
             }
         };
@@ -404,7 +404,7 @@ impl Writer {
             .bind(&ids)
             .bind(&self.pool_id)
             .bind(&fence)
-            .fetch_all(&self.db.pool)
+            .fetch_all(self.db.exec())
             .await?;
         Ok(reports
             .iter()

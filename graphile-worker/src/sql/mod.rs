@@ -19,11 +19,16 @@ use crate::schema::Schema;
 pub(crate) mod control;
 pub(crate) mod cron;
 pub(crate) mod engine;
+pub(crate) mod exec;
 pub(crate) mod inspect;
 pub(crate) mod jobs;
 pub(crate) mod workers;
 
+pub(crate) use exec::StatementMode;
 pub(crate) use jobs::{BulkAdd, SpecsJson};
+
+use exec::{Autocommit, Unprepared};
+use sqlx::PgConnection;
 
 /// The pool, the schema and its statements: what every part of the engine
 /// (claiming, the outcome writer, heartbeats, recovery, cron) and
@@ -33,6 +38,8 @@ pub(crate) struct Db {
     pub(crate) pool: PgPool,
     pub(crate) schema: Arc<Schema>,
     pub(crate) sql: Arc<Statements>,
+    /// Named and cached statements, or unnamed ones for PgBouncer.
+    pub(crate) mode: StatementMode,
 }
 
 impl Db {
@@ -43,6 +50,38 @@ impl Db {
             pool,
             schema: Arc::new(schema),
             sql,
+            mode: StatementMode::Prepared,
+        }
+    }
+
+    /// The same handle sending statements in `mode`.
+    pub(crate) fn with_mode(mut self, mode: StatementMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The pool as an executor for one statement outside a transaction.
+    pub(crate) fn exec(&self) -> Autocommit<&PgPool> {
+        Autocommit {
+            inner: &self.pool,
+            mode: self.mode,
+        }
+    }
+
+    /// A connection of our own (not in a transaction) as an executor.
+    pub(crate) fn on<'c>(&self, conn: &'c mut PgConnection) -> Autocommit<&'c mut PgConnection> {
+        Autocommit {
+            inner: conn,
+            mode: self.mode,
+        }
+    }
+
+    /// A transaction we hold, or an executor a caller gave us, as an
+    /// executor: its statements are unnamed when they must be.
+    pub(crate) fn within<X>(&self, executor: X) -> Unprepared<X> {
+        Unprepared {
+            inner: executor,
+            mode: self.mode,
         }
     }
 }

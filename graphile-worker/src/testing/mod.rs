@@ -75,7 +75,7 @@ pub use run::{RanJob, RunJobs, RunOutcome, RunReport};
 pub use server::server_url;
 
 #[doc(hidden)]
-pub use server::{restart_server, with_database};
+pub use server::{is_root, restart_server, with_database};
 
 // Hooks for the project's own tests that drive the engine by hand: an older
 // schema revision, a stale-lock sweep on demand, a cron clock that moves

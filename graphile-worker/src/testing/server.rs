@@ -113,7 +113,9 @@ fn find_bin_dir() -> Result<PathBuf, String> {
         .ok_or_else(|| "no PostgreSQL server binaries under /usr/lib/postgresql".to_string())
 }
 
-fn is_root() -> bool {
+#[doc(hidden)]
+/// Whether this process runs as root (servers then run as `postgres`).
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -7,6 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
 use crate::error::Error;
+use crate::sql::StatementMode;
 
 /// A pool for `url`: `max_pool_size`, or enough for `concurrency` jobs and
 /// the engine (at least 10).
@@ -14,8 +15,18 @@ pub(super) async fn pool_from_url(
     url: &str,
     max_pool_size: Option<u32>,
     concurrency: usize,
+    mode: StatementMode,
 ) -> Result<PgPool, Error> {
-    pool_from_options(parse_database_url(url)?, max_pool_size, concurrency).await
+    pool_from_options(parse_database_url(url)?, max_pool_size, concurrency, mode).await
+}
+
+/// A pool for the listener's direct connection beside PgBouncer, connected
+/// when the listener first asks (it retries on its own).
+pub(super) fn listener_pool(url: &str) -> Result<PgPool, Error> {
+    let options = parse_database_url(url)?;
+    Ok(PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy_with(options))
 }
 
 /// A pool on `options`, checked by connecting once.
@@ -23,7 +34,14 @@ pub(super) async fn pool_from_options(
     options: PgConnectOptions,
     max_pool_size: Option<u32>,
     concurrency: usize,
+    mode: StatementMode,
 ) -> Result<PgPool, Error> {
+    // PgBouncer refuses startup parameters it does not know unless told to
+    // ignore them; sqlx sends this one by default.
+    let options = match mode {
+        StatementMode::Prepared => options,
+        StatementMode::Unnamed => options.extra_float_digits(None),
+    };
     check_connection(&options).await?;
     let size = max_pool_size.unwrap_or_else(|| needed(concurrency).max(10));
     let pool = PgPoolOptions::new()

@@ -69,6 +69,9 @@ pub(crate) struct Inner {
     pub(crate) db: Db,
     /// The same handle, as tasks receive it.
     pub(crate) utils: WorkerUtils,
+    /// Where the listener connects (the pool, or a direct URL beside
+    /// PgBouncer); `None`: no listening, polling only.
+    listener: Option<sqlx::PgPool>,
     pub(crate) pool_id: String,
     pub(crate) tasks: TaskSet,
     /// Values tasks take as `Data<T>`.
@@ -240,8 +243,9 @@ impl Worker {
             background.spawn(watch_signals(self.shutdown_handle()));
         }
         let handle = self.shutdown_handle();
-        background.spawn(listen(
-            inner.db.pool.clone(),
+        if let Some(listener) = inner.listener.clone() {
+            background.spawn(listen(
+            listener,
             inner.wakeups.clone(),
             (
                 inner.cancellations.clone(),
@@ -256,6 +260,7 @@ impl Worker {
             },
             inner.events.clone(),
         ));
+        }
         background.spawn(warn_stranded(
             inner.db.clone(),
             inner.tasks.identifiers(),
@@ -336,7 +341,7 @@ impl Worker {
         }
         let ping = tokio::time::timeout(
             Duration::from_secs(2),
-            sqlx::query("select 1").execute(&inner.db.pool),
+            sqlx::query("select 1").execute(inner.db.exec()),
         )
         .await;
         match ping {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use super::connect::{pool_from_options, pool_from_url, warn_if_pool_small};
+use super::connect::{listener_pool, pool_from_options, pool_from_url, warn_if_pool_small};
 use super::local_queue::DEFAULT_LOCAL_QUEUE;
 use super::{Inner, Worker, metadata};
 use crate::backoff::random_u64;
@@ -26,6 +26,7 @@ use crate::policy::TaskPolicy;
 use crate::registry::{
     Chain, DynamicFn, MiddlewareFn, TaskRegistration, TaskSet, registered_tasks,
 };
+use crate::sql::StatementMode;
 use crate::task::{Task, TaskError};
 use crate::worker_utils::{BeforeAdd, WorkerUtils};
 
@@ -52,6 +53,10 @@ pub struct WorkerOptions {
     database_url: Option<String>,
     pg_pool: Option<PgPool>,
     max_pool_size: Option<u32>,
+    /// Named prepared statements, or none (PgBouncer).
+    statement_mode: StatementMode,
+    /// A direct connection for LISTEN when statements go through PgBouncer.
+    listen_url: Option<String>,
     schema: String,
     concurrency: usize,
     poll_interval: Duration,
@@ -109,6 +114,8 @@ impl Default for WorkerOptions {
             database_url: None,
             pg_pool: None,
             max_pool_size: None,
+            statement_mode: StatementMode::Prepared,
+            listen_url: None,
             schema: "graphile_worker".into(),
             concurrency: 1,
             poll_interval: Duration::from_secs(2),
@@ -252,6 +259,50 @@ impl WorkerOptions {
     /// outcomes, and under load two claim jobs at once.
     pub fn pg_pool(mut self, pool: PgPool) -> Self {
         self.pg_pool = Some(pool);
+        self
+    }
+
+    /// Sends no named prepared statements, so that the worker runs through
+    /// PgBouncer in transaction pooling mode (Node's
+    /// `--no-prepared-statements`). Every statement is sent unnamed, and one
+    /// sent outside a transaction runs in a transaction of its own, which
+    /// PgBouncer keeps on one server connection; that costs three round
+    /// trips per statement more than a cached prepared statement.
+    ///
+    /// LISTEN needs a session, which transaction pooling does not give: the
+    /// worker listens on [`listen_url`](Self::listen_url) if given (a direct
+    /// connection to PostgreSQL), and otherwise does not listen at all. It
+    /// then finds new jobs by polling, so a job waits up to
+    /// [`poll_interval`](Self::poll_interval) (2 s by default) before it
+    /// starts, and a cancelled job is not stopped while it runs.
+    ///
+    /// With [`database_url`](Self::database_url) the worker also leaves out
+    /// the `extra_float_digits` startup parameter, which PgBouncer refuses
+    /// unless told to ignore it; a pool given with [`pg_pool`](Self::pg_pool)
+    /// must be set up for PgBouncer by its owner.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), graphile_worker::Error> {
+    /// let worker = graphile_worker::Worker::from_registry()
+    ///     .database_url("postgres://app@pgbouncer:6432/app")
+    ///     .no_prepared_statements()
+    ///     .listen_url("postgres://app@postgres:5432/app")
+    ///     .init()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn no_prepared_statements(mut self) -> Self {
+        self.statement_mode = StatementMode::Unnamed;
+        self
+    }
+
+    /// A direct connection to PostgreSQL (not through PgBouncer) for
+    /// LISTEN, used with [`no_prepared_statements`](Self::no_prepared_statements):
+    /// new jobs then start as soon as they are added, and cancellations
+    /// reach running jobs. Without `no_prepared_statements` the worker
+    /// listens on a connection of its pool and ignores this URL.
+    pub fn listen_url(mut self, url: impl AsRef<str>) -> Self {
+        self.listen_url = Some(url.as_ref().to_owned());
         self
     }
 
@@ -696,8 +747,22 @@ impl WorkerOptions {
         let pool = self.connect().await?;
         crate::panics::install_hook();
 
-        let utils =
+        let listener = match (self.statement_mode, self.listen_url.take()) {
+            (StatementMode::Prepared, _) => Some(pool.clone()),
+            (StatementMode::Unnamed, Some(url)) => Some(listener_pool(&url)?),
+            (StatementMode::Unnamed, None) => {
+                tracing::info!(
+                    "no prepared statements and no listen_url: finding new jobs by polling every {:?}",
+                    self.poll_interval
+                );
+                None
+            }
+        };
+        let mut utils =
             WorkerUtils::new(pool.clone(), &self.schema).with_before_add(self.before_add.take());
+        if self.statement_mode == StatementMode::Unnamed {
+            utils = utils.no_prepared_statements();
+        }
         utils.migrate().await?;
 
         let pool_id = format!("pool-{:018x}", random_u64() as u128 & ((1 << 72) - 1));
@@ -715,6 +780,7 @@ impl WorkerOptions {
             inner: Arc::new(Inner {
                 db: utils.db().clone(),
                 utils,
+                listener,
                 pool_id,
                 tasks,
                 data: Arc::new(std::mem::take(&mut self.data)),
@@ -837,12 +903,21 @@ impl WorkerOptions {
                 warn_if_pool_small(&pool, self.concurrency);
                 Ok(pool)
             }
-            (None, Some(url)) => pool_from_url(&url, self.max_pool_size, self.concurrency).await,
+            (None, Some(url)) => {
+                pool_from_url(
+                    &url,
+                    self.max_pool_size,
+                    self.concurrency,
+                    self.statement_mode,
+                )
+                .await
+            }
             (None, None) if self.libpq_env => {
                 pool_from_options(
                     sqlx::postgres::PgConnectOptions::new(),
                     self.max_pool_size,
                     self.concurrency,
+                    self.statement_mode,
                 )
                 .await
             }

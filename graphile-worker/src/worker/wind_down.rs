@@ -76,7 +76,7 @@ impl WindDown {
             } else {
                 sqlx::query(sql.claims.unlock_own_queues.clone())
                     .bind(&inner.pool_id)
-                    .execute(&inner.db.pool)
+                    .execute(inner.db.exec())
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())
@@ -107,7 +107,7 @@ pub(super) async fn reconcile(inner: &Inner, held: &[i64]) -> Result<(), String>
     let (jobs, queues): (i64, i64) = sqlx::query_as(inner.db.sql.claims.return_strays.clone())
         .bind(&inner.pool_id)
         .bind(held)
-        .fetch_one(&inner.db.pool)
+        .fetch_one(inner.db.exec())
         .await
         .map_err(|e| e.to_string())?;
     if jobs + queues > 0 {

@@ -210,7 +210,7 @@ impl Dispatcher {
         let register = sqlx::query(self.inner.db.sql.workers.register_worker.clone())
             .bind(&self.inner.pool_id)
             .bind(self.inner.metadata.to_string())
-            .execute(&self.inner.db.pool);
+            .execute(self.inner.db.exec());
         match tokio::time::timeout(self.inner.stale_worker_threshold / 4, register).await {
             Ok(Ok(_)) => {
                 self.inner.health.beat_landed(sent);
