@@ -81,7 +81,7 @@ fn ended(job: JobEvent, outcome: &Outcome, duration: std::time::Duration) -> Wor
             duration,
             delay: *delay,
         },
-        Outcome::Failed { message, how } => WorkerEvent::JobFailed {
+        Outcome::Failed { message, how, .. } => WorkerEvent::JobFailed {
             will_retry: how.retries() && job.attempt < job.max_attempts,
             job,
             duration,
@@ -144,6 +144,7 @@ async fn run_task(job: Job, with: RunWith) -> Outcome {
         Outcome::Failed {
             message,
             how: Failure::Retry,
+            payload,
         } if retry.is_some() => {
             let delay = retry
                 .map(|p| p.jittered_delay(attempts))
@@ -151,6 +152,7 @@ async fn run_task(job: Job, with: RunWith) -> Outcome {
             Outcome::Failed {
                 message,
                 how: Failure::RetryAfter(delay),
+                payload,
             }
         }
         outcome => outcome,
@@ -170,7 +172,11 @@ async fn run_task_inner(job: Job, with: RunWith) -> Outcome {
         limits,
         cancellation,
     } = with;
-    let failed = |message: String, how: Failure| Outcome::Failed { message, how };
+    let failed = |message: String, how: Failure| Outcome::Failed {
+        message,
+        how,
+        payload: None,
+    };
     let Some(handler) = handler else {
         return failed(outcome::unknown_task(&job.task_identifier), Failure::Retry);
     };
@@ -237,7 +243,11 @@ fn finished(
     result: Result<Result<(), TaskError>, String>,
     cancel: &watch::Receiver<bool>,
 ) -> Outcome {
-    let failed = |message: String, how: Failure| Outcome::Failed { message, how };
+    let failed = |message: String, how: Failure| Outcome::Failed {
+        message,
+        how,
+        payload: None,
+    };
     match result {
         Ok(Ok(())) => Outcome::Completed,
         Ok(Err(e)) => {
@@ -255,7 +265,11 @@ fn finished(
             } else {
                 Failure::Retry
             };
-            failed(e.message().to_owned(), how)
+            Outcome::Failed {
+                message: e.message().to_owned(),
+                how,
+                payload: e.replacement_payload().map(str::to_owned),
+            }
         }
         Err(detail) => failed(outcome::task_panicked(&detail), Failure::Retry),
     }
@@ -347,12 +361,14 @@ fn log_outcome(about: &About, outcome: &Outcome, ms: f64) {
         Outcome::Failed {
             message,
             how: Failure::Interrupted,
+            ..
         } => {
             tracing::warn!("Interrupted task {id} ({identifier}, {ms:.2}ms): '{message}'");
         }
         Outcome::Failed {
             message,
             how: Failure::Permanent,
+            ..
         } => {
             tracing::error!(
                 "Failed task {id} ({identifier}, {ms:.2}ms, attempt {attempts} of {max_attempts}) with error '{message}'; failed permanently, it will not be retried"

@@ -4,6 +4,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod backoff;
+mod batch;
 mod cancel;
 mod claim;
 mod context;
@@ -40,6 +41,7 @@ mod worker;
 mod worker_utils;
 
 pub use backoff::retry_delay;
+pub use batch::{Batch, BatchTask};
 pub use context::{CancelReason, JobContext, JobContextBuilder};
 pub use control::CancelOutcome;
 pub use cron::{

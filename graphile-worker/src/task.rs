@@ -80,6 +80,9 @@ pub trait Task: Serialize + DeserializeOwned + Send + 'static {
 pub struct TaskError {
     message: String,
     kind: ErrorKind,
+    /// A batch job's failed elements (JSON array text), which replace its
+    /// payload.
+    replacement_payload: Option<String>,
 }
 
 /// What a [`TaskError`] does to its job.
@@ -99,6 +102,7 @@ impl TaskError {
         Self {
             message: message.into(),
             kind: ErrorKind::Retry(None),
+            replacement_payload: None,
         }
     }
 
@@ -116,6 +120,7 @@ impl TaskError {
         Self {
             message: message.into(),
             kind: ErrorKind::Retry(Some(delay)),
+            replacement_payload: None,
         }
     }
 
@@ -141,6 +146,7 @@ impl TaskError {
         Self {
             message: format!("snoozed for {}", crate::policy::human_duration(delay)),
             kind: ErrorKind::Snooze(delay),
+            replacement_payload: None,
         }
     }
 
@@ -159,6 +165,7 @@ impl TaskError {
         Self {
             message: message.into(),
             kind: ErrorKind::Permanent,
+            replacement_payload: None,
         }
     }
 
@@ -197,6 +204,18 @@ impl TaskError {
     /// The message.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// This error, replacing the job's payload with `payload` (JSON text)
+    /// when it is stored: how a batch job keeps only its failed elements.
+    pub(crate) fn with_replacement_payload(mut self, payload: String) -> Self {
+        self.replacement_payload = Some(payload);
+        self
+    }
+
+    /// The payload this failure stores in place of the job's, if any.
+    pub(crate) fn replacement_payload(&self) -> Option<&str> {
+        self.replacement_payload.as_deref()
     }
 }
 

@@ -27,7 +27,13 @@ pub(crate) enum Outcome {
     Completed,
     /// The task failed: record the message, and retry the job as `how`
     /// says.
-    Failed { message: String, how: Failure },
+    Failed {
+        message: String,
+        how: Failure,
+        /// A batch job's failed elements (a JSON array), which replace its
+        /// payload so that only they are retried.
+        payload: Option<String>,
+    },
     /// The job never started: unlock it and refund the attempt.
     Returned,
     /// The task asked to run again after this long: not a failure; the
@@ -166,11 +172,13 @@ impl Drop for OutcomeGuard {
             Outcome::Failed {
                 message: WORKER_PANICKED_MESSAGE.into(),
                 how: Failure::Retry,
+                payload: None,
             }
         } else {
             Outcome::Failed {
                 message: SHUTDOWN_MESSAGE.into(),
                 how: Failure::Interrupted,
+                payload: None,
             }
         };
         completer.send(self.claim, outcome, true);
@@ -193,6 +201,7 @@ pub(crate) fn settle_rejects(held: &HeldJobs, completer: &Completer, batch: &Cla
         let outcome = Outcome::Failed {
             message: message.clone(),
             how: Failure::Retry,
+            payload: None,
         };
         // It may have held its named queue, which unlocks now.
         completer.send(*claim, outcome, true);

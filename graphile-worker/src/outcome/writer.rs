@@ -359,9 +359,14 @@ impl Writer {
                 let mut interrupted = Vec::with_capacity(reports.len());
                 let mut permanent = Vec::with_capacity(reports.len());
                 let mut delays = Vec::with_capacity(reports.len());
+                let mut payloads: Vec<Option<&str>> = Vec::with_capacity(reports.len());
                 for report in reports {
+                    payloads.push(match &report.outcome {
+                        Outcome::Failed { payload, .. } => payload.as_deref(),
+                        _ => None,
+                    });
                     let (message, how, delay) = match &report.outcome {
-                        Outcome::Failed { message, how } => {
+                        Outcome::Failed { message, how, .. } => {
                             let delay = match how {
                                 Failure::RetryAfter(delay) => Some(delay.as_secs_f64()),
                                 _ => None,
@@ -388,6 +393,7 @@ impl Writer {
                     .bind(&claimed)
                     .bind(&permanent)
                     .bind(&delays)
+                    .bind(&payloads)
                     .fetch_one(self.db.exec())
                     .await?
             }

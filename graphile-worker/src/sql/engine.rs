@@ -143,7 +143,9 @@ impl OutcomeStatements {
             )),
             // Failures, hand-backs and snoozes. $1 ids, $2 messages, $3
             // pool id, $4 per-job "interrupted" flags, $5 claim stamps, $6
-            // per-job "permanent" flags, $7 per-job delays in seconds. An
+            // per-job "permanent" flags, $7 per-job delays in seconds, $8
+            // per-job replacement payloads (a batch job's failed elements,
+            // JSON text, as Node's fail_jobs takes them). An
             // interrupted job gets its attempt back and no backoff; a job
             // handed back before it started (no message) keeps its
             // last_error and run_at too; a snoozed one (interrupted, no
@@ -156,15 +158,17 @@ impl OutcomeStatements {
             // or else Node's exp(min(attempts, 10)) seconds.
             fail_own_jobs: stmt(format!(
                 "with f as (select * from unnest($1::bigint[], $2::text[], $4::boolean[], \
-                   $5::timestamptz[], $6::boolean[], $7::float8[]) \
-                   as f(id, message, interrupted, claimed_at, permanent, delay)), \
+                   $5::timestamptz[], $6::boolean[], $7::float8[], $8::text[]) \
+                   as f(id, message, interrupted, claimed_at, permanent, delay, payload)), \
                  target as (select jobs.id, f.message, f.interrupted, f.permanent, f.delay, \
+                     f.payload, \
                      (f.claimed_at is null or jobs.updated_at = f.claimed_at) as untouched \
                    from {s}._private_jobs as jobs join f on f.id = jobs.id \
                    where jobs.id = any($1::bigint[]) and jobs.locked_by = $3 and {OWN_CLAIM} \
                    for update of jobs skip locked), \
                  j as (update {s}._private_jobs as jobs set \
                      last_error = coalesce(t.message, jobs.last_error), \
+                     payload = coalesce(t.payload::json, jobs.payload), \
                      run_at = case when t.permanent then jobs.run_at \
                        when t.interrupted and t.delay is not null \
                          then now() + t.delay * interval '1 second' \
