@@ -5,7 +5,9 @@
 mod common;
 
 use common::{migrated, run_sql};
-use graphile_worker::{Batch, BatchTask, JobContext, JobSpec, TaskError, Worker, WorkerUtils};
+use graphile_worker::{
+    Batch, BatchTask, JobContext, JobSpec, TaskError, Worker, WorkerUtils, task,
+};
 use graphile_worker_dev::{TestDatabase, node};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -52,6 +54,44 @@ impl BatchTask for Miscounted {
     }
 }
 
+/// The same as [`Num`], declared with `#[task(batch)]`: the items are plain
+/// numbers, and a database error fails the whole batch.
+#[task(batch)]
+async fn macro_nums(
+    nums: Vec<i64>,
+    ctx: JobContext,
+) -> Result<Vec<Result<(), TaskError>>, sqlx::Error> {
+    let mut results = Vec::new();
+    for n in nums {
+        sqlx::query("insert into seen (n, attempt, runner) values ($1, $2, 'macro')")
+            .bind(n)
+            .bind(ctx.attempts())
+            .execute(ctx.utils().pool())
+            .await?;
+        results.push(if n % 2 == 0 && ctx.attempts() == 1 {
+            Err(TaskError::new(format!("{n} is even")))
+        } else {
+            Ok(())
+        });
+    }
+    Ok(results)
+}
+
+/// A batch task without a context, failing the items "bad" for good.
+#[task(batch)]
+async fn plain_words(words: Vec<String>) -> Vec<Result<(), TaskError>> {
+    words
+        .iter()
+        .map(|w| {
+            if w == "bad" {
+                Err(TaskError::permanent(format!("{w} is bad")))
+            } else {
+                Ok(())
+            }
+        })
+        .collect()
+}
+
 fn keyed(key: &str) -> JobSpec {
     JobSpec {
         job_key: Some(key.into()),
@@ -76,6 +116,8 @@ async fn run_ours(pool: &PgPool) {
         .handle_signals(false)
         .register::<Batch<Num>>()
         .register::<Batch<Miscounted>>()
+        .register::<MacroNums>()
+        .register::<PlainWords>()
         .init()
         .await
         .expect("start")
@@ -149,6 +191,47 @@ async fn keyed_items_gather_in_one_job_and_only_failed_items_are_retried() {
             rust(4, 2)
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_declared_with_task_batch_settles_each_item() {
+    let (_db, pool, utils) = setup().await;
+    MacroNums::enqueue_with(&utils, MacroNums(vec![1, 2]), keyed("m"))
+        .await
+        .expect("add");
+    MacroNums::enqueue_with(&utils, MacroNums(vec![3, 4]), keyed("m"))
+        .await
+        .expect("add");
+    run_ours(&pool).await;
+    assert_eq!(
+        the_job(&pool).await,
+        Some((
+            serde_json::json!([2, 4]),
+            1,
+            Some("Batch failures:\n2 is even\n4 is even".into())
+        ))
+    );
+    make_due(&pool).await;
+    run_ours(&pool).await;
+    assert_eq!(the_job(&pool).await, None);
+    assert_eq!(seen(&pool).await.len(), 6);
+
+    // Every failed item permanent: the job fails for good, keeping them.
+    PlainWords::enqueue(
+        &utils,
+        PlainWords(vec!["good".into(), "bad".into(), "fine".into()]),
+    )
+    .await
+    .expect("add");
+    run_ours(&pool).await;
+    let (payload, attempts, error) = the_job(&pool).await.expect("kept");
+    assert_eq!(payload, serde_json::json!(["bad"]));
+    assert_eq!(error.as_deref(), Some("Batch failures:\nbad is bad"));
+    let max: i16 = sqlx::query_scalar("select max_attempts from graphile_worker._private_jobs")
+        .fetch_one(&pool)
+        .await
+        .expect("read");
+    assert_eq!(attempts, max, "failed permanently");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,12 +4,13 @@
 use proc_macro2::{Span, TokenStream};
 use syn::meta::ParseNestedMeta;
 use syn::parse::{ParseStream, Parser};
+use syn::spanned::Spanned as _;
 use syn::{Lit, LitInt, LitStr, Token};
 
 use crate::duration::parse_duration;
 
 /// The keys `#[task(...)]` accepts, for the "unknown key" message.
-const KEYS: &str = "identifier, queue, max_attempts, priority, rename_all, cron, tz, timeout, concurrency, backoff";
+const KEYS: &str = "identifier, queue, max_attempts, priority, rename_all, cron, tz, timeout, concurrency, backoff, batch";
 
 /// The spellings serde's `rename_all` accepts.
 const RENAME_RULES: &[&str] = &[
@@ -41,6 +42,8 @@ pub(crate) struct TaskArgs {
     pub(crate) timeout_ms: Option<u64>,
     pub(crate) concurrency: Option<u32>,
     pub(crate) backoff: Option<Backoff>,
+    /// A batch task: one `Vec<Item>` parameter, a result per item.
+    pub(crate) batch: Option<Span>,
     /// Keys seen so far, to refuse a key given twice.
     seen: Vec<String>,
     /// Where `tz` was given, to refuse it without `cron`.
@@ -169,6 +172,12 @@ impl TaskArgs {
             }
             "backoff" => {
                 self.backoff = Some(parse_backoff(meta)?);
+            }
+            "batch" => {
+                if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                    return Err(meta.error("`batch` takes no value: write #[task(batch)]"));
+                }
+                self.batch = Some(meta.path.span());
             }
             _ => {
                 return Err(meta.error(format!(

@@ -103,7 +103,38 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
             Some(quote!(#docs #(#serde)* #vis #ident: #ty,))
         }
     });
-    let payload_struct = quote! {
+    let batch_field = match args.batch {
+        Some(span) => match batch_field(args, task, span) {
+            Ok(field) => Some(field),
+            Err(error) => {
+                let error = error.to_compile_error();
+                return quote!(#func #error);
+            }
+        },
+        None => None,
+    };
+    let payload_struct = if let Some(field) = batch_field {
+        let ty = &field.ty;
+        let serde = &field.serde;
+        quote! {
+            #(#cfgs)*
+            #docs
+            #[doc = ""]
+            #[doc = #generated]
+            #[doc = ""]
+            #[doc = " A batch task's payload: its items, stored as a JSON array."]
+            #[derive(
+                #gw::serde::Serialize,
+                #gw::serde::Deserialize,
+                ::core::fmt::Debug,
+                ::core::clone::Clone,
+            )]
+            #[serde(crate = "::graphile_worker::__private::serde", transparent)]
+            #(#container_serde)*
+            #vis struct #name(#(#serde)* #vis #ty);
+        }
+    } else {
+        quote! {
         #(#cfgs)*
         #docs
         #[doc = ""]
@@ -119,6 +150,7 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
         #(#container_serde)*
         #vis struct #name {
             #(#fields)*
+        }
         }
     };
 
@@ -137,7 +169,7 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
         .map(|i| format_ident!("__graphile_worker_data_{i}"))
         .collect();
     let has_context = task.params.iter().any(|p| matches!(p, Param::Context));
-    let ctx_param = if has_context || !data_types.is_empty() {
+    let ctx_param = if has_context || !data_types.is_empty() || batch_field.is_some() {
         quote!(#ctx)
     } else {
         quote!(_)
@@ -149,16 +181,40 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
             let ident = next_data.next();
             quote!(#ident)
         }
+        Param::Field(_) if batch_field.is_some() => quote!(self.0),
         Param::Field(field) => {
             let ident = &field.ident;
             quote!(self.#ident)
         }
     });
+    // A batch task settles its job from the items' results, reading the
+    // payload they came from.
+    let job = format_ident!("__graphile_worker_job");
+    let items = format_ident!("__graphile_worker_items");
+    let (future_fn, future_data_fn, batch_prelude, batch_args) = if batch_field.is_some() {
+        (
+            quote_spanned!(task.future_span=> batch_future),
+            quote_spanned!(task.future_span=> batch_future_with_data),
+            quote! {
+                let #job = ::core::clone::Clone::clone(&#ctx);
+                let #items = self.0.len();
+            },
+            quote!(#identifier, #job, #items,),
+        )
+    } else {
+        (
+            quote_spanned!(task.future_span=> task_future),
+            quote_spanned!(task.future_span=> task_future_with_data),
+            quote!(),
+            quote!(),
+        )
+    };
     // Spanned on the function's name, so "future cannot be sent between
     // threads safely" and "cannot be a task result" point at the user's fn.
     let run_body = if data_types.is_empty() {
         quote_spanned! {task.future_span=>
-            ::graphile_worker::__private::task_future(#fn_ident(#(#call_args),*))
+            #batch_prelude
+            ::graphile_worker::__private::#future_fn(#batch_args #fn_ident(#(#call_args),*))
         }
     } else {
         // The shared values are taken from the context first (a missing one
@@ -179,7 +235,9 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
             })()
         };
         quote_spanned! {task.future_span=>
-            ::graphile_worker::__private::task_future_with_data(
+            #batch_prelude
+            ::graphile_worker::__private::#future_data_fn(
+                #batch_args
                 #data,
                 move |(#(#data_idents,)*)| #fn_ident(#(#call_args),*),
             )
@@ -359,6 +417,48 @@ fn expand(args: &TaskArgs, task: &TaskFn) -> TokenStream {
         #enqueue_impl
         #registration
     }
+}
+
+/// The one parameter of a `#[task(batch)]` function that is neither the
+/// context nor shared data: its items, a `Vec<Item>`.
+fn batch_field<'a>(
+    args: &TaskArgs,
+    task: &'a TaskFn,
+    span: proc_macro2::Span,
+) -> syn::Result<&'a signature::Field> {
+    if let Some(rule) = &args.rename_all {
+        return Err(syn::Error::new_spanned(
+            rule,
+            "rename_all does not apply to a batch task, whose payload is a JSON array of items; put #[serde(rename_all = ...)] on the item type",
+        ));
+    }
+    let fields: Vec<&signature::Field> = task
+        .params
+        .iter()
+        .filter_map(|param| match param {
+            Param::Field(field) => Some(&**field),
+            _ => None,
+        })
+        .collect();
+    match fields.as_slice() {
+        [field] if is_vec(&field.ty) => Ok(field),
+        [field] => Err(syn::Error::new_spanned(
+            &field.ty,
+            "a batch task takes its items as one `Vec<Item>` parameter",
+        )),
+        _ => Err(syn::Error::new(
+            span,
+            "a batch task takes one parameter besides the context and `Data<T>`s: its items, as `Vec<Item>`",
+        )),
+    }
+}
+
+/// Whether `ty` is written `Vec<..>` (any path ending in `Vec`).
+fn is_vec(ty: &syn::Type) -> bool {
+    matches!(ty, syn::Type::Path(path)
+    if path.path.segments.last().is_some_and(|s| {
+        s.ident == "Vec" && matches!(s.arguments, syn::PathArguments::AngleBracketed(_))
+    }))
 }
 
 /// `policy()` from the attribute's timeout, concurrency and backoff;

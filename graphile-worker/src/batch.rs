@@ -134,7 +134,7 @@ impl<T: BatchTask> Task for Batch<T> {
 /// The job's outcome from its items' results: done when all succeeded;
 /// otherwise a failure that keeps only the failed items of `payload` (the
 /// array the items were decoded from).
-fn settle(
+pub(crate) fn settle(
     task: &str,
     payload: &serde_json::Value,
     items: usize,

@@ -87,7 +87,8 @@ pub mod __private {
     pub use sqlx::PgExecutor;
 
     pub use crate::macro_support::{
-        PayloadField, assert_payload_field, task_future, task_future_with_data,
+        IntoBatchResults, PayloadField, assert_payload_field, batch_future, batch_future_with_data,
+        task_future, task_future_with_data,
     };
     pub use crate::{
         DataRequirement, Error, IntoTaskResult, Job, JobContext, JobSpec, RetryPolicy, Task,
