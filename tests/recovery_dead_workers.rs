@@ -132,10 +132,16 @@ async fn killed_workers_jobs_run_to_completion_elsewhere() {
         .await
         .unwrap();
     assert_eq!(retried, vec![2, 2], "the crashed attempt counts");
-    assert_eq!(
-        count(&pool, "select count(*) from graphile_worker.jobs").await,
-        0
-    );
+    // The task writes `done` before it returns; its completion is written
+    // by the outcome writer just after.
+    wait_for_count(
+        &pool,
+        Duration::from_secs(10),
+        "the completions to be written",
+        "select count(*) from graphile_worker.jobs",
+        |n| n == 0,
+    )
+    .await;
     let workers = utils.list_workers().await.unwrap();
     assert!(
         workers.iter().all(|w| w.id != doomed_id),
