@@ -9,7 +9,7 @@
 //! that many jobs: 97% ready in 20 tasks and 10 named queues, 2%
 //! permanently failed with an error, 1% scheduled; then serves the UI and
 //! times each page (the median of 5 requests, after one warm-up). The
-//! README's Admin UI section quotes a run.
+//! the guide's operating chapter (docs/src/operating.md) quotes a run.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

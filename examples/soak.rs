@@ -1,7 +1,7 @@
 //! Soak: several worker processes drain many jobs while faults are injected
-//! all along, then the run is checked against what the README promises
-//! ("Heartbeats and dead-worker recovery", "Reliability: what is
-//! guaranteed").
+//! all along, then the run is checked against what the guide promises
+//! (`docs/src/recovery.md`: heartbeats, dead-worker recovery, what is
+//! guaranteed).
 //!
 //! ```sh
 //! cargo run --release --example soak                  # 100k jobs, 4 workers
@@ -70,7 +70,7 @@
 //! - **started while cut off > threshold/2**, **done while cut off > 3/4
 //!   threshold**: a run that a worker whose proxy was paused started more
 //!   than half the stale threshold (plus 250 ms of slack) into the pause,
-//!   or finished more than three quarters into it: a violation (the README:
+//!   or finished more than three quarters into it: a violation (the guide:
 //!   a worker starts jobs only while its last heartbeat is younger than half
 //!   the threshold, and stops them at three quarters);
 //! - **declared dead, not cut off ≥ threshold**: a worker logged that a peer
@@ -1317,7 +1317,7 @@ const LEDGER_SLACK: Duration = Duration::from_millis(250);
 
 /// Jobs that a worker cut off from PostgreSQL (a pause of its proxy) started
 /// later than half the stale threshold into the pause, or finished (`done`)
-/// later than three quarters into it: the README says a worker starts jobs
+/// later than three quarters into it: the guide says a worker starts jobs
 /// only while its last heartbeat is younger than half the threshold, and
 /// stops its running jobs at three quarters. Pauses during a restart are
 /// left out (the ledger writes themselves may then land late).
@@ -1829,7 +1829,7 @@ fn violations(
 }
 
 /// The times a worker logged that a peer had declared it dead although it
-/// had not been cut off for the stale threshold just before (the README:
+/// had not been cut off for the stale threshold just before (the guide:
 /// only a worker silent that long is dead).
 fn unexplained_deaths(fleet: &Fleet, faults: &[FaultEvent]) -> Vec<String> {
     /// How long after a cut-off ends the worker may take to notice.

@@ -55,3 +55,48 @@ impl TestDatabase {
             .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url))
     }
 }
+
+/// The user guide's chapters (`docs/src`), compiled as doctests of this
+/// package: every ```rust block in them builds (`no_run` ones are not run).
+/// `tests/guide_book.rs` checks that each chapter is listed here.
+#[cfg(doctest)]
+pub mod guide {
+    #[doc = include_str!("../docs/src/introduction.md")]
+    pub struct Introduction;
+    #[doc = include_str!("../docs/src/getting-started.md")]
+    pub struct GettingStarted;
+    #[doc = include_str!("../docs/src/concepts.md")]
+    pub struct Concepts;
+    #[doc = include_str!("../docs/src/defining-tasks.md")]
+    pub struct DefiningTasks;
+    #[doc = include_str!("../docs/src/enqueueing.md")]
+    pub struct Enqueueing;
+    #[doc = include_str!("../docs/src/running-workers.md")]
+    pub struct RunningWorkers;
+    #[doc = include_str!("../docs/src/retries.md")]
+    pub struct Retries;
+    #[doc = include_str!("../docs/src/queues.md")]
+    pub struct Queues;
+    #[doc = include_str!("../docs/src/shutdown.md")]
+    pub struct Shutdown;
+    #[doc = include_str!("../docs/src/recovery.md")]
+    pub struct Recovery;
+    #[doc = include_str!("../docs/src/cron.md")]
+    pub struct Cron;
+    #[doc = include_str!("../docs/src/operating.md")]
+    pub struct Operating;
+    #[doc = include_str!("../docs/src/observability.md")]
+    pub struct Observability;
+    #[doc = include_str!("../docs/src/testing.md")]
+    pub struct Testing;
+    #[doc = include_str!("../docs/src/node.md")]
+    pub struct Node;
+    #[doc = include_str!("../docs/src/performance.md")]
+    pub struct Performance;
+    #[doc = include_str!("../docs/src/migrations.md")]
+    pub struct Migrations;
+    #[doc = include_str!("../docs/src/errors.md")]
+    pub struct Errors;
+    #[doc = include_str!("../docs/src/faq.md")]
+    pub struct Faq;
+}

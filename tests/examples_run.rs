@@ -165,3 +165,23 @@ fn metrics_endpoint() {
         ],
     );
 }
+
+#[test]
+fn every_example_readme_lists_is_run_here() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let this = std::fs::read_to_string(root.join("tests/examples_run.rs")).expect("this file");
+    let listed: Vec<&str> = readme
+        .split("`examples/")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(".rs`").map(|(name, _)| name))
+        .filter(|name| !name.contains('/'))
+        .collect();
+    assert!(listed.len() >= 7, "README lists {listed:?}");
+    for name in listed {
+        assert!(
+            this.contains(&format!("fn {name}()")),
+            "README lists examples/{name}.rs, which no test here runs"
+        );
+    }
+}

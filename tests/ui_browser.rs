@@ -2,8 +2,8 @@
 //! playwright-core from `tests/browser/admin_ui.js`): every page loads, a
 //! permanently failed job is retried by clicking, a destructive action asks
 //! first, a script in a payload runs nothing, read-only mode shows no
-//! buttons and refuses POSTs. The screenshots in the README come from here:
-//! run with `GW_UPDATE_SCREENSHOTS=1` to refresh `docs/screenshots/`.
+//! buttons and refuses POSTs. The screenshots in README and the guide come from here:
+//! run with `GW_UPDATE_SCREENSHOTS=1` to refresh `docs/src/images/`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,7 +87,7 @@ async fn the_admin_ui_in_chromium() {
     .await;
     let read_only = serve(AdminUi::new(utils.clone()).read_only(true).router()).await;
     let shots = std::env::var_os("GW_UPDATE_SCREENSHOTS")
-        .map(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots"))
+        .map(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/src/images"))
         .unwrap_or_else(|| {
             std::env::temp_dir().join(format!("gw-ui-shots-{}", std::process::id()))
         });

@@ -28,13 +28,13 @@ struct Point {
     flat: bool,
 }
 
-/// Writes the chart; the committed one (`bench/sustained-load.svg`) only from
+/// Writes the chart; the committed one (`docs/src/images/sustained-load.svg`) only from
 /// a full run, a `--quick` one to the temporary directory.
 pub(crate) fn write(results: &Results, settings: &Settings) -> Result<PathBuf> {
     let path = if settings.quick {
         std::env::temp_dir().join("graphile-worker-bench-sustained-load.svg")
     } else {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/sustained-load.svg")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/src/images/sustained-load.svg")
     };
     std::fs::write(&path, svg(results))?;
     Ok(path)

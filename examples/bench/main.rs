@@ -45,7 +45,7 @@
 //! - **sustained load** (`sustained.rs`): a producer adding batches of 100
 //!   jobs at a fixed rate while one worker process runs them, for a ladder
 //!   of rates: enqueue→start latency and whether the backlog stays flat;
-//!   the chart of it is written to `bench/sustained-load.svg`;
+//!   the chart of it is written to `docs/src/images/sustained-load.svg`;
 //! - **big tables** (`big_table.rs`): draining the due 5% of a table whose
 //!   other 95% are not runnable, against the same jobs in a clean table;
 //! - **memory** and **several processes** (`processes.rs`): peak RSS of a
