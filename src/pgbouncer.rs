@@ -112,7 +112,7 @@ impl PgBouncer {
         // The shell stops PgBouncer when this process closes its stdin (on
         // drop, or when the test process exits), then removes the files.
         let script = format!(
-            "{bin} {ini} & pid=$!; read _ignored; kill $pid; wait $pid; rm -rf {dir}",
+            "'{bin}' '{ini}' & pid=$!; read _ignored; kill $pid; wait $pid; rm -rf '{dir}'",
             bin = bin.display(),
             ini = ini.display(),
             dir = dir.display(),

@@ -5,12 +5,16 @@
 mod common;
 
 use common::{migrated, run_sql};
+use std::sync::Arc;
+use std::time::Duration;
+
 use graphile_worker::{
-    Batch, BatchTask, JobContext, JobSpec, TaskError, Worker, WorkerUtils, task,
+    Batch, BatchTask, Data, JobContext, JobSpec, TaskError, Worker, WorkerUtils, task,
 };
 use graphile_worker_dev::{TestDatabase, node};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use tokio::sync::Notify;
 
 /// One number of a batch; even numbers fail on their first attempt.
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,6 +89,30 @@ async fn plain_words(words: Vec<String>) -> Vec<Result<(), TaskError>> {
         .map(|w| {
             if w == "bad" {
                 Err(TaskError::permanent(format!("{w} is bad")))
+            } else {
+                Ok(())
+            }
+        })
+        .collect()
+}
+
+/// Lets the test act while a batch runs: the task says it started, then
+/// waits for the release.
+#[derive(Clone, Default)]
+struct Gate {
+    started: Arc<Notify>,
+    release: Arc<Notify>,
+}
+
+/// Fails the even numbers, once the test releases it.
+#[task(batch)]
+async fn gated_nums(gate: Data<Gate>, nums: Vec<i64>) -> Vec<Result<(), TaskError>> {
+    gate.started.notify_one();
+    gate.release.notified().await;
+    nums.iter()
+        .map(|n| {
+            if n % 2 == 0 {
+                Err(TaskError::new(format!("{n} is even")))
             } else {
                 Ok(())
             }
@@ -375,4 +403,72 @@ async fn a_batch_added_here_runs_on_node_and_its_failures_run_here() {
             (4, 2, "rust".to_owned()),
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_added_while_a_batch_runs_are_not_lost_when_it_fails() {
+    let (_db, pool, utils) = setup().await;
+    let first = GatedNums::enqueue_with(&utils, GatedNums(vec![1, 2]), keyed("g"))
+        .await
+        .expect("add");
+    GatedNums::enqueue_with(&utils, GatedNums(vec![3, 4]), keyed("g"))
+        .await
+        .expect("add");
+    let gate = Gate::default();
+    let worker = Worker::options()
+        .pg_pool(pool.clone())
+        .handle_signals(false)
+        .register::<GatedNums>()
+        .data(gate.clone())
+        .init()
+        .await
+        .expect("start");
+    let running = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.run().await }
+    });
+    tokio::time::timeout(Duration::from_secs(20), gate.started.notified())
+        .await
+        .expect("the batch to start");
+    // The key moves to a new job; the running one gives it up and will not
+    // be retried (Node's rule), and it changed since the claim.
+    let second = GatedNums::enqueue_with(&utils, GatedNums(vec![5]), keyed("g"))
+        .await
+        .expect("add while running");
+    assert_ne!(second.id, first.id);
+    gate.release.notify_one();
+    common::eventually(Duration::from_secs(20), "the outcome to be written", || {
+        let pool = pool.clone();
+        async move {
+            let locked: bool = sqlx::query_scalar(
+                "select locked_at is not null from graphile_worker._private_jobs where id = $1",
+            )
+            .bind(first.id)
+            .fetch_one(&pool)
+            .await
+            .expect("read");
+            (!locked).then_some(())
+        }
+    })
+    .await;
+    worker.shutdown_handle().shutdown();
+    running.await.expect("join").expect("run");
+
+    let (payload, error, spent): (serde_json::Value, Option<String>, bool) = sqlx::query_as(
+        "select payload, last_error, attempts >= max_attempts from graphile_worker._private_jobs where id = $1",
+    )
+    .bind(first.id)
+    .fetch_one(&pool)
+    .await
+    .expect("read the first job");
+    assert_eq!(
+        payload,
+        serde_json::json!([1, 2, 3, 4]),
+        "a job changed since its claim keeps its payload"
+    );
+    assert_eq!(
+        error.as_deref(),
+        Some("Batch failures:\n2 is even\n4 is even")
+    );
+    assert!(spent, "it will not be retried");
 }

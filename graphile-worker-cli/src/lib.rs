@@ -216,7 +216,7 @@ pub struct RunArgs {
     /// With --no-prepared-statements: a direct connection to PostgreSQL
     /// (not through PgBouncer) to LISTEN on, so that new jobs start at
     /// once instead of at the next poll.
-    #[arg(long, value_name = "URL", requires = "no_prepared_statements")]
+    #[arg(long, value_name = "URL")]
     pub listen_url: Option<String>,
 }
 

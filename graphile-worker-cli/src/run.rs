@@ -31,6 +31,13 @@ pub(crate) async fn run(
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .try_init();
+    // Checked here, not by clap: a global flag is not seen by a
+    // subcommand's `requires`.
+    if args.listen_url.is_some() && !no_prepared_statements {
+        return Err(CliError::Usage(
+            "--listen-url is for --no-prepared-statements (PgBouncer); without it the worker listens on its own connection".to_owned(),
+        ));
+    }
     if args.concurrency == Some(0) {
         return Err(CliError::Usage("--jobs must be at least 1".to_owned()));
     }

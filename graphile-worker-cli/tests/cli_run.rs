@@ -217,9 +217,20 @@ async fn through_pgbouncer_with_no_prepared_statements() {
     let seen = dir.join("seen.txt");
     script(&dir, "record", &format!("cat >> '{}'", seen.display()));
     let tasks = dir.to_string_lossy().into_owned();
-    gw_at(url, &[np, "run", "--once", "--tasks", &tasks])
-        .await
-        .ok();
+    gw_at(
+        url,
+        &[
+            np,
+            "run",
+            "--once",
+            "--tasks",
+            &tasks,
+            "--listen-url",
+            &db.url,
+        ],
+    )
+    .await
+    .ok();
     assert_eq!(
         std::fs::read_to_string(&seen).unwrap(),
         "{\"payload\":{\"n\":1}}\n"
@@ -233,6 +244,16 @@ async fn through_pgbouncer_with_no_prepared_statements() {
         refused.stderr.contains("extra_float_digits"),
         "{}",
         refused.stderr
+    );
+    let alone = gw_at(url, &["run", "--once", "--listen-url", &db.url])
+        .await
+        .expect_code(2);
+    assert!(
+        alone
+            .stderr
+            .contains("--listen-url is for --no-prepared-statements"),
+        "{}",
+        alone.stderr
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

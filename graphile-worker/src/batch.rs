@@ -65,7 +65,10 @@ pub trait BatchTask: Serialize + DeserializeOwned + Send + 'static {
     /// others are done. The job fails permanently only when every failed
     /// item's error is [permanent](TaskError::permanent). `Err` fails the
     /// whole batch; so does a result list of the wrong length, since the
-    /// worker cannot tell which items it covers.
+    /// worker cannot tell which items it covers. Per item only the message
+    /// and permanence count (an item's `retry_after` or `snooze` is a plain
+    /// failure). A run ended by its time limit, a cancellation or a
+    /// shutdown runs the whole batch again.
     fn run_batch(
         items: Vec<Self>,
         ctx: JobContext,
@@ -146,7 +149,22 @@ pub(crate) fn settle(
             results.len()
         )));
     }
-    let elements = payload.as_array().map(Vec::as_slice).unwrap_or_default();
+    // The failed items are copied from the payload they were decoded from;
+    // without it (a batch run under another task's job, or a hand-built
+    // context) nothing can be kept, so the whole job fails as it is.
+    let Some(elements) = payload.as_array().filter(|a| a.len() == items) else {
+        let failures: Vec<String> = results
+            .into_iter()
+            .filter_map(|r| r.err().map(|e| e.message().to_owned()))
+            .collect();
+        if failures.is_empty() {
+            return Ok(());
+        }
+        return Err(TaskError::new(format!(
+            "Batch failures:\n{}",
+            failures.join("\n")
+        )));
+    };
     let mut failed = Vec::new();
     let mut messages = Vec::new();
     let mut all_permanent = true;
@@ -154,7 +172,9 @@ pub(crate) fn settle(
         if let Err(e) = result {
             all_permanent &= e.is_permanent();
             messages.push(e.message().to_owned());
-            failed.push(elements.get(index).cloned().unwrap_or_default());
+            if let Some(element) = elements.get(index) {
+                failed.push(element.clone());
+            }
         }
     }
     if failed.is_empty() {
@@ -198,6 +218,19 @@ mod tests {
             error.message(),
             "batch task t returned 1 results for 2 items; the whole batch will be retried"
         );
+        assert_eq!(error.replacement_payload(), None);
+    }
+
+    #[test]
+    fn without_the_items_payload_the_job_fails_whole_and_keeps_its_payload() {
+        let error = settle(
+            "t",
+            &json!({"not": "an array"}),
+            2,
+            vec![Ok(()), Err(TaskError::new("b"))],
+        )
+        .unwrap_err();
+        assert_eq!(error.message(), "Batch failures:\nb");
         assert_eq!(error.replacement_payload(), None);
     }
 

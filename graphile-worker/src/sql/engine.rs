@@ -145,7 +145,9 @@ impl OutcomeStatements {
             // pool id, $4 per-job "interrupted" flags, $5 claim stamps, $6
             // per-job "permanent" flags, $7 per-job delays in seconds, $8
             // per-job replacement payloads (a batch job's failed elements,
-            // JSON text, as Node's fail_jobs takes them). An
+            // JSON text, as Node's fail_jobs takes them), applied only to a
+            // job nobody changed since the claim (a late retry of this write
+            // must not overwrite items appended since). An
             // interrupted job gets its attempt back and no backoff; a job
             // handed back before it started (no message) keeps its
             // last_error and run_at too; a snoozed one (interrupted, no
@@ -168,7 +170,8 @@ impl OutcomeStatements {
                    for update of jobs skip locked), \
                  j as (update {s}._private_jobs as jobs set \
                      last_error = coalesce(t.message, jobs.last_error), \
-                     payload = coalesce(t.payload::json, jobs.payload), \
+                     payload = case when t.untouched then coalesce(t.payload::json, jobs.payload) \
+                       else jobs.payload end, \
                      run_at = case when t.permanent then jobs.run_at \
                        when t.interrupted and t.delay is not null \
                          then now() + t.delay * interval '1 second' \

@@ -110,6 +110,19 @@ where
     {
         self.inner.prepare_with(sql, parameters)
     }
+
+    // sqlx's `macros` feature (on by default) turns on its `offline`
+    // feature, which adds this method to the trait; Cargo.toml turns it on
+    // here too, so that this impl compiles either way.
+    fn describe<'e>(
+        self,
+        sql: SqlStr,
+    ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        self.inner.describe(sql)
+    }
 }
 
 /// An executor for statements sent outside a transaction (on the pool, or
@@ -185,5 +198,18 @@ where
         'c: 'e,
     {
         self.inner.prepare_with(sql, parameters)
+    }
+
+    // sqlx's `macros` feature (on by default) turns on its `offline`
+    // feature, which adds this method to the trait; Cargo.toml turns it on
+    // here too, so that this impl compiles either way.
+    fn describe<'e>(
+        self,
+        sql: SqlStr,
+    ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        self.inner.describe(sql)
     }
 }

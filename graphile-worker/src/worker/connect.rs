@@ -23,7 +23,12 @@ pub(super) async fn pool_from_url(
 /// A pool for the listener's direct connection beside PgBouncer, connected
 /// when the listener first asks (it retries on its own).
 pub(super) fn listener_pool(url: &str) -> Result<PgPool, Error> {
-    let options = parse_database_url(url)?;
+    let options = parse_database_url(url).map_err(|e| match e {
+        Error::InvalidDatabaseUrl { reason } => {
+            Error::Config(format!("listen_url is not a valid database URL: {reason}"))
+        }
+        other => other,
+    })?;
     Ok(PgPoolOptions::new()
         .max_connections(2)
         .connect_lazy_with(options))

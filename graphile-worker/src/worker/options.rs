@@ -274,7 +274,10 @@ impl WorkerOptions {
     /// connection to PostgreSQL), and otherwise does not listen at all. It
     /// then finds new jobs by polling, so a job waits up to
     /// [`poll_interval`](Self::poll_interval) (2 s by default) before it
-    /// starts, and a cancelled job is not stopped while it runs.
+    /// starts, a cancelled job is not stopped while it runs, and a breaking
+    /// migration applied by another process does not stop the worker.
+    /// Heartbeats go through PgBouncer too: size its pool so that they are
+    /// never delayed for the stale threshold.
     ///
     /// With [`database_url`](Self::database_url) the worker also leaves out
     /// the `extra_float_digits` startup parameter, which PgBouncer refuses
@@ -748,7 +751,13 @@ impl WorkerOptions {
         crate::panics::install_hook();
 
         let listener = match (self.statement_mode, self.listen_url.take()) {
-            (StatementMode::Prepared, _) => Some(pool.clone()),
+            (StatementMode::Prepared, Some(_)) => {
+                tracing::warn!(
+                    "listen_url is for no_prepared_statements (PgBouncer); this worker listens on a connection of its pool"
+                );
+                Some(pool.clone())
+            }
+            (StatementMode::Prepared, None) => Some(pool.clone()),
             (StatementMode::Unnamed, Some(url)) => Some(listener_pool(&url)?),
             (StatementMode::Unnamed, None) => {
                 tracing::info!(
