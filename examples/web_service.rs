@@ -164,6 +164,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("the worker stopped")?;
     println!("The worker sent the {email}.");
 
+    // A graceful shutdown waits for running jobs and writes their outcomes
+    // (completions are batched, so the row may still be there a moment after
+    // the task returned).
+    worker.shutdown_handle().shutdown();
+    running.await??;
+    server.await??;
+    println!("The worker and the server stopped.");
+
     let jobs: i64 = sqlx::query_scalar("select count(*) from graphile_worker.jobs")
         .fetch_one(&pool)
         .await?;
@@ -171,10 +179,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "Jobs left: {jobs}. The second signup rolled back, so it added no email job; \
          the first one's job ran and is gone."
     );
-
-    worker.shutdown_handle().shutdown();
-    running.await??;
-    server.await??;
-    println!("The worker and the server stopped.");
     Ok(())
 }
