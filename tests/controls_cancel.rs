@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::{
-    add_job, count, eventually, in_queue, locks_left, migrated_with_runs, note, open_gate, set_job,
-    shut_down, start, wait_for_listener, wait_for_tag, worker,
+    add_job, count, eventually, in_queue, migrated_with_runs, note, open_gate, set_job, shut_down,
+    start, wait_for_listener, wait_for_no_locks, wait_for_tag, worker,
 };
 use graphile_worker::{CancelOutcome, CancelReason, JobContext, JobSpec, NewJob, Task, TaskError};
 use graphile_worker_dev::node;
@@ -251,7 +251,7 @@ async fn a_job_no_one_holds_fails_for_good_and_no_worker_runs_it() {
     assert_eq!(common::tags(&pool).await, ["sentinel"]);
     assert_eq!(row(&pool, waiting).await, waiting_row);
     assert_eq!(row(&pool, retrying).await, retrying_row);
-    assert_eq!(locks_left(&pool).await, (0, 0));
+    wait_for_no_locks(&pool).await;
     shut_down(handle, running).await;
 }
 
@@ -293,7 +293,7 @@ async fn a_running_task_that_honours_cancellation_fails_for_good_and_is_not_retr
         tags_of(&pool, job).await,
         ["start", "seen cancelled: no longer needed"]
     );
-    assert_eq!(locks_left(&pool).await, (0, 0));
+    wait_for_no_locks(&pool).await;
 
     // Not retried: a job added after it, even with it due again, runs on
     // the same worker while it stays as it is.
@@ -395,7 +395,7 @@ async fn a_running_task_that_ignores_cancellation_is_dropped_after_the_grace_per
     // was dropped.
     wait_for_job_tag(&pool, sentinel, "sentinel", Duration::from_secs(5)).await;
     assert_eq!(tags_of(&pool, job).await, ["start"]);
-    assert_eq!(locks_left(&pool).await, (0, 0));
+    wait_for_no_locks(&pool).await;
     shut_down(handle, running).await;
     assert_eq!(tags_of(&pool, job).await, ["start"]);
 }
@@ -485,7 +485,7 @@ async fn a_job_waiting_in_the_local_queue_is_failed_without_starting() {
         .await,
         5
     );
-    assert_eq!(locks_left(&pool).await, (0, 0));
+    wait_for_no_locks(&pool).await;
     shut_down(handle, running).await;
 }
 
@@ -595,7 +595,7 @@ async fn a_node_workers_job_runs_to_its_end_and_is_not_retried() {
         tags_of(&pool, job).await,
         ["node-job:start", "node-job:done"]
     );
-    assert_eq!(locks_left(&pool).await, (0, 0));
+    wait_for_no_locks(&pool).await;
 
     node_worker.kill().await.expect("stop the Node worker");
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{
-    add_job, count, eventually, in_queue, locks_left, migrated_with_runs, note, open_gate, run_sql,
-    server_now, shut_down, start, wait_for_count, wait_for_listener, worker,
+    add_job, count, eventually, in_queue, migrated_with_runs, note, open_gate, run_sql, server_now,
+    shut_down, start, wait_for_count, wait_for_listener, wait_for_no_locks, worker,
 };
 use graphile_worker::{Error, JobContext, JobSpec, QueueInfo, Task, TaskError, WorkerUtils};
 use graphile_worker_dev::{TestDatabase, node};
@@ -309,7 +309,7 @@ async fn a_paused_queue_runs_on_neither_worker_until_resumed() {
         .await,
         6
     );
-    assert_eq!(locks_left(&pool).await, (0, 0));
+    wait_for_no_locks(&pool).await;
     let info = queue_info(&utils, "q-paused").await;
     assert_eq!((info.paused, info.locked_by, info.jobs), (false, None, 0));
 
@@ -359,7 +359,7 @@ async fn a_job_running_when_its_queue_is_paused_finishes_and_the_next_waits() {
     open_gate(&pool, "b").await;
     wait_gone(&pool, second).await;
     assert_eq!(tags_of(&pool, second).await, ["b:start", "b:done"]);
-    assert_eq!(locks_left(&pool).await, (0, 0));
+    wait_for_no_locks(&pool).await;
     shut_down(handle, running).await;
 }
 
@@ -395,7 +395,7 @@ async fn resuming_while_a_job_runs_keeps_the_queue_locked_for_it() {
         common::tags(&pool).await,
         ["a:start", "sentinel", "a:done", "b:start", "b:done"]
     );
-    assert_eq!(locks_left(&pool).await, (0, 0));
+    wait_for_no_locks(&pool).await;
     shut_down(handle, running).await;
 }
 
@@ -447,7 +447,7 @@ async fn a_node_workers_running_job_keeps_its_queue_through_pause_and_resume() {
         count(&pool, "select count(*) from runs where tag like '_:start'").await,
         3
     );
-    assert_eq!(locks_left(&pool).await, (0, 0));
+    wait_for_no_locks(&pool).await;
     node_worker.kill().await.expect("stop the Node worker");
 }
 

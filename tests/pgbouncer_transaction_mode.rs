@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    count, eventually, locks_left, migrated, run_in_background, stop_worker, wait_for_listener,
+    count, eventually, migrated, run_in_background, stop_worker, wait_for_listener,
+    wait_for_no_locks,
 };
 use graphile_worker::{JobSpec, NewJob, TaskError, Worker, WorkerOptions, WorkerUtils};
 use graphile_worker_dev::pgbouncer::PgBouncer;
@@ -160,7 +161,7 @@ async fn jobs_added_through_pgbouncer_each_run_once_and_nothing_stays_locked() {
         assert_eq!(runs.get(id).map(Vec::len), Some(1), "runs of job {id}");
     }
     assert!(runs.values().all(|attempts| attempts == &[1]));
-    assert_eq!(locks_left(&pool).await, (0, 0));
+    wait_for_no_locks(&pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +229,7 @@ async fn failures_through_pgbouncer_are_retried_and_recorded() {
     .expect("read the doomed job");
     assert_eq!((attempts, locked), (1, false));
     assert!(last_error.is_some_and(|e| e.contains("doomed")));
-    assert_eq!(locks_left(&pool).await, (0, 0));
+    wait_for_no_locks(&pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +270,7 @@ async fn cron_through_pgbouncer_backfills_and_runs_its_jobs() {
     .await
     .expect("read the known crontab");
     assert!(recent, "last_execution was not advanced");
-    assert_eq!(locks_left(&pool).await, (0, 0));
+    wait_for_no_locks(&pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,7 +343,7 @@ async fn a_worker_through_pgbouncer_beats_and_recovers_a_dead_workers_job() {
         "the dead worker is forgotten, the stopped one deregistered"
     );
     assert_eq!(jobs_left(&pool).await, 0);
-    assert_eq!(locks_left(&pool).await, (0, 0));
+    wait_for_no_locks(&pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

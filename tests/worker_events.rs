@@ -185,6 +185,16 @@ async fn shutdown_interrupts_a_running_job_and_says_so() {
         async move { started.then_some(()) }
     })
     .await;
+    // The listener connects on its own schedule.
+    common::eventually(Duration::from_secs(10), "the listener to connect", || {
+        let connected = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, WorkerEvent::ListenerConnected));
+        async move { connected.then_some(()) }
+    })
+    .await;
     common::stop_worker("events", handle, running, Duration::from_secs(10)).await;
     assert_eq!(
         job_events(&seen),

@@ -379,6 +379,28 @@ pub async fn locks_left(pool: &PgPool) -> (i64, i64) {
     )
 }
 
+/// Waits (up to 10 s) until no job and no queue is locked. Outcomes are
+/// written in batches a moment after a task returns, so a job that just ran
+/// can still hold its lock when the test looks; "nothing stays locked" is
+/// asserted with this, not with one reading of [`locks_left`].
+pub async fn wait_for_no_locks(pool: &PgPool) {
+    let within = Duration::from_secs(10);
+    let deadline = Instant::now() + within;
+    loop {
+        let last = locks_left(pool).await;
+        if last == (0, 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "locks left after {within:?}: {} jobs, {} queues",
+            last.0,
+            last.1
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Makes every `op` (`insert` or `update`) on the workers' registry fail,
 /// counting each refusal in the sequence `name` (a sequence survives the
 /// rollback); the function and the trigger are called `name` too. Undone by
