@@ -373,3 +373,80 @@ async fn with_a_listen_url_new_jobs_start_without_waiting_for_a_poll() {
     stop_worker("bouncer worker", handle, running, Duration::from_secs(10)).await;
     assert_eq!(ledger.runs()[&job.id], vec![1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_listen_url_heartbeats_go_on_while_pgbouncers_connections_are_all_held() {
+    let (db, pool, _) = migrated().await;
+    let bouncer = PgBouncer::start(&db.url);
+    let ledger = Ledger::default();
+    let worker = bouncer_worker(&bouncer, &ledger)
+        .listen_url(&db.url)
+        .heartbeat_interval(Duration::from_millis(200))
+        .init()
+        .await
+        .expect("start");
+    let (handle, running) = run_in_background(&worker);
+    let last_beat = || {
+        let pool = pool.clone();
+        let id = worker.pool_id().to_owned();
+        async move {
+            sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+                "select last_heartbeat_at from graphile_worker._private_workers where id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+            .expect("read the registry")
+        }
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the worker to register",
+        || async { last_beat().await.map(|_| ()) },
+    )
+    .await;
+
+    // An application holds every server connection PgBouncer has (a
+    // transaction each): nothing else gets through it until they end.
+    let mut held = Vec::new();
+    for _ in 0..graphile_worker_dev::pgbouncer::SERVER_CONNECTIONS {
+        let options: PgConnectOptions = bouncer.url().parse().expect("bouncer URL");
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(
+            &options.extra_float_digits(None),
+        )
+        .await
+        .expect("connect through pgbouncer");
+        sqlx::query("begin")
+            .execute(&mut conn)
+            .await
+            .expect("begin");
+        sqlx::query("select 1")
+            .execute(&mut conn)
+            .await
+            .expect("hold");
+        held.push(conn);
+    }
+    let since: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
+        .fetch_one(&pool)
+        .await
+        .expect("server time");
+    // Beats go over the listen URL's direct connection, so they go on.
+    eventually(
+        Duration::from_secs(10),
+        "a heartbeat while PgBouncer is saturated",
+        || async {
+            last_beat()
+                .await
+                .filter(|at| *at > since + chrono::Duration::milliseconds(400))
+        },
+    )
+    .await;
+
+    for mut conn in held {
+        sqlx::query("rollback")
+            .execute(&mut conn)
+            .await
+            .expect("release");
+    }
+    stop_worker("bouncer worker", handle, running, Duration::from_secs(10)).await;
+}

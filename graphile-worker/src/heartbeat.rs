@@ -197,9 +197,12 @@ pub(crate) fn spawn(
 
 /// The liveness loop of one worker.
 pub(crate) struct Heartbeat {
-    /// Only for its connect options and statements: beats never use the
-    /// pool, which tasks may hold.
+    /// Only for its statements: beats never use the pool, which tasks may
+    /// hold.
     pub(crate) db: Db,
+    /// Where beats connect: where the listener does, so a worker given a
+    /// direct `listen_url` beside PgBouncer beats past PgBouncer's pool.
+    pub(crate) connect_options: Arc<sqlx::postgres::PgConnectOptions>,
     pub(crate) pool_id: String,
     pub(crate) metadata: serde_json::Value,
     pub(crate) interval: Duration,
@@ -218,7 +221,7 @@ enum Beat {
 
 impl Heartbeat {
     async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
-        PgConnection::connect_with(&self.db.pool.connect_options()).await
+        PgConnection::connect_with(&self.connect_options).await
     }
 
     async fn register(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {

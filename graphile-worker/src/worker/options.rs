@@ -276,7 +276,9 @@ impl WorkerOptions {
     /// [`poll_interval`](Self::poll_interval) (2 s by default) before it
     /// starts, a cancelled job is not stopped while it runs, and a breaking
     /// migration applied by another process does not stop the worker.
-    /// Heartbeats go through PgBouncer too: size its pool so that they are
+    /// Heartbeats connect where the listener does: with a `listen_url`
+    /// straight to PostgreSQL, so a saturated PgBouncer cannot delay them;
+    /// without one through PgBouncer, so size its pool so that they are
     /// never delayed for the stale threshold.
     ///
     /// With [`database_url`](Self::database_url) the worker also leaves out
@@ -301,8 +303,10 @@ impl WorkerOptions {
 
     /// A direct connection to PostgreSQL (not through PgBouncer) for
     /// LISTEN, used with [`no_prepared_statements`](Self::no_prepared_statements):
-    /// new jobs then start as soon as they are added, and cancellations
-    /// reach running jobs. Without `no_prepared_statements` the worker
+    /// new jobs then start as soon as they are added, cancellations reach
+    /// running jobs, and heartbeats go this way too, past PgBouncer's pool
+    /// (a saturated pool could otherwise delay them until the worker is
+    /// taken for dead). Without `no_prepared_statements` the worker
     /// listens on a connection of its pool and ignores this URL.
     pub fn listen_url(mut self, url: impl AsRef<str>) -> Self {
         self.listen_url = Some(url.as_ref().to_owned());

@@ -134,6 +134,11 @@ impl Dispatcher {
         if inner.recovery {
             let beat = Heartbeat {
                 db: inner.db.clone(),
+                connect_options: inner
+                    .listener
+                    .as_ref()
+                    .unwrap_or(&inner.db.pool)
+                    .connect_options(),
                 pool_id: inner.pool_id.clone(),
                 metadata: inner.metadata.clone(),
                 interval: inner.heartbeat_interval,
