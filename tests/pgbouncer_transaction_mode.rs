@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    count, eventually, migrated, run_in_background, stop_worker, wait_for_listener,
-    wait_for_no_locks,
+    count, eventually, locks_left, migrated, run_in_background, stop_worker, wait_for_listener,
 };
 use graphile_worker::{JobSpec, NewJob, TaskError, Worker, WorkerOptions, WorkerUtils};
 use graphile_worker_dev::pgbouncer::PgBouncer;
@@ -161,7 +160,8 @@ async fn jobs_added_through_pgbouncer_each_run_once_and_nothing_stays_locked() {
         assert_eq!(runs.get(id).map(Vec::len), Some(1), "runs of job {id}");
     }
     assert!(runs.values().all(|attempts| attempts == &[1]));
-    wait_for_no_locks(&pool).await;
+    // The worker has stopped: its outcomes are written.
+    assert_eq!(locks_left(&pool).await, (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +229,8 @@ async fn failures_through_pgbouncer_are_retried_and_recorded() {
     .expect("read the doomed job");
     assert_eq!((attempts, locked), (1, false));
     assert!(last_error.is_some_and(|e| e.contains("doomed")));
-    wait_for_no_locks(&pool).await;
+    // The worker has stopped: its outcomes are written.
+    assert_eq!(locks_left(&pool).await, (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +271,8 @@ async fn cron_through_pgbouncer_backfills_and_runs_its_jobs() {
     .await
     .expect("read the known crontab");
     assert!(recent, "last_execution was not advanced");
-    wait_for_no_locks(&pool).await;
+    // The worker has stopped: its outcomes are written.
+    assert_eq!(locks_left(&pool).await, (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,7 +345,8 @@ async fn a_worker_through_pgbouncer_beats_and_recovers_a_dead_workers_job() {
         "the dead worker is forgotten, the stopped one deregistered"
     );
     assert_eq!(jobs_left(&pool).await, 0);
-    wait_for_no_locks(&pool).await;
+    // The worker has stopped: its outcomes are written.
+    assert_eq!(locks_left(&pool).await, (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -449,4 +452,59 @@ async fn with_a_listen_url_heartbeats_go_on_while_pgbouncers_connections_are_all
             .expect("release");
     }
     stop_worker("bouncer worker", handle, running, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_unreachable_listen_url_heartbeats_go_through_pgbouncer_and_jobs_run() {
+    let (db, pool, _) = migrated().await;
+    let bouncer = PgBouncer::start(&db.url);
+    let utils =
+        WorkerUtils::new(bouncer_pool(&bouncer).await, "graphile_worker").no_prepared_statements();
+    // Nothing listens on this port: the connection is refused at once.
+    let refused = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = socket.local_addr().expect("its address").port();
+        drop(socket);
+        format!("postgres://postgres@127.0.0.1:{port}/postgres")
+    };
+    let ledger = Ledger::default();
+    let worker = bouncer_worker(&bouncer, &ledger)
+        .listen_url(&refused)
+        .heartbeat_interval(Duration::from_millis(200))
+        .stale_worker_threshold(Duration::from_millis(1500))
+        .init()
+        .await
+        .expect("start");
+    let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
+        .fetch_one(&pool)
+        .await
+        .expect("server time");
+    let (handle, running) = run_in_background(&worker);
+    // Beats keep landing past the stale threshold, so the worker is not
+    // taken for dead and goes on claiming.
+    eventually(
+        Duration::from_secs(10),
+        "heartbeats past the stale threshold",
+        || async {
+            let at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+                "select last_heartbeat_at from graphile_worker._private_workers where id = $1",
+            )
+            .bind(worker.pool_id())
+            .fetch_optional(&pool)
+            .await
+            .expect("read the registry");
+            at.filter(|at| *at > started + chrono::Duration::milliseconds(2000))
+        },
+    )
+    .await;
+    let job = utils
+        .add_raw_job("count", json!({}), JobSpec::default())
+        .await
+        .expect("add");
+    eventually(Duration::from_secs(10), "the job to run", || async {
+        ledger.runs().contains_key(&job.id).then_some(())
+    })
+    .await;
+    stop_worker("bouncer worker", handle, running, Duration::from_secs(10)).await;
+    assert_eq!(ledger.runs()[&job.id], vec![1]);
 }

@@ -215,7 +215,8 @@ pub struct RunArgs {
     pub metrics_bind: Option<std::net::SocketAddr>,
     /// With --no-prepared-statements: a direct connection to PostgreSQL
     /// (not through PgBouncer) to LISTEN on, so that new jobs start at
-    /// once instead of at the next poll.
+    /// once instead of at the next poll; heartbeats use it too, so a busy
+    /// PgBouncer cannot delay them.
     #[arg(long, value_name = "URL")]
     pub listen_url: Option<String>,
 }

@@ -25,6 +25,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{oneshot, watch};
 
@@ -197,12 +198,13 @@ pub(crate) fn spawn(
 
 /// The liveness loop of one worker.
 pub(crate) struct Heartbeat {
-    /// Only for its statements: beats never use the pool, which tasks may
-    /// hold.
+    /// For its statements and the pool's connect options: beats never use
+    /// the pool itself, which tasks may hold.
     pub(crate) db: Db,
-    /// Where beats connect: where the listener does, so a worker given a
-    /// direct `listen_url` beside PgBouncer beats past PgBouncer's pool.
-    pub(crate) connect_options: Arc<sqlx::postgres::PgConnectOptions>,
+    /// A direct connection to PostgreSQL beside PgBouncer (`listen_url`),
+    /// tried first so that a saturated PgBouncer cannot delay beats; when it
+    /// cannot be reached, beats connect the pool's way, as without it.
+    pub(crate) direct: Option<Arc<PgConnectOptions>>,
     pub(crate) pool_id: String,
     pub(crate) metadata: serde_json::Value,
     pub(crate) interval: Duration,
@@ -220,8 +222,22 @@ enum Beat {
 }
 
 impl Heartbeat {
-    async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
-        PgConnection::connect_with(&self.connect_options).await
+    /// Connects directly if it can (within `direct_limit`), else the pool's
+    /// way.
+    async fn connect(&self, direct_limit: Duration) -> Result<PgConnection, sqlx::Error> {
+        if let Some(direct) = &self.direct {
+            match tokio::time::timeout(direct_limit, PgConnection::connect_with(direct)).await {
+                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Err(e)) => tracing::warn!(
+                    error = %e,
+                    "heartbeat: the listen_url cannot be reached; beating through the pool's URL"
+                ),
+                Err(_) => tracing::warn!(
+                    "heartbeat: the listen_url did not answer within {direct_limit:?}; beating through the pool's URL"
+                ),
+            }
+        }
+        PgConnection::connect_with(&self.db.pool.connect_options()).await
     }
 
     async fn register(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
@@ -252,9 +268,10 @@ impl Heartbeat {
         &self,
         conn: &mut Option<PgConnection>,
         registered: &mut bool,
+        direct_limit: Duration,
     ) -> Result<(), sqlx::Error> {
         if conn.is_none() {
-            *conn = Some(self.connect().await?);
+            *conn = Some(self.connect(direct_limit).await?);
         }
         let Some(c) = conn.as_mut() else {
             return Ok(());
@@ -288,7 +305,8 @@ impl Heartbeat {
         while !*stop.borrow() {
             let sent = Instant::now();
             // A stop is not kept waiting by a beat that hangs.
-            let round = tokio::time::timeout(limit, self.round(&mut conn, &mut registered));
+            let round =
+                tokio::time::timeout(limit, self.round(&mut conn, &mut registered, limit / 2));
             let outcome = tokio::select! {
                 result = round => Some(match result {
                     Ok(result) => result.map_err(|e| e.to_string()),
@@ -346,7 +364,7 @@ impl Heartbeat {
             let result = async {
                 let mut c = match conn.take() {
                     Some(c) => c,
-                    None => self.connect().await?,
+                    None => self.connect(limit / 2).await?,
                 };
                 sqlx::query(self.db.sql.workers.deregister.clone())
                     .bind(&self.pool_id)

@@ -72,6 +72,10 @@ pub(crate) struct Inner {
     /// Where the listener connects (the pool, or a direct URL beside
     /// PgBouncer); `None`: no listening, polling only.
     listener: Option<sqlx::PgPool>,
+    /// The direct connection's options when a `listen_url` is given beside
+    /// PgBouncer: heartbeats try it first, so a saturated PgBouncer cannot
+    /// delay them.
+    pub(crate) direct: Option<Arc<sqlx::postgres::PgConnectOptions>>,
     pub(crate) pool_id: String,
     pub(crate) tasks: TaskSet,
     /// Values tasks take as `Data<T>`.

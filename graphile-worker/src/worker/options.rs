@@ -276,10 +276,10 @@ impl WorkerOptions {
     /// [`poll_interval`](Self::poll_interval) (2 s by default) before it
     /// starts, a cancelled job is not stopped while it runs, and a breaking
     /// migration applied by another process does not stop the worker.
-    /// Heartbeats connect where the listener does: with a `listen_url`
-    /// straight to PostgreSQL, so a saturated PgBouncer cannot delay them;
-    /// without one through PgBouncer, so size its pool so that they are
-    /// never delayed for the stale threshold.
+    /// Heartbeats connect through the `listen_url` too when it can be
+    /// reached, so a saturated PgBouncer cannot delay them; otherwise they
+    /// go through PgBouncer, so size its pool so that they are never
+    /// delayed for the stale threshold.
     ///
     /// With [`database_url`](Self::database_url) the worker also leaves out
     /// the `extra_float_digits` startup parameter, which PgBouncer refuses
@@ -306,7 +306,9 @@ impl WorkerOptions {
     /// new jobs then start as soon as they are added, cancellations reach
     /// running jobs, and heartbeats go this way too, past PgBouncer's pool
     /// (a saturated pool could otherwise delay them until the worker is
-    /// taken for dead). Without `no_prepared_statements` the worker
+    /// taken for dead; when this URL cannot be reached they fall back to
+    /// the pool's URL). The worker keeps two connections on it: the
+    /// listener's and the heartbeat's. Without `no_prepared_statements` the worker
     /// listens on a connection of its pool and ignores this URL.
     pub fn listen_url(mut self, url: impl AsRef<str>) -> Self {
         self.listen_url = Some(url.as_ref().to_owned());
@@ -754,6 +756,7 @@ impl WorkerOptions {
         let pool = self.connect().await?;
         crate::panics::install_hook();
 
+        let mut direct = None;
         let listener = match (self.statement_mode, self.listen_url.take()) {
             (StatementMode::Prepared, Some(_)) => {
                 tracing::warn!(
@@ -762,7 +765,11 @@ impl WorkerOptions {
                 Some(pool.clone())
             }
             (StatementMode::Prepared, None) => Some(pool.clone()),
-            (StatementMode::Unnamed, Some(url)) => Some(listener_pool(&url)?),
+            (StatementMode::Unnamed, Some(url)) => {
+                let listener = listener_pool(&url)?;
+                direct = Some(listener.connect_options());
+                Some(listener)
+            }
             (StatementMode::Unnamed, None) => {
                 tracing::info!(
                     "no prepared statements and no listen_url: finding new jobs by polling every {:?}",
@@ -794,6 +801,7 @@ impl WorkerOptions {
                 db: utils.db().clone(),
                 utils,
                 listener,
+                direct,
                 pool_id,
                 tasks,
                 data: Arc::new(std::mem::take(&mut self.data)),

@@ -134,11 +134,7 @@ impl Dispatcher {
         if inner.recovery {
             let beat = Heartbeat {
                 db: inner.db.clone(),
-                connect_options: inner
-                    .listener
-                    .as_ref()
-                    .unwrap_or(&inner.db.pool)
-                    .connect_options(),
+                direct: inner.direct.clone(),
                 pool_id: inner.pool_id.clone(),
                 metadata: inner.metadata.clone(),
                 interval: inner.heartbeat_interval,
