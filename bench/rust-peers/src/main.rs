@@ -18,7 +18,8 @@
 //!   has none, and graphile_worker_rs with its local queue run until the
 //!   last job is done. Concurrency 24 everywhere, as in the main benchmark.
 //! - **latency**: one job added at a time while a worker runs; the time from
-//!   before the add until the task starts, after 20 warm-up jobs.
+//!   before the add until the task starts, after 20 warm-up jobs. A job
+//!   that has not started within 10 s counts as 10 s, and is counted.
 //!
 //! The graphile sides are given the same jobs by the same `add_jobs` SQL
 //! call; apalis gets its jobs through its own `push_all`.
@@ -35,6 +36,8 @@ type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Resu
 const CONCURRENCY: usize = 24;
 const WARMUP: usize = 20;
 const SAMPLES: usize = 300;
+/// How long a latency sample waits for its job to start.
+const LATE: Duration = Duration::from_secs(10);
 
 /// Each side's tasks report their start here: (job number, when).
 static STARTED: OnceLock<mpsc::UnboundedSender<(i64, Instant)>> = OnceLock::new();
@@ -78,7 +81,7 @@ impl Side {
         match self {
             Side::Ours => "ours",
             Side::GraphileRs => "graphile_worker_rs 0.14, defaults",
-            Side::GraphileRsBatched => "graphile_worker_rs 0.14, local queue + batched completions",
+            Side::GraphileRsBatched => "graphile_worker_rs 0.14, its throughput settings",
             Side::Apalis => "apalis-postgres 1.0",
         }
     }
@@ -173,12 +176,18 @@ mod graphile_rs {
             .concurrency(CONCURRENCY)
             .define_job::<BenchJob>();
         if batched {
-            // Its documented throughput settings: a local queue (its
-            // default size, 100) and completions batched for 1 ms.
+            // Its guide's "throughput-oriented worker" settings (at our
+            // concurrency): a local queue of 100 with a 60 s TTL, outcomes
+            // batched for 5 ms, a poll every 500 ms.
             options
-                .local_queue(LocalQueueConfig::default())
-                .complete_job_batch_delay(Duration::from_millis(1))
-                .fail_job_batch_delay(Duration::from_millis(1))
+                .poll_interval(Duration::from_millis(500))
+                .local_queue(
+                    LocalQueueConfig::default()
+                        .with_size(100)
+                        .with_ttl(Duration::from_secs(60)),
+                )
+                .complete_job_batch_delay(Duration::from_millis(5))
+                .fail_job_batch_delay(Duration::from_millis(5))
         } else {
             options
         }
@@ -248,8 +257,9 @@ mod apalis_side {
         Ok(())
     }
 
-    /// A worker on LISTEN/NOTIFY (`with_pubsub`) with a poll every second
-    /// (graphile_worker_rs' default interval), as apalis' README shows.
+    /// A worker on LISTEN/NOTIFY (`with_pubsub`) with a poll every second:
+    /// apalis' README combines the two (with 5 s); 1 s is our choice, the
+    /// poll interval of graphile_worker_rs' defaults.
     pub async fn start(url: &str) -> Result<Stop> {
         let pool = pool(url).await?;
         let stop = Arc::new(Notify::new());
@@ -325,9 +335,17 @@ async fn start(side: Side, url: &str) -> Result<Stop> {
     }
 }
 
-/// Waits (up to a minute) until the database shows every job finished.
-async fn until_finished(side: Side, pool: &sqlx::PgPool) -> Result<()> {
+/// Waits (up to a minute) until every one of `jobs` ran and the database
+/// shows them all finished. The database is asked only once every task
+/// ran, so a side still draining does not share the cores with the check.
+async fn until_finished(side: Side, pool: &sqlx::PgPool, jobs: usize) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    while RAN.load(Ordering::Relaxed) < jobs {
+        if Instant::now() > deadline {
+            return Err(format!("{}: not every job ran within a minute", side.label()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     loop {
         let left = match side {
             Side::Apalis => apalis_side::unfinished(pool).await?,
@@ -386,7 +404,7 @@ async fn drain(side: Side, jobs: usize) -> Result<f64> {
         }
         Side::GraphileRsBatched | Side::Apalis => Some(start(side, &db.url).await?),
     };
-    until_finished(side, &pool).await?;
+    until_finished(side, &pool, jobs).await?;
     let took = begin.elapsed();
     pool.close().await;
     if let Some(stop) = stop {
@@ -426,15 +444,22 @@ async fn latency(side: Side, rx: &mut mpsc::UnboundedReceiver<(i64, Instant)>) -
                 .await?;
             }
         }
-        let (got, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .map_err(|_| format!("{}: job {id} did not start within 10 s", side.label()))?
-            .ok_or("latency channel closed")?;
-        if got != id {
-            return Err(format!("{}: expected job {id} to start, got {got}", side.label()).into());
-        }
+        // Starts of earlier jobs that came late are skipped; a job that has
+        // not started within the limit counts as the limit.
+        let deadline = tokio::time::Instant::now() + LATE;
+        let started_at = loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((got, at))) if got == id => break Some(at),
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err("latency channel closed".into()),
+                Err(_) => break None,
+            }
+        };
         if n >= WARMUP {
-            samples.push(at.duration_since(before).as_secs_f64() * 1e3);
+            samples.push(match started_at {
+                Some(at) => at.duration_since(before).as_secs_f64() * 1e3,
+                None => LATE.as_secs_f64() * 1e3,
+            });
         }
     }
     stop();
@@ -484,6 +509,7 @@ async fn main() -> Result<()> {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); Side::ALL.len()];
     let mut p50: Vec<Vec<f64>> = vec![Vec::new(); Side::ALL.len()];
     let mut p99: Vec<Vec<f64>> = vec![Vec::new(); Side::ALL.len()];
+    let mut late_total = vec![0usize; Side::ALL.len()];
     for round in 0..rounds {
         for k in 0..Side::ALL.len() {
             let i = (k + round) % Side::ALL.len();
@@ -501,11 +527,16 @@ async fn main() -> Result<()> {
             let mut samples = latency(side, &mut rx).await?;
             samples.sort_by(f64::total_cmp);
             let (a, b) = (percentile(&samples, 50.0), percentile(&samples, 99.0));
+            let late = samples
+                .iter()
+                .filter(|ms| **ms >= LATE.as_secs_f64() * 1e3)
+                .count();
             eprintln!(
-                "round {}: latency, {}: p50 {a:.2} ms, p99 {b:.2} ms",
+                "round {}: latency, {}: p50 {a:.2} ms, p99 {b:.2} ms, {late} not started within {LATE:?}",
                 round + 1,
                 side.label()
             );
+            late_total[i] += late;
             p50[i].push(a);
             p99[i].push(b);
         }
@@ -515,18 +546,21 @@ async fn main() -> Result<()> {
         "\nMedians of {rounds} rounds; drain of {jobs} jobs at concurrency {CONCURRENCY}; \
          latency over {SAMPLES} jobs added one at a time.\n"
     );
-    println!("| | drain (jobs/s) | add → start p50 (ms) | add → start p99 (ms) |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| | drain (jobs/s) | add → start p50 (ms) | add → start p99 (ms) | not started within {LATE:?} (all rounds) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
     for (i, side) in Side::ALL.iter().enumerate() {
         if rates[i].is_empty() {
             continue;
         }
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {} |",
             side.label(),
             median(&mut rates[i]),
             median(&mut p50[i]),
-            median(&mut p99[i])
+            median(&mut p99[i]),
+            late_total[i]
         );
     }
     Ok(())
