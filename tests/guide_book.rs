@@ -68,7 +68,9 @@ fn build() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let dest = target_dir().join(format!("guide-test-{}", std::process::id()));
+            // One directory, replaced by each run (a directory per run
+            // piled up in the target directory).
+            let dest = target_dir().join("guide-test");
             let _ = std::fs::remove_dir_all(&dest);
             let out = Command::new(mdbook())
                 .arg("build")
