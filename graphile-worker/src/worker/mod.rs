@@ -26,7 +26,7 @@ use crate::heartbeat::Health;
 use crate::listen::{Wakeups, listen};
 use crate::recovery::Sweeper;
 use crate::registry::TaskSet;
-use crate::sql::Db;
+use crate::sql::{Db, StatementMode};
 use crate::stranded::warn_stranded;
 use crate::sweep::sweep_stale_locks;
 use crate::worker_utils::WorkerUtils;
@@ -72,10 +72,6 @@ pub(crate) struct Inner {
     /// Where the listener connects (the pool, or a direct URL beside
     /// PgBouncer); `None`: no listening, polling only.
     listener: Option<sqlx::PgPool>,
-    /// The direct connection's options when a `listen_url` is given beside
-    /// PgBouncer: heartbeats try it first, so a saturated PgBouncer cannot
-    /// delay them.
-    pub(crate) direct: Option<Arc<sqlx::postgres::PgConnectOptions>>,
     pub(crate) pool_id: String,
     pub(crate) tasks: TaskSet,
     /// Values tasks take as `Data<T>`.
@@ -116,6 +112,16 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The direct connection's options when a `listen_url` is given beside
+    /// PgBouncer (the listener is then not the pool): heartbeats try it
+    /// first, so a saturated PgBouncer cannot delay them.
+    pub(crate) fn direct(&self) -> Option<Arc<sqlx::postgres::PgConnectOptions>> {
+        match self.db.mode {
+            StatementMode::Unnamed => self.listener.as_ref().map(|l| l.connect_options()),
+            StatementMode::Prepared => None,
+        }
+    }
+
     /// Called when a run has fully wound down.
     pub(crate) fn end_run(&self) {
         self.run_active.store(false, Ordering::Release);

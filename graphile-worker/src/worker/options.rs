@@ -756,7 +756,6 @@ impl WorkerOptions {
         let pool = self.connect().await?;
         crate::panics::install_hook();
 
-        let mut direct = None;
         let listener = match (self.statement_mode, self.listen_url.take()) {
             (StatementMode::Prepared, Some(_)) => {
                 tracing::warn!(
@@ -765,11 +764,7 @@ impl WorkerOptions {
                 Some(pool.clone())
             }
             (StatementMode::Prepared, None) => Some(pool.clone()),
-            (StatementMode::Unnamed, Some(url)) => {
-                let listener = listener_pool(&url)?;
-                direct = Some(listener.connect_options());
-                Some(listener)
-            }
+            (StatementMode::Unnamed, Some(url)) => Some(listener_pool(&url)?),
             (StatementMode::Unnamed, None) => {
                 tracing::info!(
                     "no prepared statements and no listen_url: finding new jobs by polling every {:?}",
@@ -801,7 +796,6 @@ impl WorkerOptions {
                 db: utils.db().clone(),
                 utils,
                 listener,
-                direct,
                 pool_id,
                 tasks,
                 data: Arc::new(std::mem::take(&mut self.data)),

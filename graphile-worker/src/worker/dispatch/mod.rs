@@ -134,7 +134,7 @@ impl Dispatcher {
         if inner.recovery {
             let beat = Heartbeat {
                 db: inner.db.clone(),
-                direct: inner.direct.clone(),
+                direct: inner.direct(),
                 pool_id: inner.pool_id.clone(),
                 metadata: inner.metadata.clone(),
                 interval: inner.heartbeat_interval,
