@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{
-    add_job, count, eventually, in_queue, migrated_with_runs, note, open_gate, run_sql, server_now,
-    shut_down, start, wait_for_count, wait_for_listener, wait_for_no_locks, worker,
+    add_job, count, eventually, in_queue, last_heartbeat, migrated_with_runs, note, open_gate,
+    run_sql, server_now, shut_down, start, wait_for_count, wait_for_listener, wait_for_no_locks,
+    worker,
 };
 use graphile_worker::{Error, JobContext, JobSpec, QueueInfo, Task, TaskError, WorkerUtils};
 use graphile_worker_dev::{TestDatabase, node};
@@ -197,13 +198,7 @@ async fn wait_for_heartbeats(pool: &PgPool, pool_id: &str) {
         Duration::from_secs(10),
         "three more heartbeats",
         || async move {
-            let last: DateTime<Utc> = sqlx::query_scalar(
-                "select last_heartbeat_at from graphile_worker._private_workers where id = $1",
-            )
-            .bind(pool_id)
-            .fetch_one(pool)
-            .await
-            .expect("read the heartbeat");
+            let last = last_heartbeat(pool, pool_id).await.expect("registered");
             (last > after).then_some(())
         },
     )

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{
-    count, eventually, locks_left, migrated, run_in_background, stop_worker, wait_for_listener,
+    count, db_now, eventually, last_heartbeat, locks_left, migrated, run_in_background,
+    stop_worker, wait_for_listener,
 };
 use graphile_worker::{JobSpec, NewJob, TaskError, Worker, WorkerOptions, WorkerUtils};
 use graphile_worker_dev::pgbouncer::PgBouncer;
@@ -89,6 +90,20 @@ fn bouncer_worker(bouncer: &PgBouncer, ledger: &Ledger) -> WorkerOptions {
                 Err(TaskError::new("doomed"))
             }
         })
+}
+
+/// Adds a `count` job and waits (10 s at most) until the worker has run it;
+/// returns its id.
+async fn add_and_wait_for_its_run(utils: &WorkerUtils, ledger: &Ledger) -> i64 {
+    let job = utils
+        .add_raw_job("count", json!({}), JobSpec::default())
+        .await
+        .expect("add");
+    eventually(Duration::from_secs(10), "the job to run", || async {
+        ledger.runs().contains_key(&job.id).then_some(())
+    })
+    .await;
+    job.id
 }
 
 async fn jobs_left(pool: &PgPool) -> i64 {
@@ -364,17 +379,10 @@ async fn with_a_listen_url_new_jobs_start_without_waiting_for_a_poll() {
         .expect("start");
     let (handle, running) = run_in_background(&worker);
     wait_for_listener(&pool).await;
-    let job = utils
-        .add_raw_job("count", json!({}), JobSpec::default())
-        .await
-        .expect("add");
     // With an hour between polls, only the notification can start it.
-    eventually(Duration::from_secs(10), "the job to run", || async {
-        ledger.runs().contains_key(&job.id).then_some(())
-    })
-    .await;
+    let job = add_and_wait_for_its_run(&utils, &ledger).await;
     stop_worker("bouncer worker", handle, running, Duration::from_secs(10)).await;
-    assert_eq!(ledger.runs()[&job.id], vec![1]);
+    assert_eq!(ledger.runs()[&job], vec![1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,19 +397,7 @@ async fn with_a_listen_url_heartbeats_go_on_while_pgbouncers_connections_are_all
         .await
         .expect("start");
     let (handle, running) = run_in_background(&worker);
-    let last_beat = || {
-        let pool = pool.clone();
-        let id = worker.pool_id().to_owned();
-        async move {
-            sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
-                "select last_heartbeat_at from graphile_worker._private_workers where id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&pool)
-            .await
-            .expect("read the registry")
-        }
-    };
+    let last_beat = || last_heartbeat(&pool, worker.pool_id());
     eventually(
         Duration::from_secs(10),
         "the worker to register",
@@ -429,10 +425,7 @@ async fn with_a_listen_url_heartbeats_go_on_while_pgbouncers_connections_are_all
             .expect("hold");
         held.push(conn);
     }
-    let since: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
-        .fetch_one(&pool)
-        .await
-        .expect("server time");
+    let since = db_now(&pool).await;
     // Beats go over the listen URL's direct connection, so they go on.
     eventually(
         Duration::from_secs(10),
@@ -475,10 +468,7 @@ async fn with_an_unreachable_listen_url_heartbeats_go_through_pgbouncer_and_jobs
         .init()
         .await
         .expect("start");
-    let started: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select now()")
-        .fetch_one(&pool)
-        .await
-        .expect("server time");
+    let started = db_now(&pool).await;
     let (handle, running) = run_in_background(&worker);
     // Beats keep landing past the stale threshold, so the worker is not
     // taken for dead and goes on claiming.
@@ -486,25 +476,13 @@ async fn with_an_unreachable_listen_url_heartbeats_go_through_pgbouncer_and_jobs
         Duration::from_secs(10),
         "heartbeats past the stale threshold",
         || async {
-            let at: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-                "select last_heartbeat_at from graphile_worker._private_workers where id = $1",
-            )
-            .bind(worker.pool_id())
-            .fetch_optional(&pool)
-            .await
-            .expect("read the registry");
-            at.filter(|at| *at > started + chrono::Duration::milliseconds(2000))
+            last_heartbeat(&pool, worker.pool_id())
+                .await
+                .filter(|at| *at > started + chrono::Duration::milliseconds(2000))
         },
     )
     .await;
-    let job = utils
-        .add_raw_job("count", json!({}), JobSpec::default())
-        .await
-        .expect("add");
-    eventually(Duration::from_secs(10), "the job to run", || async {
-        ledger.runs().contains_key(&job.id).then_some(())
-    })
-    .await;
+    let job = add_and_wait_for_its_run(&utils, &ledger).await;
     stop_worker("bouncer worker", handle, running, Duration::from_secs(10)).await;
-    assert_eq!(ledger.runs()[&job.id], vec![1]);
+    assert_eq!(ledger.runs()[&job], vec![1]);
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{
-    Running, Witness, add_job, attempts_and_lock, count, eventually, has_tag, in_queue, locks_left,
-    migrated_with_runs, open_gate, refuse_registry, server_now, shut_down, start, stop_refusing,
-    wait_for_refusals, wait_for_run_of, wait_for_tag, worker,
+    Running, Witness, add_job, attempts_and_lock, count, eventually, has_tag, in_queue,
+    last_heartbeat, locks_left, migrated_with_runs, open_gate, refuse_registry, server_now,
+    shut_down, start, stop_refusing, wait_for_refusals, wait_for_run_of, wait_for_tag, worker,
 };
 use graphile_worker::{JobSpec, ShutdownHandle, Worker, WorkerUtils};
 use serde_json::json;
@@ -202,13 +202,7 @@ async fn a_worker_whose_heartbeats_are_refused_stops_claiming_until_they_succeed
     wait_for_refusals(&pool, "refused_heartbeats", |n| n > 0).await;
     // Beats run one after another: once one was refused, the registry
     // holds the last one that got through.
-    let last_beat: DateTime<Utc> = sqlx::query_scalar(
-        "select last_heartbeat_at from graphile_worker._private_workers where id = $1",
-    )
-    .bind(w.pool_id())
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let last_beat = last_heartbeat(&pool, w.pool_id()).await.unwrap();
 
     // Others may count the worker as dead once that beat is older than the
     // stale threshold: by then it has stopped claiming. A job added after

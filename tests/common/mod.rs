@@ -2,7 +2,7 @@
 //!
 //! - A fresh migrated database ([`migrated`]), Node's install
 //!   ([`node_install`]), bounded polling ([`eventually`], [`wait_for_count`]),
-//!   counts, the database's clocks, a worker run in the background and
+//!   counts, the database's clocks, a worker's last heartbeat, a worker run in the background and
 //!   stopped ([`run_in_background`], [`stop_worker`]), the listener, a job's
 //!   row ([`set_job`], [`attempts_and_lock`]), captured log output
 //!   ([`Captured`]).
@@ -174,6 +174,18 @@ pub async fn server_now(pool: &PgPool) -> DateTime<Utc> {
         .fetch_one(pool)
         .await
         .expect("read the server clock")
+}
+
+/// Worker `pool_id`'s last landed heartbeat, from the registry (`None` while
+/// it is not registered).
+pub async fn last_heartbeat(pool: &PgPool, pool_id: &str) -> Option<DateTime<Utc>> {
+    sqlx::query_scalar(
+        "select last_heartbeat_at from graphile_worker._private_workers where id = $1",
+    )
+    .bind(pool_id)
+    .fetch_optional(pool)
+    .await
+    .expect("read the registry")
 }
 
 /// Waits until the server's clock is past `at` (at most a minute).

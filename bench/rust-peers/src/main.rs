@@ -114,30 +114,28 @@ mod ours {
         Ok(())
     }
 
-    /// Builds a worker on its defaults (but for concurrency), runs every job
-    /// that is due, and closes its pool.
-    pub async fn run_once(url: &str) -> Result<()> {
-        let worker = Worker::options()
+    /// A worker on its defaults (but for concurrency), running `bench_job`.
+    async fn worker(url: &str) -> Result<Worker> {
+        Ok(Worker::options()
             .database_url(url)
             .concurrency(CONCURRENCY)
             .handle_signals(false)
             .register::<BenchJob>()
             .init()
-            .await?;
+            .await?)
+    }
+
+    /// Runs every job that is due on [`worker`], and closes its pool.
+    pub async fn run_once(url: &str) -> Result<()> {
+        let worker = worker(url).await?;
         worker.run_once().await?;
         worker.utils().pool().close().await;
         Ok(())
     }
 
-    /// Builds a worker on its defaults (but for concurrency) and runs it.
+    /// Starts [`worker`] running in the background.
     pub async fn start(url: &str) -> Result<Stop> {
-        let worker = Worker::options()
-            .database_url(url)
-            .concurrency(CONCURRENCY)
-            .handle_signals(false)
-            .register::<BenchJob>()
-            .init()
-            .await?;
+        let worker = worker(url).await?;
         let running = tokio::spawn({
             let worker = worker.clone();
             async move { worker.run().await }
